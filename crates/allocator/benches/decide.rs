@@ -1,0 +1,3 @@
+//! Decision cost with many requests queued.
+
+fn main() {}

@@ -1,0 +1,1 @@
+//! Seeded random simulations: invariants after every step.
