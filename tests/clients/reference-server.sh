@@ -22,7 +22,7 @@ server_pid=""
 cleanup() {
     if [[ -n "$server_pid" ]] && kill -0 "$server_pid" 2>/dev/null; then
         kill -TERM "$server_pid" 2>/dev/null || true
-        for _ in $(seq 50); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.1; done
+        for _ in $(seq 150); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.1; done
         kill -KILL "$server_pid" 2>/dev/null || true
     fi
     if [[ "${COMMONLAB_KEEP_LOG:-0}" == 1 ]]; then echo "reference-server.sh: kept $work" >&2; else rm -rf "$work"; fi
