@@ -1,0 +1,158 @@
+//! Typed configuration: defaults in code, then a TOML file, then `COMMONLAB_SECTION__KEY`
+//! environment variables, then command-line flags. Unknown keys are errors.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct Config {
+    pub(crate) server: ServerConfig,
+    pub(crate) kernel: KernelConfig,
+}
+
+/// `[server]`: where and how the server listens.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct ServerConfig {
+    /// Address to listen on.
+    pub(crate) ip: String,
+    /// Port to listen on; 0 picks a free one.
+    pub(crate) port: u16,
+    /// API token. Empty: generate one on first start and keep it in the data directory.
+    pub(crate) token: String,
+    /// URL prefix everything is served under.
+    pub(crate) base_url: String,
+    /// Where the server keeps its database, token and runtime files.
+    pub(crate) data_dir: Option<PathBuf>,
+    /// The directory notebooks and kernels start in.
+    pub(crate) root_dir: Option<PathBuf>,
+    /// Largest request body accepted.
+    pub(crate) request_body_bytes_max: usize,
+    /// Largest WebSocket message accepted from a client.
+    pub(crate) ws_message_bytes_max: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            ip: "127.0.0.1".into(),
+            port: 8888,
+            token: String::new(),
+            base_url: "/".into(),
+            data_dir: None,
+            root_dir: None,
+            request_body_bytes_max: 100 * 1024 * 1024,
+            ws_message_bytes_max: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// `[kernel]`: how kernels are found, started and relayed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct KernelConfig {
+    /// A Python interpreter with ipykernel. Empty: search, then set up a managed environment.
+    pub(crate) python: Option<PathBuf>,
+    /// Extra directories holding `kernels/<name>/kernel.json`, searched first.
+    pub(crate) kernelspec_dirs: Vec<PathBuf>,
+    /// The kernelspec used when a request names none.
+    pub(crate) default_name: String,
+    pub(crate) start_timeout_s: u64,
+    pub(crate) shutdown_wait_s: u64,
+    /// Bytes queued for one WebSocket client before it is disconnected as too slow.
+    pub(crate) ws_send_queue_bytes_max: usize,
+    /// Bytes kept for a session whose client is disconnected, delivered when it reconnects.
+    pub(crate) ws_buffer_bytes_max: usize,
+    /// Messages kept for a session whose client is disconnected.
+    pub(crate) ws_buffer_messages_max: usize,
+}
+
+impl Default for KernelConfig {
+    fn default() -> Self {
+        KernelConfig {
+            python: None,
+            kernelspec_dirs: Vec::new(),
+            default_name: "python3".into(),
+            start_timeout_s: 60,
+            shutdown_wait_s: 5,
+            ws_send_queue_bytes_max: 256 * 1024 * 1024,
+            ws_buffer_bytes_max: 64 * 1024 * 1024,
+            ws_buffer_messages_max: 10_000,
+        }
+    }
+}
+
+/// Reads the file (if any) and the environment into a validated [`Config`].
+pub(crate) fn load(file: Option<&Path>, env: impl Iterator<Item = (String, String)>) -> anyhow::Result<Config> {
+    let mut table = match file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("could not read config file {}", path.display()))?;
+            text.parse::<toml::Table>()
+                .with_context(|| format!("config file {} is not valid TOML", path.display()))?
+        }
+        None => toml::Table::new(),
+    };
+    for (name, value) in env {
+        let Some(rest) = name.strip_prefix("COMMONLAB_") else { continue };
+        let Some((section, key)) = rest.split_once("__") else { continue };
+        let section = section.to_lowercase();
+        let key = key.to_lowercase();
+        let parsed = format!("v = {value}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or(toml::Value::String(value));
+        let entry = table.entry(section.clone()).or_insert_with(|| toml::Value::Table(Default::default()));
+        let toml::Value::Table(section_table) = entry else {
+            anyhow::bail!("environment variable {name} sets a key in `{section}`, which is not a section");
+        };
+        section_table.insert(key, parsed);
+    }
+    let source = file.map(|p| p.display().to_string()).unwrap_or_else(|| "environment".into());
+    let config: Config = toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| anyhow::anyhow!("invalid configuration ({source}): {}", e.message()))?;
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Iterator<Item = (String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>().into_iter()
+    }
+
+    #[test]
+    fn environment_overrides_file_and_is_typed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[server]\nport = 9000\nip = \"0.0.0.0\"\n").unwrap();
+        let config = load(Some(&path), env(&[("COMMONLAB_SERVER__PORT", "9100"), ("COMMONLAB_TEST_REQUIRE", "x")])).unwrap();
+        assert_eq!(config.server.port, 9100);
+        assert_eq!(config.server.ip, "0.0.0.0");
+        assert_eq!(config.kernel.default_name, "python3");
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[server]\nprot = 9000\n").unwrap();
+        let err = load(Some(&path), env(&[])).unwrap_err().to_string();
+        assert!(err.contains("unknown field `prot`"), "{err}");
+        let err = load(None, env(&[("COMMONLAB_KERNEL__NOPE", "1")])).unwrap_err().to_string();
+        assert!(err.contains("unknown field `nope`"), "{err}");
+    }
+
+    #[test]
+    fn wrong_types_are_rejected() {
+        let err = load(None, env(&[("COMMONLAB_SERVER__PORT", "many")])).unwrap_err().to_string();
+        assert!(err.contains("invalid"), "{err}");
+    }
+}

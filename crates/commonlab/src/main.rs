@@ -1,0 +1,80 @@
+//! The `commonlab` binary: command-line parsing, configuration and wiring. Nothing else lives
+//! here; each command calls into the crate that does the work.
+
+mod config;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Commonlab: a self-hosted notebook platform for shared GPUs.
+///
+/// It speaks the Jupyter Server API, so JupyterLab, VS Code and other Jupyter clients work
+/// against it unchanged.
+#[derive(Debug, Parser)]
+#[command(name = "commonlab", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(serve::ServeArgs),
+    /// Inspect configuration files.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Validate a configuration file; exits non-zero with the problem if it is invalid.
+    Check {
+        /// The TOML file to check.
+        file: PathBuf,
+    },
+    /// Print the effective configuration (file, environment and defaults), token redacted.
+    Show {
+        /// The TOML file to read, if any.
+        file: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Config(ConfigCommand::Check { file }) => {
+            config::load(Some(&file), std::env::vars()).map(|_| {
+                #[allow(clippy::print_stdout)]
+                {
+                    println!("{}: ok", file.display());
+                }
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Config(ConfigCommand::Show { file }) => config::load(file.as_deref(), std::env::vars()).map(|mut config| {
+            if !config.server.token.is_empty() {
+                config.server.token = "<redacted>".into();
+            }
+            #[allow(clippy::print_stdout)]
+            {
+                print!("{}", toml::to_string_pretty(&config).expect("config serializes"));
+            }
+            ExitCode::SUCCESS
+        }),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!("commonlab: error: {e:#}");
+            }
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! `commonlab serve`: load config, find Python, open the store, recover kernels, listen, and
+//! shut everything down on SIGINT or SIGTERM.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::serve::ListenerExt;
+use commonlab_manager::{find_python, KernelManager, KernelManagerConfig, PythonEnv, PythonSetup, SessionManager};
+use commonlab_runtime::{jupyter_data_dirs, LocalBackend};
+use commonlab_server::{AppState, EdgeLimits};
+use commonlab_store::Store;
+
+use crate::config::{self, Config};
+
+/// Flags of `commonlab serve`; each overrides the config file and environment.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ServeArgs {
+    /// Configuration file (TOML).
+    #[arg(long, env = "COMMONLAB_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on [config: server.ip].
+    #[arg(long)]
+    ip: Option<String>,
+    /// Port to listen on, 0 for any free port [config: server.port].
+    #[arg(long)]
+    port: Option<u16>,
+    /// API token clients must present [config: server.token].
+    #[arg(long)]
+    token: Option<String>,
+    /// Where the database, token and runtime files live [config: server.data_dir].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Directory notebooks and kernels start in [config: server.root_dir].
+    #[arg(long)]
+    root_dir: Option<PathBuf>,
+    /// URL prefix to serve under [config: server.base_url].
+    #[arg(long)]
+    base_url: Option<String>,
+    /// Python interpreter with ipykernel [config: kernel.python].
+    #[arg(long)]
+    python: Option<PathBuf>,
+    /// Log filter, e.g. `info` or `commonlab_manager=debug` (RUST_LOG also works).
+    #[arg(long, default_value = "info")]
+    log: String,
+    /// Log as JSON lines instead of text.
+    #[arg(long)]
+    log_json: bool,
+}
+
+fn default_data_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("commonlab");
+    }
+    match std::env::var_os("HOME") {
+        Some(home) => PathBuf::from(home).join(".local/share/commonlab"),
+        None => PathBuf::from(".commonlab"),
+    }
+}
+
+fn apply_flags(config: &mut Config, args: &ServeArgs) {
+    if let Some(ip) = &args.ip {
+        config.server.ip = ip.clone();
+    }
+    if let Some(port) = args.port {
+        config.server.port = port;
+    }
+    if let Some(token) = &args.token {
+        config.server.token = token.clone();
+    }
+    if let Some(dir) = &args.data_dir {
+        config.server.data_dir = Some(dir.clone());
+    }
+    if let Some(dir) = &args.root_dir {
+        config.server.root_dir = Some(dir.clone());
+    }
+    if let Some(base_url) = &args.base_url {
+        config.server.base_url = base_url.clone();
+    }
+    if let Some(python) = &args.python {
+        config.kernel.python = Some(python.clone());
+    }
+}
+
+fn load_or_create_token(data_dir: &Path) -> anyhow::Result<String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = data_dir.join("token");
+    if let Ok(token) = std::fs::read_to_string(&path) {
+        let token = token.trim().to_owned();
+        if !token.is_empty() {
+            return Ok(token);
+        }
+    }
+    let token = hex::encode(rand::random::<[u8; 24]>());
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("could not write {}", path.display()))?;
+    file.write_all(token.as_bytes())?;
+    Ok(token)
+}
+
+fn resolve_python(config: &Config, data_dir: &Path) -> anyhow::Result<PythonEnv> {
+    if let Some(python) = &config.kernel.python {
+        return find_python(std::slice::from_ref(python)).with_context(|| {
+            format!("kernel.python is {}, but it cannot import ipykernel: install it with `{} -m pip install ipykernel`", python.display(), python.display())
+        });
+    }
+    let setup = PythonSetup {
+        env_dir: data_dir.join("python-env"),
+        base_pythons: vec![PathBuf::from("/usr/bin/python3"), PathBuf::from("python3")],
+        packages: vec!["ipykernel".into(), "jupyterlab".into(), "notebook".into()],
+    };
+    if let Some(env) = setup.existing() {
+        return Ok(env);
+    }
+    if let Some(env) = find_python(&[PathBuf::from("python3"), PathBuf::from("/usr/bin/python3")]) {
+        return Ok(env);
+    }
+    Ok(setup.create()?)
+}
+
+fn init_logging(args: &ServeArgs) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&args.log));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if args.log_json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let mut config = config::load(args.config.as_deref(), std::env::vars())?;
+    apply_flags(&mut config, &args);
+    init_logging(&args);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(serve(config))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let data_dir = config.server.data_dir.clone().unwrap_or_else(default_data_dir);
+    std::fs::create_dir_all(&data_dir).with_context(|| format!("could not create data directory {}", data_dir.display()))?;
+    let root_dir = match &config.server.root_dir {
+        Some(dir) => dir.clone(),
+        None => std::env::current_dir()?,
+    };
+    let root_dir = root_dir.canonicalize().with_context(|| format!("root directory {} does not exist", root_dir.display()))?;
+    let token = if config.server.token.is_empty() { load_or_create_token(&data_dir)? } else { config.server.token.clone() };
+
+    let python = {
+        let config = config.clone();
+        let data_dir = data_dir.clone();
+        tokio::task::spawn_blocking(move || resolve_python(&config, &data_dir)).await??
+    };
+    tracing::info!(python = %python.python.display(), "using Python for kernels");
+    let mut kernelspec_dirs = config.kernel.kernelspec_dirs.clone();
+    kernelspec_dirs.extend(jupyter_data_dirs(std::slice::from_ref(&python.prefix)));
+
+    let store = Arc::new(Store::open_sqlite(&data_dir.join("commonlab.sqlite"))?);
+    let backend = Arc::new(LocalBackend::new(data_dir.join("runtime")));
+    let kernels = Arc::new(KernelManager::new(
+        KernelManagerConfig {
+            root_dir: root_dir.clone(),
+            kernelspec_dirs,
+            default_kernel_name: config.kernel.default_name.clone(),
+            fallback_spec: Some(python.kernelspec()),
+            kernel_start_timeout: Duration::from_secs(config.kernel.start_timeout_s),
+            kernel_shutdown_wait: Duration::from_secs(config.kernel.shutdown_wait_s),
+            ws_send_queue_bytes_max: config.kernel.ws_send_queue_bytes_max,
+            ws_buffer_bytes_max: config.kernel.ws_buffer_bytes_max,
+            ws_buffer_messages_max: config.kernel.ws_buffer_messages_max,
+        },
+        backend,
+        store.clone(),
+    ));
+    let (reattached, cleaned) = kernels.recover().await?;
+    if reattached + cleaned > 0 {
+        tracing::info!(reattached, cleaned, "recovered kernels from the previous run");
+    }
+    let sessions = Arc::new(SessionManager::new(kernels.clone(), store));
+    let mut base_url = config.server.base_url.clone();
+    if !base_url.starts_with('/') {
+        base_url.insert(0, '/');
+    }
+    if !base_url.ends_with('/') {
+        base_url.push('/');
+    }
+    let state = AppState {
+        kernels: kernels.clone(),
+        sessions,
+        token: Arc::new(token.clone()),
+        limits: EdgeLimits {
+            ws_message_bytes_max: config.server.ws_message_bytes_max,
+            request_body_bytes_max: config.server.request_body_bytes_max,
+        },
+        base_url: base_url.clone(),
+    };
+    let app = commonlab_server::app(state);
+    let listener = tokio::net::TcpListener::bind((config.server.ip.as_str(), config.server.port))
+        .await
+        .with_context(|| format!("could not listen on {}:{}", config.server.ip, config.server.port))?;
+    let addr = listener.local_addr()?;
+    let host = if addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { addr.ip().to_string() };
+    tracing::info!(root = %root_dir.display(), data = %data_dir.display(), "Commonlab is running");
+    #[allow(clippy::print_stderr)]
+    {
+        eprintln!("\n    To use Commonlab, connect Jupyter clients to:\n        http://{host}:{}{base_url}?token={token}\n", addr.port());
+    }
+    let listener = listener.tap_io(|stream| {
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    tracing::info!("shutting down: stopping kernels");
+    kernels.shutdown_all().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt()).expect("SIGINT handler installs");
+    let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
+    tokio::select! {
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
+    }
+}

@@ -1,0 +1,308 @@
+//! The fan-out hub of one kernel: its connected WebSocket clients, routing of replies to the
+//! client that asked, and bounded buffers for sessions whose client is away.
+//!
+//! Every queue here is bounded in bytes: a slow client is disconnected (and its session buffered)
+//! rather than growing server memory without limit.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use commonlab_protocol::{encode_legacy, encode_v1, Channel, RawMessage};
+use tokio::sync::mpsc;
+
+/// Which WebSocket framing a client negotiated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WireProtocol {
+    V1,
+    Legacy,
+}
+
+/// A frame for the edge to write to one client's WebSocket.
+#[derive(Debug, Clone)]
+pub enum Outgoing {
+    Frame { binary: bool, data: Bytes },
+    /// Close the connection with this code and reason.
+    Close { code: u16, reason: String },
+}
+
+impl Outgoing {
+    fn len_bytes(&self) -> usize {
+        match self {
+            Outgoing::Frame { data, .. } => data.len(),
+            Outgoing::Close { .. } => 0,
+        }
+    }
+}
+
+/// One message from the kernel, encoded at most once per framing however many clients get it.
+pub(crate) struct Encoded {
+    channel: Channel,
+    msg_id: String,
+    msg_type: String,
+    message: RawMessage,
+    v1: Option<Bytes>,
+    legacy: Option<(bool, Bytes)>,
+}
+
+impl Encoded {
+    pub(crate) fn new(channel: Channel, msg_id: String, msg_type: String, message: RawMessage) -> Encoded {
+        Encoded { channel, msg_id, msg_type, message, v1: None, legacy: None }
+    }
+
+    fn frame(&mut self, protocol: WireProtocol) -> Outgoing {
+        match protocol {
+            WireProtocol::V1 => {
+                let data = self.v1.get_or_insert_with(|| encode_v1(self.channel, &self.message)).clone();
+                Outgoing::Frame { binary: true, data }
+            }
+            WireProtocol::Legacy => {
+                let (binary, data) = self
+                    .legacy
+                    .get_or_insert_with(|| {
+                        encode_legacy(self.channel, &self.msg_id, &self.msg_type, &self.message)
+                    })
+                    .clone();
+                Outgoing::Frame { binary, data }
+            }
+        }
+    }
+}
+
+pub(crate) struct Client {
+    pub(crate) session_id: String,
+    protocol: WireProtocol,
+    tx: mpsc::UnboundedSender<Outgoing>,
+    queued_bytes: Arc<AtomicUsize>,
+}
+
+struct SessionBuffer {
+    protocol: WireProtocol,
+    frames: VecDeque<Outgoing>,
+    bytes: usize,
+    dropped: usize,
+}
+
+/// Limits of the hub, with units in their names.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HubLimits {
+    pub(crate) send_queue_bytes_max: usize,
+    pub(crate) buffer_bytes_max: usize,
+    pub(crate) buffer_messages_max: usize,
+    pub(crate) pending_requests_max: usize,
+}
+
+pub(crate) struct Hub {
+    limits: HubLimits,
+    next_client_id: u64,
+    clients: HashMap<u64, Client>,
+    /// Request msg_id → the client that sent it, in arrival order for bounding.
+    pending: HashMap<String, u64>,
+    pending_order: VecDeque<String>,
+    buffers: HashMap<String, SessionBuffer>,
+}
+
+/// What the edge holds for one connected client.
+pub struct ClientHandle {
+    pub(crate) kernel: Arc<crate::Kernel>,
+    pub(crate) client_id: u64,
+    pub(crate) session_id: String,
+    queued_bytes: Arc<AtomicUsize>,
+}
+
+impl ClientHandle {
+    pub(crate) fn from_parts(
+        kernel: Arc<crate::Kernel>,
+        client_id: u64,
+        session_id: String,
+        queued_bytes: Arc<AtomicUsize>,
+    ) -> ClientHandle {
+        ClientHandle { kernel, client_id, session_id, queued_bytes }
+    }
+
+    /// The edge calls this after writing a frame, so the queue bound tracks what is in flight.
+    pub fn written(&self, outgoing: &Outgoing) {
+        self.queued_bytes.fetch_sub(outgoing.len_bytes(), Ordering::Relaxed);
+    }
+
+    /// Forwards a message from this client to the kernel.
+    pub async fn send(&self, channel: Channel, message: RawMessage) -> Result<(), crate::ManagerError> {
+        self.kernel.send_from_client(self.client_id, &self.session_id, channel, message).await
+    }
+
+    pub fn kernel(&self) -> &Arc<crate::Kernel> {
+        &self.kernel
+    }
+}
+
+impl Drop for ClientHandle {
+    fn drop(&mut self) {
+        self.kernel.disconnect_client(self.client_id);
+    }
+}
+
+impl Hub {
+    pub(crate) fn new(limits: HubLimits) -> Hub {
+        Hub {
+            limits,
+            next_client_id: 1,
+            clients: HashMap::new(),
+            pending: HashMap::new(),
+            pending_order: VecDeque::new(),
+            buffers: HashMap::new(),
+        }
+    }
+
+    pub(crate) fn connection_count(&self) -> usize {
+        self.clients.len()
+    }
+
+    /// Registers a client; returns its id, queue counter, receiver, after replaying whatever its
+    /// session missed while away.
+    pub(crate) fn connect(
+        &mut self,
+        session_id: String,
+        protocol: WireProtocol,
+    ) -> (u64, Arc<AtomicUsize>, mpsc::UnboundedReceiver<Outgoing>) {
+        let client_id = self.next_client_id;
+        self.next_client_id += 1;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
+        if let Some(buffer) = self.buffers.remove(&session_id) {
+            if buffer.protocol == protocol {
+                if buffer.dropped > 0 {
+                    tracing::warn!(session = %session_id, dropped = buffer.dropped, "buffer overflowed while the client was away");
+                }
+                for frame in buffer.frames {
+                    queued_bytes.fetch_add(frame.len_bytes(), Ordering::Relaxed);
+                    let _ = tx.send(frame);
+                }
+            }
+        }
+        self.clients.insert(client_id, Client { session_id, protocol, tx, queued_bytes: queued_bytes.clone() });
+        (client_id, queued_bytes, rx)
+    }
+
+    /// Removes a client; its session's messages are buffered until it reconnects.
+    pub(crate) fn disconnect(&mut self, client_id: u64) {
+        if let Some(client) = self.clients.remove(&client_id) {
+            let still_connected = self.clients.values().any(|c| c.session_id == client.session_id);
+            if !still_connected && !client.session_id.is_empty() {
+                self.buffers.entry(client.session_id).or_insert(SessionBuffer {
+                    protocol: client.protocol,
+                    frames: VecDeque::new(),
+                    bytes: 0,
+                    dropped: 0,
+                });
+            }
+        }
+    }
+
+    /// Closes every client (the kernel is gone) and forgets buffers.
+    pub(crate) fn close_all(&mut self, code: u16, reason: &str) {
+        for client in self.clients.values() {
+            let _ = client.tx.send(Outgoing::Close { code, reason: reason.to_owned() });
+        }
+        self.clients.clear();
+        self.buffers.clear();
+        self.pending.clear();
+        self.pending_order.clear();
+    }
+
+    pub(crate) fn remember_request(&mut self, msg_id: String, client_id: u64) {
+        if self.pending.len() >= self.limits.pending_requests_max {
+            while let Some(oldest) = self.pending_order.pop_front() {
+                if self.pending.remove(&oldest).is_some() {
+                    break;
+                }
+            }
+        }
+        self.pending_order.push_back(msg_id.clone());
+        self.pending.insert(msg_id, client_id);
+    }
+
+    /// Sends to every client and every away session's buffer.
+    pub(crate) fn broadcast(&mut self, encoded: &mut Encoded) {
+        let mut too_slow = Vec::new();
+        for (&client_id, client) in &self.clients {
+            let frame = encoded.frame(client.protocol);
+            if !push(client, frame, self.limits.send_queue_bytes_max) {
+                too_slow.push(client_id);
+            }
+        }
+        for (_, buffer) in self.buffers.iter_mut() {
+            let frame = encoded.frame(buffer.protocol);
+            buffer_push(buffer, frame, self.limits);
+        }
+        for client_id in too_slow {
+            self.drop_slow(client_id);
+        }
+    }
+
+    /// Sends a reply to the client that made the request (or its session's buffer).
+    /// `consume` removes the routing entry (final replies); stdin requests keep it.
+    pub(crate) fn reply(
+        &mut self,
+        parent_msg_id: Option<&str>,
+        parent_session: Option<&str>,
+        consume: bool,
+        encoded: &mut Encoded,
+    ) {
+        let client_id = parent_msg_id.and_then(|id| {
+            if consume {
+                self.pending.remove(id)
+            } else {
+                self.pending.get(id).copied()
+            }
+        });
+        if let Some(client) = client_id.and_then(|id| self.clients.get(&id)) {
+            let frame = encoded.frame(client.protocol);
+            if !push(client, frame, self.limits.send_queue_bytes_max) {
+                let id = client_id.expect("client found by id");
+                self.drop_slow(id);
+            }
+            return;
+        }
+        let Some(session) = parent_session else { return };
+        if let Some(client) = self.clients.values().find(|c| c.session_id == session) {
+            let frame = encoded.frame(client.protocol);
+            let _ = push(client, frame, self.limits.send_queue_bytes_max);
+        } else if let Some(buffer) = self.buffers.get_mut(session) {
+            let frame = encoded.frame(buffer.protocol);
+            buffer_push(buffer, frame, self.limits);
+        }
+    }
+
+    fn drop_slow(&mut self, client_id: u64) {
+        if let Some(client) = self.clients.get(&client_id) {
+            tracing::warn!(session = %client.session_id, "client is not reading its messages; disconnecting it");
+            let _ = client.tx.send(Outgoing::Close {
+                code: 1008,
+                reason: "client too slow: send queue limit reached; reconnect to resume".into(),
+            });
+        }
+        self.disconnect(client_id);
+    }
+}
+
+fn push(client: &Client, frame: Outgoing, limit: usize) -> bool {
+    let len = frame.len_bytes();
+    let queued = client.queued_bytes.load(Ordering::Relaxed);
+    // One message larger than the limit is still delivered to an otherwise idle client.
+    if queued > 0 && queued + len > limit {
+        return false;
+    }
+    client.queued_bytes.fetch_add(len, Ordering::Relaxed);
+    client.tx.send(frame).is_ok()
+}
+
+fn buffer_push(buffer: &mut SessionBuffer, frame: Outgoing, limits: HubLimits) {
+    let len = frame.len_bytes();
+    if buffer.frames.len() >= limits.buffer_messages_max || buffer.bytes + len > limits.buffer_bytes_max {
+        buffer.dropped += 1;
+        return;
+    }
+    buffer.bytes += len;
+    buffer.frames.push_back(frame);
+}

@@ -1,0 +1,330 @@
+//! One kernel: its runtime, its ZeroMQ channels, its hub of clients, and its lifecycle
+//! (readiness, interrupt, restart, shutdown, death).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use commonlab_kernel::{Incoming, KernelChannels, KernelSender};
+use commonlab_protocol::{Channel, ConnectionInfo, MessageBuilder, RawMessage};
+use commonlab_runtime::{InterruptMode, Runtime};
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::hub::{Encoded, Hub, HubLimits};
+use crate::{iso_now, ClientHandle, ErrorKind, ManagerError, Outgoing, WireProtocol};
+
+/// The REST model of a kernel, as jupyter_server returns it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct KernelModel {
+    pub id: String,
+    pub name: String,
+    pub last_activity: String,
+    pub execution_state: String,
+    pub connections: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Readiness {
+    Starting,
+    Ready,
+    Failed(String),
+}
+
+pub(crate) struct Live {
+    pub(crate) runtime: Arc<dyn Runtime>,
+    channels: Option<KernelChannels>,
+    sender: KernelSender,
+    router: JoinHandle<()>,
+    watcher: JoinHandle<()>,
+}
+
+struct State {
+    execution_state: String,
+    last_activity: String,
+    /// True while a restart or shutdown is under way, so the watcher does not report a death.
+    expecting_exit: bool,
+    live: Option<Live>,
+    hub: Hub,
+}
+
+/// A running kernel.
+pub struct Kernel {
+    pub id: String,
+    pub name: String,
+    pub(crate) interrupt_mode: InterruptMode,
+    state: Mutex<State>,
+    readiness: watch::Sender<Readiness>,
+    /// Serializes lifecycle operations (restart, shutdown).
+    pub(crate) lifecycle: tokio::sync::Mutex<()>,
+    builder: MessageBuilder,
+}
+
+impl Kernel {
+    pub(crate) fn new(id: String, name: String, interrupt_mode: InterruptMode, limits: HubLimits) -> Arc<Kernel> {
+        let (readiness, _) = watch::channel(Readiness::Starting);
+        Arc::new(Kernel {
+            builder: MessageBuilder { session: uuid::Uuid::new_v4().simple().to_string(), username: "commonlab".into() },
+            id,
+            name,
+            interrupt_mode,
+            state: Mutex::new(State {
+                execution_state: "starting".into(),
+                last_activity: iso_now(),
+                expecting_exit: false,
+                live: None,
+                hub: Hub::new(limits),
+            }),
+            readiness,
+            lifecycle: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("kernel state lock is never poisoned")
+    }
+
+    pub fn model(&self) -> KernelModel {
+        let state = self.state();
+        KernelModel {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            last_activity: state.last_activity.clone(),
+            execution_state: state.execution_state.clone(),
+            connections: state.hub.connection_count(),
+        }
+    }
+
+    pub fn execution_state(&self) -> String {
+        self.state().execution_state.clone()
+    }
+
+    pub(crate) fn runtime(&self) -> Option<Arc<dyn Runtime>> {
+        self.state().live.as_ref().map(|live| live.runtime.clone())
+    }
+
+    /// Connects the channels to a launched runtime and starts its router and watcher tasks.
+    pub(crate) async fn attach(
+        self: &Arc<Self>,
+        runtime: Arc<dyn Runtime>,
+        connection: &ConnectionInfo,
+        timeout: Duration,
+    ) -> Result<(), ManagerError> {
+        let _ = self.readiness.send(Readiness::Starting);
+        let (tx, rx) = mpsc::channel(256);
+        let channels = KernelChannels::connect(connection, timeout, tx).await.map_err(|e| {
+            ManagerError::new(ErrorKind::Unavailable, "kernel_connect_failed", format!("The kernel started but could not be reached: {e}"))
+        })?;
+        let sender = channels.sender.clone();
+        let router = tokio::spawn(route(Arc::downgrade(self), rx));
+        let watcher = tokio::spawn(watch_exit(Arc::downgrade(self), runtime.wait()));
+        let mut state = self.state();
+        state.expecting_exit = false;
+        state.execution_state = "starting".into();
+        state.live = Some(Live { runtime, channels: Some(channels), sender, router, watcher });
+        Ok(())
+    }
+
+    /// Pokes the kernel with `kernel_info_request` until it has answered on shell and said
+    /// anything on iopub (the slow-joiner problem), or until `timeout`.
+    pub(crate) async fn wait_ready(self: &Arc<Self>, timeout: Duration) -> Result<(), ManagerError> {
+        let mut readiness = self.readiness.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut interval = Duration::from_millis(20);
+        loop {
+            match readiness.borrow_and_update().clone() {
+                Readiness::Ready => return Ok(()),
+                Readiness::Failed(why) => {
+                    return Err(ManagerError::new(ErrorKind::Unavailable, "kernel_died", why))
+                }
+                Readiness::Starting => {}
+            }
+            let sender = self.state().live.as_ref().map(|l| l.sender.clone());
+            if let Some(sender) = sender {
+                let request = self.builder.message("kernel_info_request", iso_now(), Bytes::from_static(b"{}"), &serde_json::json!({}));
+                let _ = sender.send(Channel::Shell, &request).await;
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Err(ManagerError::new(
+                    ErrorKind::Unavailable,
+                    "kernel_start_timeout",
+                    format!("The kernel did not become ready within {} s. Check that its kernelspec runs, or raise kernel_start_timeout_s.", timeout.as_secs()),
+                ));
+            }
+            let _ = tokio::time::timeout(interval.min(deadline - now), readiness.changed()).await;
+            interval = (interval * 2).min(Duration::from_millis(200));
+        }
+    }
+
+    /// Registers a WebSocket client of this kernel.
+    pub fn connect_client(
+        self: &Arc<Self>,
+        session_id: String,
+        protocol: WireProtocol,
+    ) -> (ClientHandle, mpsc::UnboundedReceiver<Outgoing>) {
+        let (client_id, queued_bytes, rx) = self.state().hub.connect(session_id.clone(), protocol);
+        (ClientHandle::from_parts(self.clone(), client_id, session_id, queued_bytes), rx)
+    }
+
+    pub(crate) fn disconnect_client(&self, client_id: u64) {
+        self.state().hub.disconnect(client_id);
+    }
+
+    pub(crate) async fn send_from_client(
+        &self,
+        client_id: u64,
+        _session_id: &str,
+        channel: Channel,
+        message: RawMessage,
+    ) -> Result<(), ManagerError> {
+        let header = message.parse_header().map_err(|e| {
+            ManagerError::new(ErrorKind::BadRequest, "bad_message", format!("Message rejected: {e}"))
+        })?;
+        if !matches!(channel, Channel::Shell | Channel::Control | Channel::Stdin) {
+            return Err(ManagerError::new(ErrorKind::BadRequest, "bad_channel", format!("Clients cannot send on the {} channel", channel.as_str())));
+        }
+        // Wait for readiness so nothing sent during start is lost to the slow joiner.
+        let mut readiness = self.readiness.subscribe();
+        loop {
+            let current = readiness.borrow_and_update().clone();
+            match current {
+                Readiness::Ready => break,
+                Readiness::Failed(why) => return Err(ManagerError::new(ErrorKind::Unavailable, "kernel_dead", why)),
+                Readiness::Starting => {
+                    if readiness.changed().await.is_err() {
+                        return Err(ManagerError::new(ErrorKind::Unavailable, "kernel_dead", "The kernel is gone"));
+                    }
+                }
+            }
+        }
+        let sender = {
+            let mut state = self.state();
+            if !header.msg_id.is_empty() && channel != Channel::Stdin {
+                state.hub.remember_request(header.msg_id.clone(), client_id);
+            }
+            state.last_activity = iso_now();
+            state.live.as_ref().map(|l| l.sender.clone())
+        };
+        let sender = sender.ok_or_else(|| ManagerError::new(ErrorKind::Unavailable, "kernel_dead", "The kernel is not running"))?;
+        sender.send(channel, &message).await.map_err(|e| {
+            ManagerError::new(ErrorKind::Unavailable, "kernel_send_failed", e.to_string())
+        })
+    }
+
+    /// Sends a message the server wrote itself to the kernel (interrupt or shutdown requests).
+    pub(crate) async fn send_own(&self, channel: Channel, msg_type: &str, content: serde_json::Value) -> bool {
+        let sender = self.state().live.as_ref().map(|l| l.sender.clone());
+        let Some(sender) = sender else { return false };
+        let message = self.builder.message(msg_type, iso_now(), Bytes::from_static(b"{}"), &content);
+        sender.send(channel, &message).await.is_ok()
+    }
+
+    /// Broadcasts a status the server decided (e.g. `restarting`, `dead`) to every client.
+    pub(crate) fn broadcast_status(&self, execution_state: &str) {
+        let message = self.builder.status(execution_state, iso_now(), Bytes::from_static(b"{}"));
+        let header = message.parse_header().expect("own header parses");
+        let mut encoded = Encoded::new(Channel::Iopub, header.msg_id, header.msg_type, message);
+        let mut state = self.state();
+        state.execution_state = execution_state.to_owned();
+        state.hub.broadcast(&mut encoded);
+    }
+
+    /// Marks that the runtime is about to end on purpose.
+    pub(crate) fn expect_exit(&self) {
+        self.state().expecting_exit = true;
+    }
+
+    /// Stops the channels and tasks of the current runtime; returns the runtime.
+    pub(crate) async fn detach(&self) -> Option<Arc<dyn Runtime>> {
+        let live = self.state().live.take()?;
+        live.router.abort();
+        live.watcher.abort();
+        if let Some(channels) = live.channels {
+            channels.close().await;
+        }
+        Some(live.runtime)
+    }
+
+    /// Tells every client the kernel is gone and closes their connections.
+    pub(crate) fn close_clients(&self, reason: &str) {
+        self.state().hub.close_all(1000, reason);
+    }
+
+    pub(crate) fn set_failed(&self, why: String) {
+        let _ = self.readiness.send(Readiness::Failed(why));
+    }
+
+    fn on_message(&self, channel: Channel, message: RawMessage) {
+        let Ok(header) = message.parse_header() else {
+            tracing::warn!(kernel = %self.id, "kernel sent a message with an unreadable header; dropped");
+            return;
+        };
+        let (parent_msg_id, parent_session) = message.parent_ids();
+        let mut state = self.state();
+        if parent_session.as_deref() == Some(self.builder.session.as_str()) && channel == Channel::Shell {
+            if header.msg_type == "kernel_info_reply" && *self.readiness.borrow() == Readiness::Starting {
+                let iopub_seen = state.execution_state != "starting";
+                if iopub_seen {
+                    let _ = self.readiness.send(Readiness::Ready);
+                }
+            }
+            return;
+        }
+        if channel == Channel::Iopub {
+            if state.execution_state == "starting" {
+                state.execution_state = "idle".into();
+            }
+            if header.msg_type == "status" {
+                #[derive(serde::Deserialize)]
+                struct Status {
+                    execution_state: String,
+                }
+                if let Ok(status) = serde_json::from_slice::<Status>(&message.content) {
+                    state.execution_state = status.execution_state;
+                }
+                state.last_activity = iso_now();
+            }
+        }
+        let mut encoded = Encoded::new(channel, header.msg_id, header.msg_type, message);
+        match channel {
+            Channel::Iopub => state.hub.broadcast(&mut encoded),
+            Channel::Stdin => state.hub.reply(parent_msg_id.as_deref(), parent_session.as_deref(), false, &mut encoded),
+            _ => state.hub.reply(parent_msg_id.as_deref(), parent_session.as_deref(), true, &mut encoded),
+        }
+    }
+
+    fn on_exit(&self, exit: commonlab_runtime::ExitInfo) {
+        let expected = self.state().expecting_exit;
+        if expected {
+            return;
+        }
+        tracing::warn!(kernel = %self.id, %exit, "kernel died");
+        let _ = self.readiness.send(Readiness::Failed(format!("The kernel {exit}.")));
+        self.broadcast_status("dead");
+    }
+}
+
+async fn route(kernel: std::sync::Weak<Kernel>, mut rx: mpsc::Receiver<Incoming>) {
+    while let Some(incoming) = rx.recv().await {
+        let Some(kernel) = kernel.upgrade() else { return };
+        match incoming {
+            Incoming::Message { channel, message } => kernel.on_message(channel, message),
+            Incoming::Rejected { channel, reason } => {
+                tracing::warn!(kernel = %kernel.id, channel = channel.as_str(), %reason, "dropped a message from the kernel");
+            }
+            Incoming::Closed { .. } => {}
+        }
+    }
+}
+
+async fn watch_exit(
+    kernel: std::sync::Weak<Kernel>,
+    exit: futures_util::future::BoxFuture<'static, commonlab_runtime::ExitInfo>,
+) {
+    let info = exit.await;
+    if let Some(kernel) = kernel.upgrade() {
+        kernel.on_exit(info);
+    }
+}

@@ -1,0 +1,328 @@
+//! The kernel manager: starts kernels from kernelspecs through the runtime backend, keeps them
+//! in the store, reattaches to them after a server restart, and stops them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use commonlab_protocol::{Channel, ConnectionInfo, Transport};
+use commonlab_runtime::{
+    find_kernelspecs, free_tcp_ports, InterruptMode, KernelSpec, LaunchSpec, Runtime, RuntimeBackend,
+    RuntimeRecord,
+};
+use commonlab_store::{KernelRecord, Store};
+
+use crate::hub::HubLimits;
+use crate::{iso_now, ErrorKind, Kernel, KernelModel, ManagerError};
+
+/// A kernelspec as the API shows it: name, `kernel.json` contents, resource file names.
+#[derive(Debug, Clone)]
+pub struct KernelSpecView {
+    pub name: String,
+    pub spec: serde_json::Value,
+    pub resources: Vec<String>,
+}
+
+/// Settings of the kernel manager, with units in their names.
+#[derive(Debug, Clone)]
+pub struct KernelManagerConfig {
+    /// Where kernels start (the notebook root).
+    pub root_dir: PathBuf,
+    /// Directories searched for `kernels/*/kernel.json`, highest priority first.
+    pub kernelspec_dirs: Vec<PathBuf>,
+    /// Used when a request names no kernelspec.
+    pub default_kernel_name: String,
+    /// A spec synthesized for `default_kernel_name` when no directory defines one.
+    pub fallback_spec: Option<KernelSpec>,
+    pub kernel_start_timeout: Duration,
+    pub kernel_shutdown_wait: Duration,
+    pub ws_send_queue_bytes_max: usize,
+    pub ws_buffer_bytes_max: usize,
+    pub ws_buffer_messages_max: usize,
+}
+
+impl KernelManagerConfig {
+    fn hub_limits(&self) -> HubLimits {
+        HubLimits {
+            send_queue_bytes_max: self.ws_send_queue_bytes_max,
+            buffer_bytes_max: self.ws_buffer_bytes_max,
+            buffer_messages_max: self.ws_buffer_messages_max,
+            pending_requests_max: 10_000,
+        }
+    }
+}
+
+/// Starts, finds and stops kernels.
+pub struct KernelManager {
+    config: KernelManagerConfig,
+    backend: Arc<dyn RuntimeBackend>,
+    store: Arc<Store>,
+    kernels: RwLock<HashMap<String, Arc<Kernel>>>,
+    started_at: String,
+}
+
+impl KernelManager {
+    pub fn new(config: KernelManagerConfig, backend: Arc<dyn RuntimeBackend>, store: Arc<Store>) -> KernelManager {
+        KernelManager { config, backend, store, kernels: RwLock::new(HashMap::new()), started_at: iso_now() }
+    }
+
+    pub fn started_at(&self) -> &str {
+        &self.started_at
+    }
+
+    pub fn default_kernel_name(&self) -> &str {
+        &self.config.default_kernel_name
+    }
+
+    /// The kernelspecs available now (the directories are re-read on each call, as Jupyter does).
+    pub fn kernelspecs(&self) -> BTreeMap<String, KernelSpec> {
+        let mut specs = find_kernelspecs(&self.config.kernelspec_dirs);
+        if let Some(fallback) = &self.config.fallback_spec {
+            specs.entry(fallback.name.clone()).or_insert_with(|| fallback.clone());
+        }
+        specs
+    }
+
+    /// The kernelspecs as the API shows them.
+    pub fn kernelspec_views(&self) -> Vec<KernelSpecView> {
+        self.kernelspecs()
+            .into_values()
+            .map(|spec| KernelSpecView {
+                resources: spec.resources(),
+                spec: serde_json::to_value(&spec.spec).expect("kernelspec serializes"),
+                name: spec.name,
+            })
+            .collect()
+    }
+
+    pub fn kernelspec(&self, name: &str) -> Option<KernelSpec> {
+        self.kernelspecs().remove(&name.to_lowercase())
+    }
+
+    pub fn list(&self) -> Vec<KernelModel> {
+        let kernels = self.kernels.read().expect("not poisoned");
+        let mut models: Vec<KernelModel> = kernels.values().map(|k| k.model()).collect();
+        models.sort_by(|a, b| a.id.cmp(&b.id));
+        models
+    }
+
+    pub fn get(&self, id: &str) -> Result<Arc<Kernel>, ManagerError> {
+        self.kernels
+            .read()
+            .expect("not poisoned")
+            .get(id)
+            .cloned()
+            .ok_or_else(|| ManagerError::kernel_not_found(id))
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.kernels.read().expect("not poisoned").values().map(|k| k.model().connections).sum()
+    }
+
+    fn new_connection(&self, key: &str) -> Result<ConnectionInfo, ManagerError> {
+        let ports = free_tcp_ports("127.0.0.1", 5).map_err(|e| {
+            ManagerError::internal("no_free_ports", format!("Could not find free ports for a kernel: {e}"))
+        })?;
+        Ok(ConnectionInfo {
+            transport: Transport::Tcp,
+            ip: "127.0.0.1".into(),
+            shell_port: ports[0],
+            iopub_port: ports[1],
+            stdin_port: ports[2],
+            control_port: ports[3],
+            hb_port: ports[4],
+            key: key.to_owned(),
+            signature_scheme: "hmac-sha256".into(),
+            kernel_name: None,
+        })
+    }
+
+    async fn launch(&self, kernel_id: &str, spec: &KernelSpec, connection: &ConnectionInfo) -> Result<Arc<dyn Runtime>, ManagerError> {
+        let mut env: BTreeMap<String, String> = spec.spec.env.clone();
+        env.insert("JPY_PARENT_PID".into(), std::process::id().to_string());
+        let launch = LaunchSpec {
+            kernel_id: kernel_id.to_owned(),
+            argv: spec.spec.argv.clone(),
+            env,
+            cwd: self.config.root_dir.clone(),
+            connection: connection.clone(),
+        };
+        let runtime = self.backend.launch(launch).await.map_err(|e| {
+            ManagerError::new(ErrorKind::Unavailable, "kernel_launch_failed", format!("The kernel could not be started: {e}"))
+        })?;
+        Ok(Arc::from(runtime))
+    }
+
+    /// Starts a kernel and returns once it has answered `kernel_info_request`.
+    pub async fn start(&self, name: Option<&str>) -> Result<Arc<Kernel>, ManagerError> {
+        let name = name.filter(|n| !n.is_empty()).unwrap_or(&self.config.default_kernel_name).to_lowercase();
+        let spec = self.kernelspec(&name).ok_or_else(|| {
+            ManagerError::new(ErrorKind::NotFound, "kernelspec_not_found", format!("No such kernel named {name}"))
+        })?;
+        let kernel_id = uuid::Uuid::new_v4().to_string();
+        let key = uuid::Uuid::new_v4().to_string();
+        let connection = self.new_connection(&key)?;
+        let runtime = self.launch(&kernel_id, &spec, &connection).await?;
+        let interrupt_mode = spec.spec.interrupt_mode;
+        let kernel = Kernel::new(kernel_id.clone(), name.clone(), interrupt_mode, self.config.hub_limits());
+        let record = KernelRecord {
+            id: kernel_id.clone(),
+            name: name.clone(),
+            connection: serde_json::to_string(&connection).expect("serializes"),
+            runtime: serde_json::to_string(&runtime.record()).expect("serializes"),
+            started_at: iso_now(),
+        };
+        let result = async {
+            self.store.insert_kernel(&record)?;
+            kernel.attach(runtime.clone(), &connection, self.config.kernel_start_timeout).await?;
+            kernel.wait_ready(self.config.kernel_start_timeout).await
+        }
+        .await;
+        if let Err(e) = result {
+            kernel.expect_exit();
+            let _ = runtime.kill();
+            kernel.detach().await;
+            let _ = self.store.delete_kernel(&kernel_id);
+            let _ = std::fs::remove_file(runtime.record().connection_file);
+            return Err(e);
+        }
+        tracing::info!(kernel = %kernel_id, %name, "kernel started");
+        self.kernels.write().expect("not poisoned").insert(kernel_id, kernel.clone());
+        Ok(kernel)
+    }
+
+    /// Interrupts per the kernelspec's `interrupt_mode`.
+    pub async fn interrupt(&self, id: &str) -> Result<(), ManagerError> {
+        let kernel = self.get(id)?;
+        match kernel.interrupt_mode {
+            InterruptMode::Message => {
+                kernel.send_own(Channel::Control, "interrupt_request", serde_json::json!({})).await;
+            }
+            InterruptMode::Signal => {
+                let runtime = kernel.runtime().ok_or_else(|| {
+                    ManagerError::new(ErrorKind::Unavailable, "kernel_dead", "The kernel is not running")
+                })?;
+                runtime.signal(nix::sys::signal::Signal::SIGINT as i32).map_err(|e| {
+                    ManagerError::internal("interrupt_failed", format!("Could not interrupt the kernel: {e}"))
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the kernel's runtime: a polite `shutdown_request`, then a kill after the wait.
+    async fn stop_runtime(&self, kernel: &Arc<Kernel>, restart: bool) {
+        kernel.expect_exit();
+        let Some(runtime) = kernel.runtime() else { return };
+        kernel.send_own(Channel::Control, "shutdown_request", serde_json::json!({ "restart": restart })).await;
+        if tokio::time::timeout(self.config.kernel_shutdown_wait, runtime.wait()).await.is_err() {
+            tracing::warn!(kernel = %kernel.id, "kernel ignored shutdown_request; killing it");
+            let _ = runtime.kill();
+            let _ = tokio::time::timeout(Duration::from_secs(5), runtime.wait()).await;
+        }
+        kernel.detach().await;
+        let _ = std::fs::remove_file(runtime.record().connection_file);
+    }
+
+    /// Restarts a kernel in place: same id, same clients, fresh process.
+    pub async fn restart(&self, id: &str) -> Result<Arc<Kernel>, ManagerError> {
+        let kernel = self.get(id)?;
+        let _guard = kernel.lifecycle.lock().await;
+        kernel.broadcast_status("restarting");
+        self.stop_runtime(&kernel, true).await;
+        let spec = self.kernelspec(&kernel.name).ok_or_else(|| {
+            ManagerError::new(ErrorKind::NotFound, "kernelspec_not_found", format!("No such kernel named {}", kernel.name))
+        })?;
+        let key = uuid::Uuid::new_v4().to_string();
+        let connection = self.new_connection(&key)?;
+        let runtime = self.launch(id, &spec, &connection).await?;
+        self.store.insert_kernel(&KernelRecord {
+            id: id.to_owned(),
+            name: kernel.name.clone(),
+            connection: serde_json::to_string(&connection).expect("serializes"),
+            runtime: serde_json::to_string(&runtime.record()).expect("serializes"),
+            started_at: iso_now(),
+        })?;
+        kernel.attach(runtime, &connection, self.config.kernel_start_timeout).await?;
+        kernel.wait_ready(self.config.kernel_start_timeout).await?;
+        tracing::info!(kernel = %id, "kernel restarted");
+        drop(_guard);
+        Ok(kernel)
+    }
+
+    /// Shuts a kernel down and forgets it.
+    pub async fn shutdown(&self, id: &str) -> Result<(), ManagerError> {
+        let kernel = self.get(id)?;
+        let _guard = kernel.lifecycle.lock().await;
+        self.stop_runtime(&kernel, false).await;
+        kernel.set_failed("The kernel was shut down.".into());
+        kernel.close_clients("kernel shut down");
+        self.kernels.write().expect("not poisoned").remove(id);
+        self.store.delete_kernel(id)?;
+        tracing::info!(kernel = %id, "kernel shut down");
+        Ok(())
+    }
+
+    /// Shuts down every kernel (server exit).
+    pub async fn shutdown_all(&self) {
+        let ids: Vec<String> = self.kernels.read().expect("not poisoned").keys().cloned().collect();
+        let stops = ids.iter().map(|id| self.shutdown(id));
+        for result in futures_util::future::join_all(stops).await {
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "kernel shutdown failed");
+            }
+        }
+    }
+
+    /// Reconnects to kernels a previous server process started, and forgets (and stops) the
+    /// ones that are gone or unreachable. Returns (reattached, cleaned up).
+    pub async fn recover(&self) -> Result<(usize, usize), ManagerError> {
+        let mut reattached = 0;
+        let mut cleaned = 0;
+        for record in self.store.kernels()? {
+            let parsed: Option<(ConnectionInfo, RuntimeRecord)> = serde_json::from_str(&record.connection)
+                .ok()
+                .zip(serde_json::from_str(&record.runtime).ok());
+            let Some((connection, runtime_record)) = parsed else {
+                self.store.delete_kernel(&record.id)?;
+                cleaned += 1;
+                continue;
+            };
+            let spec_mode = self.kernelspec(&record.name).map(|s| s.spec.interrupt_mode).unwrap_or_default();
+            match self.backend.reattach(&runtime_record) {
+                Some(runtime) => {
+                    let runtime: Arc<dyn Runtime> = Arc::from(runtime);
+                    let kernel = Kernel::new(record.id.clone(), record.name.clone(), spec_mode, self.config.hub_limits());
+                    let attached = async {
+                        kernel.attach(runtime.clone(), &connection, Duration::from_secs(5)).await?;
+                        kernel.wait_ready(Duration::from_secs(10)).await
+                    }
+                    .await;
+                    match attached {
+                        Ok(()) => {
+                            tracing::info!(kernel = %record.id, "reattached to a kernel from a previous run");
+                            self.kernels.write().expect("not poisoned").insert(record.id.clone(), kernel);
+                            reattached += 1;
+                        }
+                        Err(e) => {
+                            tracing::warn!(kernel = %record.id, error = %e, "kernel from a previous run is unresponsive; stopping it");
+                            kernel.expect_exit();
+                            let _ = runtime.kill();
+                            kernel.detach().await;
+                            self.store.delete_kernel(&record.id)?;
+                            let _ = std::fs::remove_file(&runtime_record.connection_file);
+                            cleaned += 1;
+                        }
+                    }
+                }
+                None => {
+                    self.store.delete_kernel(&record.id)?;
+                    let _ = std::fs::remove_file(&runtime_record.connection_file);
+                    cleaned += 1;
+                }
+            }
+        }
+        Ok((reattached, cleaned))
+    }
+}

@@ -1,0 +1,26 @@
+//! The application: kernels, sessions, and the relay between each kernel and its WebSocket
+//! clients. Handlers at the edge call one method here and render the result.
+//!
+//! The manager knows nothing of HTTP. It owns every task it starts (per-kernel routers and
+//! watchers) and stops them on shutdown. Durable facts go to the store first; memory is a cache
+//! rebuilt from it when the server starts.
+
+mod error;
+mod hub;
+mod kernel;
+mod kernels;
+mod python;
+mod sessions;
+
+pub use error::{ErrorKind, ManagerError};
+pub use hub::{ClientHandle, Outgoing, WireProtocol};
+pub use kernel::{Kernel, KernelModel};
+pub use commonlab_runtime::KernelSpec;
+pub use kernels::{KernelManager, KernelManagerConfig, KernelSpecView};
+pub use python::{find_python, PythonEnv, PythonSetup};
+pub use sessions::{SessionManager, SessionModel, SessionRequest};
+
+/// The current time as Jupyter writes it: ISO 8601 in UTC with microseconds and `Z`.
+pub fn iso_now() -> String {
+    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}

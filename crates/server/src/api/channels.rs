@@ -1,0 +1,90 @@
+//! `/api/kernels/<id>/channels`: the kernel WebSocket, in the v1 binary framing when the client
+//! offers `v1.kernel.websocket.jupyter.org`, else the legacy JSON one.
+
+use std::collections::HashMap;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+use commonlab_manager::{ClientHandle, Kernel, Outgoing, WireProtocol};
+use commonlab_protocol::{decode_legacy_binary, decode_legacy_text, decode_v1, V1_SUBPROTOCOL};
+use futures_util::{SinkExt, StreamExt};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+use crate::{ApiError, AppState};
+
+pub(crate) async fn channels(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let kernel = state.kernels.get(&id)?;
+    let session_id = query.get("session_id").cloned().unwrap_or_default();
+    let upgrade = upgrade
+        .protocols([V1_SUBPROTOCOL])
+        .max_message_size(state.limits.ws_message_bytes_max)
+        .max_frame_size(state.limits.ws_message_bytes_max)
+        .read_buffer_size(4096)
+        .write_buffer_size(0);
+    let protocol = if upgrade.selected_protocol().is_some() { WireProtocol::V1 } else { WireProtocol::Legacy };
+    Ok(upgrade.on_upgrade(move |socket| serve(socket, kernel, session_id, protocol)))
+}
+
+async fn serve(socket: WebSocket, kernel: Arc<Kernel>, session_id: String, protocol: WireProtocol) {
+    let (handle, rx) = kernel.connect_client(session_id, protocol);
+    relay(socket, handle, rx, protocol).await;
+}
+
+async fn relay(socket: WebSocket, handle: ClientHandle, mut rx: mpsc::UnboundedReceiver<Outgoing>, protocol: WireProtocol) {
+    let (mut ws_tx, mut ws_rx) = socket.split();
+    loop {
+        tokio::select! {
+            incoming = ws_rx.next() => {
+                let frame = match incoming {
+                    Some(Ok(frame)) => frame,
+                    Some(Err(e)) => {
+                        tracing::debug!(error = %e, "websocket read failed");
+                        break;
+                    }
+                    None => break,
+                };
+                let decoded = match (frame, protocol) {
+                    (Message::Binary(data), WireProtocol::V1) => decode_v1(data),
+                    (Message::Binary(data), WireProtocol::Legacy) => decode_legacy_binary(data),
+                    (Message::Text(text), _) => decode_legacy_text(text.as_bytes()),
+                    (Message::Close(_), _) => break,
+                    _ => continue,
+                };
+                match decoded {
+                    Ok((channel, message)) => {
+                        if let Err(e) = handle.send(channel, message).await {
+                            tracing::warn!(kernel = %handle.kernel().id, code = e.code, error = %e, "message from client not delivered");
+                        }
+                    }
+                    Err(e) => tracing::warn!(kernel = %handle.kernel().id, error = %e, "malformed websocket message from client; ignored"),
+                }
+            }
+            outgoing = rx.recv() => {
+                let Some(outgoing) = outgoing else { break };
+                let message = match &outgoing {
+                    Outgoing::Frame { binary: true, data } => Message::Binary(data.clone()),
+                    Outgoing::Frame { binary: false, data } => match Utf8Bytes::try_from(data.clone()) {
+                        Ok(text) => Message::Text(text),
+                        Err(_) => Message::Binary(data.clone()),
+                    },
+                    Outgoing::Close { code, reason } => {
+                        let _ = ws_tx.send(Message::Close(Some(CloseFrame { code: *code, reason: Utf8Bytes::from(reason.as_str()) }))).await;
+                        break;
+                    }
+                };
+                let sent = ws_tx.send(message).await;
+                handle.written(&outgoing);
+                if sent.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,51 @@
+//! The HTTP and WebSocket edge: the Jupyter Server REST API (`/api/...`), kernel channels, and
+//! token authentication. The only crate that knows HTTP.
+//!
+//! Handlers parse, authorize, call one manager method, and render. Errors leave as
+//! `{"message", "reason", "code"}` with the status jupyter_server would use.
+
+mod api;
+mod auth;
+mod error;
+
+use std::sync::Arc;
+
+use axum::Router;
+use commonlab_manager::{KernelManager, SessionManager};
+
+pub use error::ApiError;
+
+/// Limits of the edge, with units in their names.
+#[derive(Debug, Clone)]
+pub struct EdgeLimits {
+    /// Largest WebSocket message accepted from a client.
+    pub ws_message_bytes_max: usize,
+    /// Largest request body accepted.
+    pub request_body_bytes_max: usize,
+}
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub kernels: Arc<KernelManager>,
+    pub sessions: Arc<SessionManager>,
+    pub token: Arc<String>,
+    pub limits: EdgeLimits,
+    /// The URL prefix the API is served under, e.g. `/` or `/user/alice/`.
+    pub base_url: String,
+}
+
+/// Builds the router for the whole edge.
+pub fn app(state: AppState) -> Router {
+    let base = state.base_url.trim_end_matches('/').to_owned();
+    let api = api::router(state.clone())
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token))
+        .layer(axum::extract::DefaultBodyLimit::max(state.limits.request_body_bytes_max));
+    let public = api::public_router();
+    let routes = Router::new().merge(public).merge(api).with_state(state);
+    if base.is_empty() {
+        routes
+    } else {
+        Router::new().nest(&base, routes)
+    }
+}

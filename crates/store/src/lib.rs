@@ -1,0 +1,229 @@
+//! Durable state. The store is the source of truth for which kernels and sessions exist; the
+//! manager's memory is a cache rebuilt from it on start.
+//!
+//! SQLite is the default engine, with migrations applied in order on open. The store knows
+//! nothing of kernels' processes or sockets: it keeps records given to it as plain values.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+/// Migrations, applied in order; `PRAGMA user_version` records how many ran.
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE kernels (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        connection TEXT NOT NULL,
+        runtime TEXT NOT NULL,
+        started_at TEXT NOT NULL
+    );
+    CREATE TABLE sessions (
+        id TEXT PRIMARY KEY,
+        path TEXT NOT NULL,
+        name TEXT NOT NULL,
+        type TEXT NOT NULL,
+        kernel_id TEXT NOT NULL
+    );
+    CREATE INDEX sessions_by_path ON sessions(path);",
+];
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("database at {path} was written by a newer version (schema {found}, this build knows {known})")]
+    TooNew { path: String, found: i64, known: usize },
+}
+
+/// A kernel the server started, with what is needed to reconnect to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelRecord {
+    pub id: String,
+    pub name: String,
+    /// The connection file's contents, as JSON.
+    pub connection: String,
+    /// The backend's record of the runtime, as JSON.
+    pub runtime: String,
+    pub started_at: String,
+}
+
+/// A session: a document path bound to a kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub id: String,
+    pub path: String,
+    pub name: String,
+    pub kind: String,
+    pub kernel_id: String,
+}
+
+/// The store. Cheap operations run under one lock; it is never held across an await.
+pub struct Store {
+    connection: Mutex<Connection>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the SQLite database at `path` and migrates it.
+    pub fn open_sqlite(path: &Path) -> Result<Store, StoreError> {
+        let connection = Connection::open(path)?;
+        connection.pragma_update(None, "journal_mode", "WAL")?;
+        connection.pragma_update(None, "synchronous", "NORMAL")?;
+        connection.busy_timeout(std::time::Duration::from_secs(5))?;
+        Store::migrate(connection, &path.display().to_string())
+    }
+
+    /// An in-memory store, for tests.
+    pub fn open_in_memory() -> Result<Store, StoreError> {
+        Store::migrate(Connection::open_in_memory()?, ":memory:")
+    }
+
+    fn migrate(mut connection: Connection, path: &str) -> Result<Store, StoreError> {
+        let version: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
+        if version as usize > MIGRATIONS.len() {
+            return Err(StoreError::TooNew { path: path.into(), found: version, known: MIGRATIONS.len() });
+        }
+        for (idx, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = connection.transaction()?;
+            tx.execute_batch(migration)?;
+            tx.pragma_update(None, "user_version", (idx + 1) as i64)?;
+            tx.commit()?;
+        }
+        Ok(Store { connection: Mutex::new(connection) })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+        let connection = self.connection.lock().expect("store lock is never poisoned");
+        Ok(f(&connection)?)
+    }
+
+    pub fn insert_kernel(&self, record: &KernelRecord) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT OR REPLACE INTO kernels (id, name, connection, runtime, started_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![record.id, record.name, record.connection, record.runtime, record.started_at],
+            )
+            .map(|_| ())
+        })
+    }
+
+    pub fn update_kernel_runtime(&self, id: &str, runtime: &str) -> Result<(), StoreError> {
+        self.with(|c| c.execute("UPDATE kernels SET runtime = ?2 WHERE id = ?1", params![id, runtime]).map(|_| ()))
+    }
+
+    pub fn delete_kernel(&self, id: &str) -> Result<(), StoreError> {
+        self.with(|c| c.execute("DELETE FROM kernels WHERE id = ?1", params![id]).map(|_| ()))
+    }
+
+    pub fn kernels(&self) -> Result<Vec<KernelRecord>, StoreError> {
+        self.with(|c| {
+            let mut stmt = c.prepare("SELECT id, name, connection, runtime, started_at FROM kernels ORDER BY started_at")?;
+            let rows = stmt.query_map([], |row| {
+                Ok(KernelRecord {
+                    id: row.get(0)?,
+                    name: row.get(1)?,
+                    connection: row.get(2)?,
+                    runtime: row.get(3)?,
+                    started_at: row.get(4)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    pub fn upsert_session(&self, record: &SessionRecord) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT OR REPLACE INTO sessions (id, path, name, type, kernel_id) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![record.id, record.path, record.name, record.kind, record.kernel_id],
+            )
+            .map(|_| ())
+        })
+    }
+
+    pub fn delete_session(&self, id: &str) -> Result<(), StoreError> {
+        self.with(|c| c.execute("DELETE FROM sessions WHERE id = ?1", params![id]).map(|_| ()))
+    }
+
+    pub fn session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT id, path, name, type, kernel_id FROM sessions WHERE id = ?1",
+                params![id],
+                session_from_row,
+            )
+            .optional()
+        })
+    }
+
+    pub fn sessions(&self) -> Result<Vec<SessionRecord>, StoreError> {
+        self.with(|c| {
+            let mut stmt = c.prepare("SELECT id, path, name, type, kernel_id FROM sessions ORDER BY rowid")?;
+            let rows = stmt.query_map([], session_from_row)?;
+            rows.collect()
+        })
+    }
+}
+
+fn session_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRecord> {
+    Ok(SessionRecord {
+        id: row.get(0)?,
+        path: row.get(1)?,
+        name: row.get(2)?,
+        kind: row.get(3)?,
+        kernel_id: row.get(4)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kernel(id: &str) -> KernelRecord {
+        KernelRecord {
+            id: id.into(),
+            name: "python3".into(),
+            connection: "{}".into(),
+            runtime: "{}".into(),
+            started_at: format!("2026-01-01T00:00:0{id}Z"),
+        }
+    }
+
+    #[test]
+    fn records_survive_reopening_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.sqlite");
+        {
+            let store = Store::open_sqlite(&path).unwrap();
+            store.insert_kernel(&kernel("1")).unwrap();
+            store.insert_kernel(&kernel("2")).unwrap();
+            store.delete_kernel("1").unwrap();
+            let session = SessionRecord {
+                id: "s".into(),
+                path: "a.ipynb".into(),
+                name: "a".into(),
+                kind: "notebook".into(),
+                kernel_id: "2".into(),
+            };
+            store.upsert_session(&session).unwrap();
+        }
+        let store = Store::open_sqlite(&path).unwrap();
+        assert_eq!(store.kernels().unwrap(), vec![kernel("2")]);
+        assert_eq!(store.session("s").unwrap().unwrap().kernel_id, "2");
+        assert_eq!(store.sessions().unwrap().len(), 1);
+        store.delete_session("s").unwrap();
+        assert!(store.session("s").unwrap().is_none());
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused_with_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.sqlite");
+        let connection = Connection::open(&path).unwrap();
+        connection.pragma_update(None, "user_version", 99).unwrap();
+        drop(connection);
+        let err = Store::open_sqlite(&path).err().unwrap();
+        assert!(err.to_string().contains("newer version"), "{err}");
+    }
+}
