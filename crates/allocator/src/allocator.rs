@@ -8,7 +8,7 @@ use crate::config::{IdleRule, PolicyTraits, QueueOrder, Settings, Tier};
 use crate::decision::{Decision, ReclaimReason, RefuseReason, StopReason, WarnReason};
 use crate::event::{Activity, Event, RequestId, StartRequest, TierName, UsageRecord, UserId};
 use crate::inventory::{Gpu, GpuId, Inventory};
-use crate::share::{water_fill, ShareClaim};
+use crate::share::{water_level, ShareClaim};
 use crate::time::{Timestamp, HOUR_S};
 use crate::usage::Usage;
 
@@ -27,6 +27,8 @@ pub struct Allocator {
     owners: BTreeMap<GpuId, RequestId>,
     kernels: BTreeMap<RequestId, Kernel>,
     queue: BTreeMap<RequestId, Queued>,
+    /// The queue in placement order.
+    queue_index: BTreeSet<QueueKey>,
     users: BTreeMap<UserId, UserState>,
     reported_positions: BTreeMap<RequestId, u32>,
     now: Timestamp,
@@ -52,6 +54,36 @@ struct Queued {
     gpus: u32,
     seq: u64,
     enqueued_at: Timestamp,
+    key: f64,
+}
+
+/// A queued request's place in the order: by key (the user's log-normalised decayed usage
+/// per weight, or zero for arrival order), then arrival.
+#[derive(Clone, Copy, Debug)]
+struct QueueKey {
+    key: f64,
+    seq: u64,
+    request: RequestId,
+}
+
+impl PartialEq for QueueKey {
+    fn eq(&self, other: &QueueKey) -> bool {
+        self.cmp(other) == std::cmp::Ordering::Equal
+    }
+}
+
+impl Eq for QueueKey {}
+
+impl PartialOrd for QueueKey {
+    fn partial_cmp(&self, other: &QueueKey) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for QueueKey {
+    fn cmp(&self, other: &QueueKey) -> std::cmp::Ordering {
+        self.key.total_cmp(&other.key).then(self.seq.cmp(&other.seq)).then(self.request.cmp(&other.request))
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -119,6 +151,7 @@ impl Allocator {
             owners: BTreeMap::new(),
             kernels: BTreeMap::new(),
             queue: BTreeMap::new(),
+            queue_index: BTreeSet::new(),
             users: BTreeMap::new(),
             reported_positions: BTreeMap::new(),
             now: Timestamp::ZERO,
@@ -149,6 +182,7 @@ impl Allocator {
                     let record = UsageRecord { end: record.end.min(now), ..record };
                     state.usage.record(record, decay_per_s, now);
                 }
+                self.rekey_user(&user, now);
             }
         }
         self.enforce_limits(now, &mut out);
@@ -277,12 +311,13 @@ impl Allocator {
 
     /// Each user with GPUs held or queued: (user, GPUs held, fair share of the GPUs present).
     pub fn fair_shares(&self) -> Vec<(UserId, u32, f64)> {
-        let shares = self.shares();
-        shares
-            .into_iter()
-            .map(|(user, share)| {
-                let held = self.users[&user].usage.gpus_held;
-                (user, held, share)
+        let level = self.share_level();
+        self.users
+            .iter()
+            .filter(|(_, state)| state.usage.gpus_held + state.gpus_queued > 0)
+            .map(|(user, state)| {
+                let demand = f64::from(state.usage.gpus_held + state.gpus_queued);
+                (user.clone(), state.usage.gpus_held, demand.min(self.weight(user) * level))
             })
             .collect()
     }
@@ -399,9 +434,9 @@ impl Allocator {
             }
         }
         if self.traits.idle == IdleRule::ReclaimWhenContended && !self.queue.is_empty() {
-            let shares: BTreeMap<UserId, f64> = self.shares().into_iter().collect();
-            let over = |user: &UserId| f64::from(self.users[user].usage.gpus_held) > shares[user] + 1e-9;
-            let under = |user: &UserId| f64::from(self.users[user].usage.gpus_held) < shares[user] - 1e-9;
+            let level = self.share_level();
+            let over = |user: &UserId| self.excess(user, level) > 1e-9;
+            let under = |user: &UserId| self.excess(user, level) < -1e-9;
             let victim = self
                 .kernels
                 .iter()
@@ -454,7 +489,10 @@ impl Allocator {
             return refuse(out, RefuseReason::NotEnoughGpus { present: self.inventory.len() });
         }
         let traits = self.traits;
-        let state = self.user_mut(&request.user, &request.tier);
+        self.user_mut(&request.user, &request.tier);
+        // A tier change alters the weight of the user's queued requests.
+        self.rekey_user(&request.user, now);
+        let state = &self.users[&request.user];
         if traits.enforce_caps {
             if request.gpus > tier.gpus_per_kernel_max {
                 return refuse(out, RefuseReason::GpusPerKernelExceeded { max: tier.gpus_per_kernel_max });
@@ -492,10 +530,12 @@ impl Allocator {
         let state = self.users.get_mut(&request.user).expect("user was just inserted");
         state.queued.insert(id);
         state.gpus_queued += request.gpus;
+        let key = self.order_key(&request.user, now);
         self.queue.insert(
             id,
-            Queued { user: request.user, tier: request.tier, gpus: request.gpus, seq, enqueued_at: now },
+            Queued { user: request.user.clone(), tier: request.tier, gpus: request.gpus, seq, enqueued_at: now, key },
         );
+        self.queue_index.insert(QueueKey { key, seq, request: id });
         Some(id)
     }
 
@@ -639,39 +679,43 @@ impl Allocator {
     /// Places what fits in order, reclaims idle GPUs for waiters under their share, and warns
     /// idle kernels while GPUs are contended. Returns the final queue order.
     fn schedule(&mut self, now: Timestamp, out: &mut Vec<Decision>) -> Vec<RequestId> {
-        let mut order = self.order(now);
+        self.rekey_holders(now);
         loop {
-            let blocked = self.place_in_order(now, &order, out);
-            order.retain(|id| self.queue.contains_key(id));
-            if self.traits.idle != IdleRule::ReclaimWhenContended
-                || blocked.is_empty()
-                || !self.reclaim_for(now, &blocked, out)
-            {
+            let order = self.order(now);
+            let any_blocked = self.place_in_order(now, &order, out);
+            if self.traits.idle != IdleRule::ReclaimWhenContended || !any_blocked {
                 break;
             }
-            order.retain(|id| self.queue.contains_key(id));
+            let order = self.order(now);
+            if !self.reclaim_for(now, &order, out) {
+                break;
+            }
         }
         if self.traits.idle == IdleRule::ReclaimWhenContended {
             self.warn_idle(now, out);
         }
-        order
+        self.order(now)
     }
 
-    /// Places queued requests that fit, in order; returns those left waiting.
-    fn place_in_order(&mut self, now: Timestamp, order: &[RequestId], out: &mut Vec<Decision>) -> Vec<RequestId> {
+    /// Places queued requests that fit, in order; returns whether any is left waiting.
+    fn place_in_order(&mut self, now: Timestamp, order: &[RequestId], out: &mut Vec<Decision>) -> bool {
         let reserve_after_s = self.settings.allocator.backfill_reserve_after_s as f64;
         let mut free = self.free_gpus();
-        let mut blocked = Vec::new();
+        let mut any_blocked = false;
         let mut reserved = false;
         for &id in order {
+            if free == 0 || reserved {
+                // Queued requests all want at least one GPU: nothing more can be placed.
+                return true;
+            }
             let Some(queued) = self.queue.get(&id) else { continue };
-            if reserved || queued.gpus > free {
-                if blocked.is_empty()
+            if queued.gpus > free {
+                if !any_blocked
                     && (!self.traits.backfill || now.secs_since(queued.enqueued_at) >= reserve_after_s)
                 {
                     reserved = true;
                 }
-                blocked.push(id);
+                any_blocked = true;
                 continue;
             }
             if self.traits.enforce_quota {
@@ -687,7 +731,7 @@ impl Allocator {
             let gpus = self.pick_gpus(queued.gpus);
             self.place(now, id, &queued.user, &queued.tier, gpus, out);
         }
-        blocked
+        any_blocked
     }
 
     fn reclaimable(&self, kernel: &Kernel, now: Timestamp) -> bool {
@@ -698,8 +742,7 @@ impl Allocator {
 
     /// Reclaims warned idle GPUs of users over their share for waiters under theirs, and
     /// places those waiters on them. Returns whether anything was reclaimed.
-    fn reclaim_for(&mut self, now: Timestamp, blocked: &[RequestId], out: &mut Vec<Decision>) -> bool {
-        let mut reclaimed = false;
+    fn reclaim_for(&mut self, now: Timestamp, waiters: &[RequestId], out: &mut Vec<Decision>) -> bool {
         let mut candidates: Vec<RequestId> = self
             .kernels
             .iter()
@@ -709,39 +752,38 @@ impl Allocator {
         if candidates.is_empty() {
             return false;
         }
-        let shares: BTreeMap<UserId, f64> = self.shares().into_iter().collect();
-        let mut held: BTreeMap<UserId, f64> = shares
-            .keys()
-            .map(|user| (user.clone(), f64::from(self.users[user].usage.gpus_held)))
-            .collect();
-        let excess = |user: &UserId, held: &BTreeMap<UserId, f64>| held[user] - shares[user];
-        for &waiter in blocked {
+        // The level stays fixed for this pass; `schedule` calls again with a fresh one.
+        let level = self.share_level();
+        let mut reclaimed = false;
+        for &waiter in waiters {
+            candidates.retain(|id| self.kernels.contains_key(id));
+            if candidates.is_empty() {
+                break;
+            }
             let Some(queued) = self.queue.get(&waiter) else { continue };
             let (user, gpus) = (queued.user.clone(), queued.gpus);
-            if excess(&user, &held) >= -1e-9 {
+            if gpus <= self.free_gpus() || self.excess(&user, level) >= -1e-9 {
                 continue;
             }
-            candidates.retain(|id| self.kernels.contains_key(id));
             candidates.sort_by(|a, b| {
                 let (ka, kb) = (&self.kernels[a], &self.kernels[b]);
-                let weight = |kernel: &Kernel| self.weight(&kernel.user);
-                let ea = excess(&ka.user, &held) / weight(ka);
-                let eb = excess(&kb.user, &held) / weight(kb);
+                let ea = self.excess(&ka.user, level) / self.weight(&ka.user);
+                let eb = self.excess(&kb.user, level) / self.weight(&kb.user);
                 eb.total_cmp(&ea).then(ka.idle_since.cmp(&kb.idle_since)).then(a.cmp(b))
             });
             let mut chosen = Vec::new();
             let mut gained = self.free_gpus();
-            let mut taken: BTreeMap<UserId, f64> = BTreeMap::new();
+            let mut taken: BTreeMap<&UserId, f64> = BTreeMap::new();
             for id in &candidates {
                 if gained >= gpus {
                     break;
                 }
                 let kernel = &self.kernels[id];
                 let already = taken.get(&kernel.user).copied().unwrap_or(0.0);
-                if held[&kernel.user] - already <= shares[&kernel.user] + 1e-9 {
+                if self.excess(&kernel.user, level) - already <= 1e-9 {
                     continue;
                 }
-                *taken.entry(kernel.user.clone()).or_default() += kernel.gpus.len() as f64;
+                *taken.entry(&kernel.user).or_default() += kernel.gpus.len() as f64;
                 gained += kernel.gpus.len() as u32;
                 chosen.push(*id);
             }
@@ -751,16 +793,24 @@ impl Allocator {
             for id in chosen {
                 if let Some(kernel) = self.release(now, id) {
                     reclaimed = true;
-                    *held.get_mut(&kernel.user).expect("victim has a share") -= kernel.gpus.len() as f64;
                     out.push(Decision::Reclaim { request: id, gpus: kernel.gpus, reason: ReclaimReason::IdleContended });
                 }
             }
             let queued = self.dequeue(waiter).expect("waiter is queued");
-            *held.get_mut(&user).expect("waiter has a share") += f64::from(gpus);
             let granted = self.pick_gpus(queued.gpus);
             self.place(now, waiter, &queued.user, &queued.tier, granted, out);
         }
         reclaimed
+    }
+
+    /// GPUs held beyond the user's share at water level `level` (negative: under it).
+    /// With demand at least the GPUs held, `held > min(demand, weight * level)` exactly when
+    /// `held > weight * level`.
+    fn excess(&self, user: &UserId, level: f64) -> f64 {
+        let Some(state) = self.users.get(user) else { return 0.0 };
+        let held = f64::from(state.usage.gpus_held);
+        let demand = f64::from(state.usage.gpus_held + state.gpus_queued);
+        held - demand.min(self.weight(user) * level)
     }
 
     fn warn_idle(&mut self, now: Timestamp, out: &mut Vec<Decision>) {
@@ -843,25 +893,57 @@ impl Allocator {
         None
     }
 
-    fn order(&self, now: Timestamp) -> Vec<RequestId> {
-        let mut keyed: Vec<(f64, u64, RequestId)> = match self.traits.order {
-            QueueOrder::Arrival => self.queue.iter().map(|(id, queued)| (0.0, queued.seq, *id)).collect(),
-            QueueOrder::DecayedUsage => {
-                let mut key_of_user: BTreeMap<&UserId, f64> = BTreeMap::new();
-                self.queue
-                    .iter()
-                    .map(|(id, queued)| {
-                        let key = *key_of_user.entry(&queued.user).or_insert_with(|| {
-                            let state = &self.users[&queued.user];
-                            state.usage.decayed_at(now, self.decay_per_s) / self.weight(&queued.user)
-                        });
-                        (key, queued.seq, *id)
-                    })
-                    .collect()
+    fn order(&self, _now: Timestamp) -> Vec<RequestId> {
+        self.queue_index.iter().map(|entry| entry.request).collect()
+    }
+
+    /// The order key of a user's requests at `now`: `ln(decayed / weight) + decay * now`,
+    /// which does not change while the user holds no GPUs (everyone's usage decays alike), so
+    /// only holders need re-keying as time passes.
+    fn order_key(&self, user: &UserId, now: Timestamp) -> f64 {
+        if self.traits.order == QueueOrder::Arrival {
+            return 0.0;
+        }
+        let decayed = self.decayed_usage(user, now);
+        if decayed <= 0.0 {
+            return f64::NEG_INFINITY;
+        }
+        (decayed / self.weight(user)).ln() + self.decay_per_s * now.as_secs_f64()
+    }
+
+    fn rekey_user(&mut self, user: &UserId, now: Timestamp) {
+        if self.traits.order == QueueOrder::Arrival {
+            return;
+        }
+        let Some(state) = self.users.get(user) else { return };
+        if state.queued.is_empty() {
+            return;
+        }
+        let key = self.order_key(user, now);
+        let ids: Vec<RequestId> = state.queued.iter().copied().collect();
+        for id in ids {
+            let queued = self.queue.get_mut(&id).expect("user's queued request exists");
+            if queued.key.total_cmp(&key).is_ne() {
+                self.queue_index.remove(&QueueKey { key: queued.key, seq: queued.seq, request: id });
+                queued.key = key;
+                self.queue_index.insert(QueueKey { key, seq: queued.seq, request: id });
             }
-        };
-        keyed.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-        keyed.into_iter().map(|(_, _, id)| id).collect()
+        }
+    }
+
+    fn rekey_holders(&mut self, now: Timestamp) {
+        if self.traits.order == QueueOrder::Arrival {
+            return;
+        }
+        let holders: BTreeSet<UserId> = self
+            .kernels
+            .values()
+            .filter(|kernel| !kernel.gpus.is_empty() && !self.users[&kernel.user].queued.is_empty())
+            .map(|kernel| kernel.user.clone())
+            .collect();
+        for user in holders {
+            self.rekey_user(&user, now);
+        }
     }
 
     fn weight(&self, user: &UserId) -> f64 {
@@ -871,24 +953,24 @@ impl Allocator {
             .map_or(1.0, |tier: &Tier| tier.share_weight)
     }
 
-    /// Fair shares of the GPUs present among users holding or wanting GPUs.
-    fn shares(&self) -> Vec<(UserId, f64)> {
-        let mut demand: BTreeMap<&UserId, u32> = BTreeMap::new();
-        for kernel in self.kernels.values() {
-            if !kernel.gpus.is_empty() {
-                *demand.entry(&kernel.user).or_default() += kernel.gpus.len() as u32;
+    /// The water level of the fair shares of the GPUs present among users holding or wanting
+    /// GPUs; claims are grouped by (demand, weight) so the cost is one pass over users.
+    fn share_level(&self) -> f64 {
+        let mut groups: BTreeMap<(u32, u64), f64> = BTreeMap::new();
+        for (user, state) in &self.users {
+            let demand = state.usage.gpus_held + state.gpus_queued;
+            if demand > 0 {
+                *groups.entry((demand, self.weight(user).to_bits())).or_default() += 1.0;
             }
         }
-        for queued in self.queue.values() {
-            *demand.entry(&queued.user).or_default() += queued.gpus;
-        }
-        let users: Vec<&UserId> = demand.keys().copied().collect();
-        let claims: Vec<ShareClaim> = users
-            .iter()
-            .map(|user| ShareClaim { weight: self.weight(user), demand: f64::from(demand[user]) })
+        let claims: Vec<ShareClaim> = groups
+            .into_iter()
+            .map(|((demand, weight), count)| ShareClaim {
+                weight: f64::from_bits(weight) * count,
+                demand: f64::from(demand) * count,
+            })
             .collect();
-        let shares = water_fill(&claims, f64::from(self.inventory.len()));
-        users.into_iter().cloned().zip(shares).collect()
+        water_level(&claims, f64::from(self.inventory.len()))
     }
 
     fn week_usage(&self, user: &UserId, now: Timestamp) -> f64 {
@@ -968,12 +1050,15 @@ impl Allocator {
             now,
         );
         state.usage.prune(now);
-        self.forget_if_empty(&kernel.user.clone());
+        let user = kernel.user.clone();
+        self.rekey_user(&user, now);
+        self.forget_if_empty(&user);
         Some(kernel)
     }
 
     fn dequeue(&mut self, request: RequestId) -> Option<Queued> {
         let queued = self.queue.remove(&request)?;
+        self.queue_index.remove(&QueueKey { key: queued.key, seq: queued.seq, request });
         self.reported_positions.remove(&request);
         let state = self.users.get_mut(&queued.user).expect("queued user is known");
         state.queued.remove(&request);

@@ -35,5 +35,5 @@ pub use crate::config::{
 pub use crate::decision::{Decision, ReclaimReason, RefuseReason, StopReason, WarnReason};
 pub use crate::event::{Activity, Event, RequestId, StartRequest, TierName, UsageRecord, UserId};
 pub use crate::inventory::{Gpu, GpuConfig, GpuId, GpuInventoryConfig, Inventory, InventorySource};
-pub use crate::share::{water_fill, ShareClaim};
+pub use crate::share::{water_fill, water_level, ShareClaim};
 pub use crate::time::{Timestamp, DAY_S, HOUR_S, WEEK_S};

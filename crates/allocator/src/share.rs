@@ -40,3 +40,23 @@ pub fn water_fill(claims: &[ShareClaim], capacity: f64) -> Vec<f64> {
     }
     shares
 }
+
+/// The water level of [`water_fill`]: each claim's share is `min(demand, weight * level)`.
+/// Infinite when the capacity covers every demand.
+pub fn water_level(claims: &[ShareClaim], capacity: f64) -> f64 {
+    let mut order: Vec<&ShareClaim> =
+        claims.iter().filter(|claim| claim.demand > 0.0 && claim.weight > 0.0).collect();
+    order.sort_by(|a, b| (a.demand / a.weight).total_cmp(&(b.demand / b.weight)));
+    let mut capacity_left = capacity.max(0.0);
+    let mut weight_left: f64 = order.iter().map(|claim| claim.weight).sum();
+    for claim in order {
+        let level = capacity_left / weight_left;
+        if claim.demand / claim.weight <= level {
+            capacity_left -= claim.demand;
+            weight_left -= claim.weight;
+        } else {
+            return level;
+        }
+    }
+    f64::INFINITY
+}
