@@ -1,0 +1,578 @@
+//! Documents into units of code: notebooks into cells, scripts into one unit; and the
+//! per-line reading of a unit: comments blanked, shell lines found, each line's contexts.
+
+use serde::Deserialize;
+
+use crate::pack::{ScopeBits, CLONE, CODE, DOWNLOAD, IMPORT, INSTALL, SHELL};
+
+/// The language a unit of code is read as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lang {
+    /// Python with IPython's `!`, `%` and `%%` extensions.
+    Python,
+    /// POSIX shell.
+    Shell,
+    /// Anything else: matched as code, without comment handling.
+    Text,
+}
+
+/// The kind of a document, from its name and content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DocKind {
+    Notebook,
+    Script(Lang),
+}
+
+pub(crate) fn doc_kind(path_hint: &str, bytes: &[u8]) -> DocKind {
+    let name = path_hint.rsplit(['/', '\\']).next().unwrap_or(path_hint).to_ascii_lowercase();
+    let ext = name.rsplit_once('.').map(|(_, ext)| ext).unwrap_or("");
+    match ext {
+        "ipynb" => DocKind::Notebook,
+        "py" | "pyw" | "ipy" => DocKind::Script(Lang::Python),
+        "sh" | "bash" | "zsh" | "ksh" | "command" => DocKind::Script(Lang::Shell),
+        _ if name == "dockerfile" => DocKind::Script(Lang::Shell),
+        _ => {
+            let head = &bytes[..bytes.len().min(64)];
+            if head.starts_with(b"#!") {
+                let first_line = head.split(|b| *b == b'\n').next().unwrap_or(head);
+                if first_line.windows(6).any(|w| w == b"python") {
+                    return DocKind::Script(Lang::Python);
+                }
+                return DocKind::Script(Lang::Shell);
+            }
+            let trimmed = bytes.iter().position(|b| !b.is_ascii_whitespace()).map(|i| &bytes[i..]);
+            if trimmed.is_some_and(|t| t.starts_with(b"{")) && bytes.windows(8).take(4096).any(|w| w == b"\"cells\"") {
+                return DocKind::Notebook;
+            }
+            DocKind::Script(Lang::Text)
+        }
+    }
+}
+
+/// One cell or script to scan.
+#[derive(Debug, Clone)]
+pub(crate) struct Unit {
+    pub(crate) cell: Option<u32>,
+    pub(crate) source: String,
+    pub(crate) lang: Lang,
+}
+
+#[derive(Deserialize)]
+struct Notebook {
+    #[serde(default)]
+    cells: Vec<NotebookCell>,
+    #[serde(default)]
+    worksheets: Vec<Worksheet>,
+}
+
+#[derive(Deserialize)]
+struct Worksheet {
+    #[serde(default)]
+    cells: Vec<NotebookCell>,
+}
+
+#[derive(Deserialize)]
+struct NotebookCell {
+    #[serde(default)]
+    cell_type: String,
+    #[serde(default)]
+    source: Option<Source>,
+    #[serde(default)]
+    input: Option<Source>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Source {
+    Text(String),
+    Lines(Vec<String>),
+}
+
+impl Source {
+    fn into_string(self) -> String {
+        match self {
+            Source::Text(text) => text,
+            Source::Lines(lines) => lines.concat(),
+        }
+    }
+}
+
+/// Splits a document into units. A notebook that does not parse is read as text.
+pub(crate) fn units(path_hint: &str, bytes: &[u8]) -> Vec<Unit> {
+    let text = String::from_utf8_lossy(bytes);
+    match doc_kind(path_hint, bytes) {
+        DocKind::Notebook => match serde_json::from_slice::<Notebook>(bytes) {
+            Ok(notebook) => {
+                let cells = if notebook.cells.is_empty() {
+                    notebook.worksheets.into_iter().flat_map(|sheet| sheet.cells).collect()
+                } else {
+                    notebook.cells
+                };
+                cells
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(_, cell)| cell.cell_type == "code")
+                    .map(|(index, cell)| Unit {
+                        cell: Some(u32::try_from(index).unwrap_or(u32::MAX)),
+                        source: cell.source.or(cell.input).map(Source::into_string).unwrap_or_default(),
+                        lang: Lang::Python,
+                    })
+                    .collect()
+            }
+            Err(_) => vec![Unit { cell: None, source: text.into_owned(), lang: Lang::Text }],
+        },
+        DocKind::Script(lang) => vec![Unit { cell: None, source: text.into_owned(), lang }],
+    }
+}
+
+/// A string literal found in Python code, with escapes applied.
+#[derive(Debug, Clone)]
+pub(crate) struct StrLit {
+    pub(crate) line: usize,
+    pub(crate) content: String,
+    /// Whether the literal used `\x` or `\u` escapes.
+    pub(crate) had_hex_escapes: bool,
+}
+
+/// One line of a prepared unit.
+#[derive(Debug, Clone)]
+pub(crate) struct LineInfo {
+    pub(crate) start: usize,
+    pub(crate) end: usize,
+    pub(crate) ctx: ScopeBits,
+    pub(crate) lang: Lang,
+}
+
+/// A unit read line by line: comments and docstrings blanked out (byte offsets kept).
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    pub(crate) text: String,
+    pub(crate) lines: Vec<LineInfo>,
+    pub(crate) strings: Vec<StrLit>,
+}
+
+impl Prepared {
+    pub(crate) fn line_of(&self, offset: usize) -> usize {
+        self.lines.partition_point(|line| line.end < offset).min(self.lines.len().saturating_sub(1))
+    }
+
+    pub(crate) fn line_text(&self, index: usize) -> &str {
+        let line = &self.lines[index];
+        &self.text[line.start..line.end]
+    }
+}
+
+const SHELL_CALLS: &[&str] = &[
+    "os.system(",
+    "subprocess.",
+    "system_raw(",
+    "getoutput(",
+    "popen(",
+    "check_output(",
+    "check_call(",
+    "get_ipython().system(",
+    "pexpect.spawn(",
+    "commands.getstatusoutput(",
+    "run_command(",
+];
+
+const PY_DOWNLOAD_CALLS: &[&str] = &[
+    "urlretrieve(",
+    "requests.get(",
+    "hf_hub_download(",
+    "gdown.download(",
+    "wget.download(",
+    "urlopen(",
+    "load_file_from_url(",
+    "download_url(",
+    "snapshot_download(",
+];
+
+const BARE_SHELL_COMMANDS: &[&str] = &[
+    "./", "sudo ", "apt ", "apt-get ", "wget ", "curl ", "git ", "chmod ", "nohup ", "bash ", "cd ", "pip ",
+    "pip3 ", "tar ", "unzip ", "mkdir ", "aria2c ", "screen ", "tmux ", "systemctl ", "service ",
+];
+
+/// Blanks comments and docstrings and gives each line its contexts.
+pub(crate) fn prepare(unit: &Unit) -> Prepared {
+    let mut text = unit.source.clone().into_bytes();
+    let mut strings = Vec::new();
+    let mut line_spans = Vec::new();
+    let mut start = 0;
+    for (index, byte) in text.iter().enumerate() {
+        if *byte == b'\n' {
+            line_spans.push((start, index));
+            start = index + 1;
+        }
+    }
+    line_spans.push((start, text.len()));
+
+    let mut unit_lang = unit.lang;
+    let mut first_code_line = 0;
+    if unit.lang == Lang::Python {
+        // Cell magics on the first lines decide how the rest of the cell is read.
+        for (index, (start, end)) in line_spans.iter().enumerate() {
+            let line = String::from_utf8_lossy(&text[*start..*end]).trim().to_ascii_lowercase();
+            if !line.starts_with("%%") {
+                if line.is_empty() && index == first_code_line {
+                    first_code_line += 1;
+                    continue;
+                }
+                break;
+            }
+            first_code_line = index + 1;
+            let magic = line.trim_start_matches("%%");
+            let name = magic.split_whitespace().next().unwrap_or("");
+            unit_lang = match name {
+                "bash" | "sh" | "shell" | "system" => Lang::Shell,
+                "script" => {
+                    if magic.contains("python") { Lang::Python } else { Lang::Shell }
+                }
+                "writefile" | "file" => {
+                    let target = magic.split_whitespace().last().unwrap_or("");
+                    if target.ends_with(".py") {
+                        Lang::Python
+                    } else if target.ends_with(".sh") || target.ends_with(".bash") {
+                        Lang::Shell
+                    } else {
+                        Lang::Text
+                    }
+                }
+                "html" | "javascript" | "js" | "markdown" | "latex" | "svg" => {
+                    // Not code that runs in the kernel; nothing to scan.
+                    return Prepared {
+                        text: " ".repeat(0),
+                        lines: vec![LineInfo { start: 0, end: 0, ctx: 0, lang: Lang::Text }],
+                        strings,
+                    };
+                }
+                _ => continue,
+            };
+            break;
+        }
+        for (start, end) in &line_spans[..first_code_line.min(line_spans.len())] {
+            blank(&mut text, *start, *end);
+        }
+    }
+
+    let mut lines = Vec::with_capacity(line_spans.len());
+    let mut lexer = PyLexer::default();
+    let mut shell_call_depth: i32 = 0;
+    for (index, (start, end)) in line_spans.iter().copied().enumerate() {
+        if index < first_code_line {
+            lines.push(LineInfo { start, end, ctx: 0, lang: Lang::Text });
+            continue;
+        }
+        let raw = &text[start..end];
+        let first = raw.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(raw.len());
+        let rest = &raw[first..];
+        let (lang, ctx) = match unit_lang {
+            Lang::Shell => {
+                blank_shell_comment(&mut text, start, end);
+                (Lang::Shell, SHELL)
+            }
+            Lang::Text => (Lang::Text, CODE),
+            Lang::Python if lexer.in_string() => {
+                lexer.line(&mut text, start, end, index, &mut strings);
+                (Lang::Python, CODE)
+            }
+            Lang::Python if rest.starts_with(b"!") || is_line_magic(rest) => {
+                blank_shell_comment(&mut text, start, end);
+                (Lang::Shell, SHELL)
+            }
+            Lang::Python if is_bare_shell(rest) => {
+                blank_shell_comment(&mut text, start, end);
+                (Lang::Shell, SHELL)
+            }
+            Lang::Python => {
+                lexer.line(&mut text, start, end, index, &mut strings);
+                (Lang::Python, CODE)
+            }
+        };
+        lines.push(LineInfo { start, end, ctx, lang });
+    }
+
+    // Line contexts from what each line does.
+    for line in &mut lines {
+        if line.ctx == 0 {
+            continue;
+        }
+        let lower = String::from_utf8_lossy(&text[line.start..line.end]).to_ascii_lowercase();
+        let trimmed = lower.trim_start();
+        if line.lang == Lang::Python {
+            if trimmed.starts_with("import ") || (trimmed.starts_with("from ") && trimmed.contains(" import ")) {
+                line.ctx |= IMPORT;
+            }
+            let opens_shell_call = SHELL_CALLS.iter().any(|call| lower.contains(call));
+            if opens_shell_call || shell_call_depth > 0 {
+                line.ctx |= SHELL;
+            }
+            if opens_shell_call || shell_call_depth > 0 {
+                shell_call_depth += paren_balance(&lower);
+                if shell_call_depth < 0 || !opens_shell_call && shell_call_depth == 0 {
+                    shell_call_depth = 0;
+                }
+            }
+            if PY_DOWNLOAD_CALLS.iter().any(|call| lower.contains(call)) {
+                line.ctx |= DOWNLOAD;
+            }
+            if lower.contains("pip.main(") || lower.contains("pipmain(") {
+                line.ctx |= INSTALL;
+            }
+        }
+        if line.ctx & SHELL != 0 {
+            line.ctx |= shell_line_ctx(&lower);
+        }
+    }
+
+    let text = String::from_utf8(text).unwrap_or_else(|err| String::from_utf8_lossy(err.as_bytes()).into_owned());
+    Prepared { text, lines, strings }
+}
+
+/// Contexts of a shell command line beyond `SHELL`.
+pub(crate) fn shell_line_ctx(lower: &str) -> ScopeBits {
+    let mut ctx = 0;
+    let has_word = |word: &str| {
+        lower.match_indices(word).any(|(at, _)| {
+            let before = lower[..at].bytes().next_back();
+            let after = lower[at + word.len()..].bytes().next();
+            before.is_none_or(|b| !b.is_ascii_alphanumeric()) && after.is_none_or(|b| !b.is_ascii_alphanumeric())
+        })
+    };
+    if lower.contains("install")
+        && ["pip", "pip3", "apt", "apt-get", "conda", "mamba", "npm", "snap", "brew", "yum", "dnf", "apk", "uv"]
+            .iter()
+            .any(|tool| has_word(tool))
+        || lower.contains("dpkg -i")
+        || lower.contains("dpkg --install")
+    {
+        ctx |= INSTALL;
+    }
+    if lower.contains("git clone") || lower.contains("git submodule") || lower.contains("/archive/") {
+        ctx |= CLONE;
+    }
+    if ["wget", "curl", "aria2c", "gdown", "axel", "git lfs"].iter().any(|tool| has_word(tool)) {
+        ctx |= DOWNLOAD;
+    }
+    ctx
+}
+
+fn is_line_magic(rest: &[u8]) -> bool {
+    if !rest.starts_with(b"%") || rest.starts_with(b"%%") {
+        return false;
+    }
+    let name: Vec<u8> = rest[1..].iter().take_while(|b| b.is_ascii_alphanumeric() || **b == b'_').copied().collect();
+    matches!(
+        name.as_slice(),
+        b"cd" | b"pip" | b"conda" | b"env" | b"sx" | b"system" | b"run" | b"bash" | b"sh" | b"mkdir" | b"cp"
+            | b"mv" | b"rm" | b"ls" | b"cat" | b"pushd" | b"popd" | b"set_env" | b"shell"
+    )
+}
+
+fn is_bare_shell(rest: &[u8]) -> bool {
+    BARE_SHELL_COMMANDS.iter().any(|command| {
+        rest.starts_with(command.as_bytes()) && {
+            let after = rest[command.len()..].iter().find(|b| !b.is_ascii_whitespace());
+            command.ends_with('/') || after.is_some_and(|b| !matches!(b, b'=' | b'(' | b'.' | b',' | b')' | b'['))
+        }
+    })
+}
+
+fn paren_balance(line: &str) -> i32 {
+    line.bytes().fold(0, |depth, byte| match byte {
+        b'(' | b'[' => depth + 1,
+        b')' | b']' => depth - 1,
+        _ => depth,
+    })
+}
+
+fn blank(text: &mut [u8], start: usize, end: usize) {
+    for byte in &mut text[start..end] {
+        *byte = b' ';
+    }
+}
+
+/// Blanks a shell comment: `#` at the start of a word, outside quotes.
+fn blank_shell_comment(text: &mut [u8], start: usize, end: usize) {
+    let mut quote = None;
+    let mut previous = b' ';
+    for index in start..end {
+        let byte = text[index];
+        match quote {
+            Some(q) if byte == q => quote = None,
+            Some(_) => {}
+            None if byte == b'\'' || byte == b'"' => quote = Some(byte),
+            None if byte == b'#' && (previous.is_ascii_whitespace() || index == start) => {
+                blank(text, index, end);
+                return;
+            }
+            None => {}
+        }
+        previous = byte;
+    }
+}
+
+/// A small Python lexer that knows strings and comments, carried across lines.
+#[derive(Default)]
+struct PyLexer {
+    /// The open triple-quoted string: quote byte, raw flag, docstring flag, content so far, start line.
+    open: Option<OpenString>,
+}
+
+struct OpenString {
+    quote: u8,
+    raw: bool,
+    docstring: bool,
+    content: Vec<u8>,
+    hex: bool,
+    line: usize,
+}
+
+impl PyLexer {
+    fn in_string(&self) -> bool {
+        self.open.is_some()
+    }
+
+    fn line(&mut self, text: &mut [u8], start: usize, end: usize, line_index: usize, strings: &mut Vec<StrLit>) {
+        let mut index = start;
+        if let Some(open) = &mut self.open {
+            match scan_string_body(text, index, end, open.quote, true, open.raw, &mut open.content, &mut open.hex) {
+                Some(close) => {
+                    if open.docstring {
+                        blank(text, index, close);
+                    }
+                    let open = self.open.take().expect("open string");
+                    if !open.docstring {
+                        strings.push(StrLit {
+                            line: open.line,
+                            content: String::from_utf8_lossy(&open.content).into_owned(),
+                            had_hex_escapes: open.hex,
+                        });
+                    }
+                    index = close;
+                }
+                None => {
+                    if open.docstring {
+                        blank(text, index, end);
+                    }
+                    open.content.push(b'\n');
+                    return;
+                }
+            }
+        }
+        let mut statement_start = text[start..index].iter().all(|b| b.is_ascii_whitespace());
+        while index < end {
+            let byte = text[index];
+            if byte == b'#' {
+                blank(text, index, end);
+                return;
+            }
+            if byte == b'\'' || byte == b'"' {
+                let mut prefix_start = index;
+                while prefix_start > start && text[prefix_start - 1].is_ascii_alphabetic() && index - prefix_start < 2 {
+                    prefix_start -= 1;
+                }
+                let prefix = text[prefix_start..index].to_ascii_lowercase();
+                let raw = prefix.contains(&b'r');
+                let triple = index + 2 < end && text[index + 1] == byte && text[index + 2] == byte;
+                let docstring = triple && statement_start;
+                let body_start = if triple { index + 3 } else { index + 1 };
+                let mut content = Vec::new();
+                let mut hex = false;
+                match scan_string_body(text, body_start, end, byte, triple, raw, &mut content, &mut hex) {
+                    Some(close) => {
+                        if docstring {
+                            blank(text, index, close);
+                        } else {
+                            strings.push(StrLit {
+                                line: line_index,
+                                content: String::from_utf8_lossy(&content).into_owned(),
+                                had_hex_escapes: hex,
+                            });
+                        }
+                        index = close;
+                    }
+                    None if triple => {
+                        if docstring {
+                            blank(text, index, end);
+                        }
+                        content.push(b'\n');
+                        self.open = Some(OpenString { quote: byte, raw, docstring, content, hex, line: line_index });
+                        return;
+                    }
+                    None => return,
+                }
+                statement_start = false;
+                continue;
+            }
+            if !byte.is_ascii_whitespace() {
+                statement_start = false;
+            }
+            index += 1;
+        }
+    }
+}
+
+/// Scans a string body from `index`; returns the offset after the closing quote.
+#[allow(clippy::too_many_arguments)]
+fn scan_string_body(
+    text: &[u8],
+    mut index: usize,
+    end: usize,
+    quote: u8,
+    triple: bool,
+    raw: bool,
+    content: &mut Vec<u8>,
+    hex: &mut bool,
+) -> Option<usize> {
+    while index < end {
+        let byte = text[index];
+        if byte == b'\\' && index + 1 < end {
+            let next = text[index + 1];
+            if raw {
+                content.extend_from_slice(&[byte, next]);
+                index += 2;
+                continue;
+            }
+            match next {
+                b'x' if index + 3 < end + 1 && index + 4 <= end => {
+                    let digits = std::str::from_utf8(&text[index + 2..index + 4]).ok();
+                    if let Some(value) = digits.and_then(|d| u8::from_str_radix(d, 16).ok()) {
+                        content.push(value);
+                        *hex = true;
+                        index += 4;
+                        continue;
+                    }
+                    content.push(next);
+                }
+                b'u' if index + 6 <= end => {
+                    let digits = std::str::from_utf8(&text[index + 2..index + 6]).ok();
+                    if let Some(ch) = digits.and_then(|d| u32::from_str_radix(d, 16).ok()).and_then(char::from_u32) {
+                        let mut buf = [0; 4];
+                        content.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
+                        *hex = true;
+                        index += 6;
+                        continue;
+                    }
+                    content.push(next);
+                }
+                b'n' => content.push(b'\n'),
+                b't' => content.push(b'\t'),
+                _ => content.push(next),
+            }
+            index += 2;
+            continue;
+        }
+        if byte == quote {
+            if !triple {
+                return Some(index + 1);
+            }
+            if index + 2 < end && text[index + 1] == quote && text[index + 2] == quote {
+                return Some(index + 3);
+            }
+        }
+        content.push(byte);
+        index += 1;
+    }
+    None
+}

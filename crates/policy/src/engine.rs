@@ -1,0 +1,447 @@
+//! The matcher: one Aho-Corasick pass over folded text and one over lower-cased text, then
+//! each hit checked against its rule's scope, pattern and allow list, and scored.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
+
+use crate::document::{prepare, Lang, Prepared, Unit};
+use crate::normalize::{derive, Derived, Symbols};
+use crate::pack::{fold_term, is_separator, PackError, Rule, ScopeBits, ANY_CODE, SHELL};
+use crate::verdict::{Action, CategoryScore, Finding, Location, Verdict, Via};
+
+const FINDINGS_PER_RULE_MAX: usize = 3;
+const FINDINGS_MAX: usize = 200;
+const LINE_TEXT_CHARS_MAX: usize = 160;
+const MATCHED_CHARS_MAX: usize = 120;
+
+/// The compiled automata over every enabled rule's terms and literals.
+#[derive(Debug, Clone)]
+pub(crate) struct Matcher {
+    folded: AhoCorasick,
+    folded_rules: Vec<usize>,
+    literal: AhoCorasick,
+    literal_rules: Vec<usize>,
+    /// Rules with a pattern and no terms or literals: the pattern runs over the whole text.
+    regex_rules: Vec<usize>,
+}
+
+fn build(patterns: &[String]) -> Result<AhoCorasick, PackError> {
+    AhoCorasickBuilder::new()
+        .match_kind(MatchKind::Standard)
+        .kind(Some(AhoCorasickKind::DFA))
+        .build(patterns)
+        .or_else(|_| AhoCorasickBuilder::new().match_kind(MatchKind::Standard).build(patterns))
+        .map_err(|err| PackError::Rule { rule: "(all)".to_owned(), message: err.to_string() })
+}
+
+impl Matcher {
+    pub(crate) fn new(rules: &[Rule], specs: &[(Vec<String>, Vec<String>)]) -> Result<Matcher, PackError> {
+        let mut folded = Vec::new();
+        let mut folded_rules = Vec::new();
+        let mut literal = Vec::new();
+        let mut literal_rules = Vec::new();
+        let mut regex_rules = Vec::new();
+        for (index, (rule, (terms, literals))) in rules.iter().zip(specs).enumerate() {
+            if !rule.enabled {
+                continue;
+            }
+            if terms.is_empty() && literals.is_empty() && rule.pattern.is_some() {
+                regex_rules.push(index);
+            }
+            for term in terms {
+                folded.push(fold_term(term));
+                folded_rules.push(index);
+            }
+            for item in literals {
+                literal.push(item.to_ascii_lowercase());
+                literal_rules.push(index);
+            }
+        }
+        Ok(Matcher { folded: build(&folded)?, folded_rules, literal: build(&literal)?, literal_rules, regex_rules })
+    }
+
+    /// Calls `hit(rule, start, end)` for every term or literal found in `text`, word checks applied.
+    fn find(&self, rules: &[Rule], text: &str, lower: &str, scratch: &mut Scratch, hit: &mut dyn FnMut(usize, usize, usize)) {
+        let bytes = text.as_bytes();
+        let is_word = |byte: u8| byte.is_ascii_alphanumeric();
+        let bounded = |start: usize, end: usize| {
+            (start == 0 || !is_word(bytes[start - 1])) && (end >= bytes.len() || !is_word(bytes[end]))
+        };
+        scratch.folded.clear();
+        scratch.map.clear();
+        for (index, byte) in lower.bytes().enumerate() {
+            if !is_separator(byte) {
+                scratch.folded.push(byte);
+                scratch.map.push(index as u32);
+            }
+        }
+        for found in self.folded.find_overlapping_iter(&scratch.folded[..]) {
+            let rule = self.folded_rules[found.pattern().as_usize()];
+            let start = scratch.map[found.start()] as usize;
+            let end = scratch.map[found.end() - 1] as usize + 1;
+            if !rules[rule].word || bounded(start, end) {
+                hit(rule, start, end);
+            }
+        }
+        for found in self.literal.find_overlapping_iter(lower) {
+            let rule = self.literal_rules[found.pattern().as_usize()];
+            let (start, end) = (found.start(), found.end());
+            let literal_edges_are_words = is_word(lower.as_bytes()[start]) || is_word(lower.as_bytes()[end - 1]);
+            if !rules[rule].word || !literal_edges_are_words || bounded(start, end) {
+                hit(rule, start, end);
+            }
+        }
+        for rule in &self.regex_rules {
+            if let Some(pattern) = &rules[*rule].pattern {
+                for found in pattern.find_iter(lower) {
+                    hit(*rule, found.start(), found.end());
+                }
+            }
+        }
+    }
+}
+
+/// Reusable buffers for folding.
+#[derive(Default)]
+pub(crate) struct Scratch {
+    folded: Vec<u8>,
+    map: Vec<u32>,
+}
+
+/// Findings gathered over one document, cell or set of observations.
+pub(crate) struct Collector<'p> {
+    rules: &'p [Rule],
+    findings: Vec<Finding>,
+    best: HashMap<usize, f32>,
+    counts: HashMap<usize, usize>,
+    seen: HashSet<(usize, Option<u32>, u32)>,
+    aliases: Vec<Alias>,
+}
+
+#[derive(Debug, Clone)]
+struct Alias {
+    name: String,
+    original: String,
+    rule: usize,
+    cell: Option<u32>,
+    line: u32,
+}
+
+fn shorten(text: &str, chars_max: usize) -> String {
+    let trimmed = text.trim();
+    if trimmed.chars().count() <= chars_max {
+        return trimmed.to_owned();
+    }
+    let mut out: String = trimmed.chars().take(chars_max).collect();
+    out.push('…');
+    out
+}
+
+impl<'p> Collector<'p> {
+    pub(crate) fn new(rules: &'p [Rule]) -> Collector<'p> {
+        Collector {
+            rules,
+            findings: Vec::new(),
+            best: HashMap::new(),
+            counts: HashMap::new(),
+            seen: HashSet::new(),
+            aliases: Vec::new(),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record(&mut self, rule_index: usize, weight: f32, location: Location, matched: &str, line_text: &str, via: Via) {
+        let rule = &self.rules[rule_index];
+        let best = self.best.entry(rule_index).or_insert(0.0);
+        let improves = weight > *best;
+        *best = best.max(weight);
+        if !self.seen.insert((rule_index, location.cell, location.line)) && !improves {
+            return;
+        }
+        let count = self.counts.entry(rule_index).or_insert(0);
+        if (*count >= FINDINGS_PER_RULE_MAX && !improves) || self.findings.len() >= FINDINGS_MAX {
+            return;
+        }
+        *count += 1;
+        self.findings.push(Finding {
+            rule: rule.id.clone(),
+            category: rule.category.clone(),
+            description: rule.description.clone(),
+            weight,
+            location,
+            matched: shorten(matched, MATCHED_CHARS_MAX),
+            line_text: shorten(line_text, LINE_TEXT_CHARS_MAX),
+            via,
+            shadow: rule.shadow,
+        });
+    }
+
+    /// Records a finding made outside text matching (digests, profiles).
+    pub(crate) fn record_direct(&mut self, rule_index: usize, location: Location, matched: &str, via: Via) {
+        let weight = self.rules[rule_index].weight;
+        self.record(rule_index, weight, location, matched, matched, via);
+    }
+
+    /// Turns the findings into a verdict for `tier`.
+    pub(crate) fn verdict(mut self, tier: &str, thresholds: &BTreeMap<String, f32>) -> Verdict {
+        let mut scores: BTreeMap<&str, (f32, f32, Action, Action)> = BTreeMap::new();
+        for (rule_index, weight) in &self.best {
+            let rule = &self.rules[*rule_index];
+            let entry = scores.entry(rule.category.as_str()).or_insert((0.0, 0.0, Action::Allow, Action::Allow));
+            let action = rule.action_for(tier);
+            if rule.shadow {
+                entry.1 += weight;
+                entry.3 = entry.3.max(action);
+            } else {
+                entry.0 += weight;
+                entry.1 += weight;
+                if *weight > 0.0 {
+                    entry.2 = entry.2.max(action);
+                    entry.3 = entry.3.max(action);
+                }
+            }
+        }
+        let mut categories = Vec::new();
+        let mut decided: Option<(Action, f32, String)> = None;
+        let mut shadow_action = Action::Allow;
+        for (category, (score, with_shadow, action, shadow_rule_action)) in scores {
+            let threshold = thresholds.get(category).copied().unwrap_or(1.0);
+            let is_decided = score >= threshold - 1e-4;
+            if with_shadow >= threshold - 1e-4 {
+                shadow_action = shadow_action.max(shadow_rule_action);
+            }
+            let category_action = if is_decided { action } else { Action::Allow };
+            if is_decided {
+                let better = decided.as_ref().is_none_or(|(best_action, best_score, _)| {
+                    (category_action, score) > (*best_action, *best_score)
+                });
+                if better {
+                    decided = Some((category_action, score, category.to_owned()));
+                }
+            }
+            categories.push(CategoryScore {
+                category: category.to_owned(),
+                score: (score * 1000.0).round() / 1000.0,
+                threshold,
+                decided: is_decided,
+                action: category_action,
+            });
+        }
+        categories.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.category.cmp(&b.category)));
+        categories.retain(|category| category.score > 0.0 || shadow_action > Action::Allow);
+        self.findings.sort_by(|a, b| {
+            (a.location.cell, a.location.line, &a.rule).cmp(&(b.location.cell, b.location.line, &b.rule))
+        });
+        let (action, category) = match decided {
+            Some((action, _, category)) => (action, Some(category)),
+            None => (Action::Allow, None),
+        };
+        Verdict {
+            action,
+            category,
+            categories,
+            findings: self.findings,
+            shadow_action: (shadow_action > action).then_some(shadow_action),
+        }
+    }
+}
+
+/// Per-document state carried from cell to cell.
+#[derive(Default)]
+pub(crate) struct DocState {
+    pub(crate) symbols: Symbols,
+    pub(crate) scratch: Scratch,
+    derived: Vec<Derived>,
+}
+
+/// Matches one text whose every byte has the contexts `ctx`, e.g. a command line or a path.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn match_line(
+    matcher: &Matcher,
+    rules: &[Rule],
+    collector: &mut Collector<'_>,
+    scratch: &mut Scratch,
+    text: &str,
+    line_text: &str,
+    ctx: ScopeBits,
+    location: Location,
+    via: Via,
+) {
+    let lower = text.to_ascii_lowercase();
+    let mut hits = Vec::new();
+    matcher.find(rules, text, &lower, scratch, &mut |rule, start, end| hits.push((rule, start, end)));
+    for (rule_index, start, end) in hits {
+        let rule = &rules[rule_index];
+        let Some(weight) = weight_in(rule, ctx) else { continue };
+        if !passes(rule, &lower) {
+            continue;
+        }
+        collector.record(rule_index, weight, location.clone(), &text[start..end], line_text, via.clone());
+    }
+}
+
+fn weight_in(rule: &Rule, ctx: ScopeBits) -> Option<f32> {
+    let weight = if ctx & rule.scope != 0 {
+        rule.weight
+    } else if ctx & ANY_CODE != 0 {
+        rule.elsewhere_weight
+    } else {
+        0.0
+    };
+    (weight > 0.0).then_some(weight)
+}
+
+fn passes(rule: &Rule, lower_line: &str) -> bool {
+    rule.pattern.as_ref().is_none_or(|pattern| pattern.is_match(lower_line))
+        && !rule.allow.iter().any(|allow| allow.is_match(lower_line))
+}
+
+/// Matches one unit of code, with its derived texts and renamed copies.
+pub(crate) fn match_unit(
+    matcher: &Matcher,
+    rules: &[Rule],
+    collector: &mut Collector<'_>,
+    state: &mut DocState,
+    unit: &Unit,
+) {
+    let prepared = prepare(unit);
+    let lower = prepared.text.to_ascii_lowercase();
+    let location = |line: usize| Location { cell: unit.cell, line: line as u32 + 1 };
+    let mut hits = Vec::new();
+    matcher.find(rules, &prepared.text, &lower, &mut state.scratch, &mut |rule, start, end| {
+        hits.push((rule, start, end))
+    });
+    let mut matched_lines: Vec<(usize, usize, String)> = Vec::new();
+    for (rule_index, start, end) in hits {
+        let rule = &rules[rule_index];
+        let line_index = prepared.line_of(start);
+        let line = &prepared.lines[line_index];
+        let Some(weight) = weight_in(rule, line.ctx) else { continue };
+        if !passes(rule, &lower[line.start..line.end]) {
+            continue;
+        }
+        let matched = &prepared.text[start..end];
+        collector.record(rule_index, weight, location(line_index), matched, prepared.line_text(line_index), Via::Direct);
+        if line.ctx & SHELL != 0 {
+            matched_lines.push((line_index, rule_index, matched.to_owned()));
+        }
+    }
+
+    state.derived.clear();
+    derive(&prepared, &mut state.symbols, &mut state.derived);
+    let derived = std::mem::take(&mut state.derived);
+    for item in &derived {
+        let line = &prepared.lines[item.line];
+        let extra = if matches!(item.via, Via::Base64 | Via::Hex | Via::Reversed) { SHELL } else { 0 };
+        let ctx = line.ctx | extra;
+        let derived_lower = item.text.to_ascii_lowercase();
+        let mut derived_hits = Vec::new();
+        matcher.find(rules, &item.text, &derived_lower, &mut state.scratch, &mut |rule, start, end| {
+            derived_hits.push((rule, start, end))
+        });
+        for (rule_index, start, end) in derived_hits {
+            let rule = &rules[rule_index];
+            let Some(weight) = weight_in(rule, ctx) else { continue };
+            if !passes(rule, &derived_lower) {
+                continue;
+            }
+            collector.record(
+                rule_index,
+                weight,
+                location(item.line),
+                &item.text[start..end],
+                prepared.line_text(item.line),
+                item.via.clone(),
+            );
+        }
+    }
+    state.derived = derived;
+
+    follow_renames(rules, collector, &prepared, unit.cell, &matched_lines);
+}
+
+/// Records renamed copies (`mv`, `cp`, `git clone URL DIR`, `wget -O`, `curl -o`) of matched
+/// things, and finds where the new names are used.
+fn follow_renames(
+    rules: &[Rule],
+    collector: &mut Collector<'_>,
+    prepared: &Prepared,
+    cell: Option<u32>,
+    matched_lines: &[(usize, usize, String)],
+) {
+    for (line_index, rule_index, matched) in matched_lines {
+        let text = prepared.line_text(*line_index).trim().trim_start_matches('!');
+        if let Some(name) = rename_target(text) {
+            if name.len() >= 3 && !name.eq_ignore_ascii_case(matched) && !name.to_ascii_lowercase().contains(&matched.to_ascii_lowercase()) {
+                collector.aliases.push(Alias {
+                    name,
+                    original: matched.clone(),
+                    rule: *rule_index,
+                    cell,
+                    line: *line_index as u32 + 1,
+                });
+            }
+        }
+    }
+    if collector.aliases.is_empty() {
+        return;
+    }
+    let aliases = collector.aliases.clone();
+    for (line_index, line) in prepared.lines.iter().enumerate() {
+        if line.ctx & SHELL == 0 || line.lang == Lang::Text {
+            continue;
+        }
+        let text = prepared.line_text(line_index);
+        for alias in &aliases {
+            if alias.cell == cell && alias.line == line_index as u32 + 1 {
+                continue;
+            }
+            let uses = text.match_indices(alias.name.as_str()).any(|(at, _)| {
+                let before = text[..at].bytes().next_back();
+                let after = text[at + alias.name.len()..].bytes().next();
+                before.is_none_or(|b| b.is_ascii_whitespace() || b == b'/' || b == b'!')
+                    && after.is_none_or(|b| b.is_ascii_whitespace() || b == b'/' || b == b';')
+            });
+            if uses {
+                let weight = rules[alias.rule].weight;
+                collector.record(
+                    alias.rule,
+                    weight,
+                    Location { cell, line: line_index as u32 + 1 },
+                    &alias.name,
+                    text,
+                    Via::Alias(alias.original.clone()),
+                );
+            }
+        }
+    }
+}
+
+/// The new name a shell command gives to something, if it renames or copies.
+fn rename_target(command: &str) -> Option<String> {
+    let words: Vec<&str> = command.split_whitespace().map(|w| w.trim_matches(['"', '\''])).collect();
+    let basename = |path: &str| path.trim_end_matches('/').rsplit('/').next().unwrap_or(path).to_owned();
+    let position = |name: &str| words.iter().position(|w| *w == name);
+    if let Some(at) = position("clone") {
+        let rest: Vec<&&str> = words[at + 1..].iter().filter(|w| !w.starts_with('-')).collect();
+        if rest.len() >= 2 {
+            return Some(basename(rest[1]));
+        }
+        return None;
+    }
+    for flag in ["-O", "-o", "--output", "--output-document"] {
+        if let Some(at) = words.iter().position(|w| *w == flag) {
+            return words.get(at + 1).map(|w| basename(w));
+        }
+        if let Some(word) = words.iter().find(|w| w.starts_with(&format!("{flag}=")) && flag.starts_with("--")) {
+            return Some(basename(&word[flag.len() + 1..]));
+        }
+    }
+    let command_word = words.iter().position(|w| matches!(*w, "mv" | "cp" | "ln"))?;
+    let args: Vec<&&str> = words[command_word + 1..].iter().filter(|w| !w.starts_with('-')).collect();
+    if args.len() == 2 {
+        return Some(basename(args[1]));
+    }
+    None
+}

@@ -1,0 +1,473 @@
+//! Normalisation before matching: joined strings, substituted variables, decoded base64 and
+//! hex, reversed strings. Each produces a derived text tied to the line it came from.
+
+use std::collections::HashMap;
+
+use crate::document::{Lang, Prepared};
+use crate::verdict::Via;
+
+/// A text derived from a line, matched like the line itself.
+#[derive(Debug, Clone)]
+pub(crate) struct Derived {
+    pub(crate) line: usize,
+    pub(crate) text: String,
+    pub(crate) via: Via,
+}
+
+/// String variables seen so far in a document, bounded.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Symbols {
+    vars: HashMap<String, String>,
+}
+
+const SYMBOLS_MAX: usize = 512;
+const SYMBOL_VALUE_BYTES_MAX: usize = 4096;
+const DERIVED_BYTES_MAX: usize = 256 * 1024;
+const BASE64_TOKEN_BYTES_MIN: usize = 12;
+const BASE64_TOKEN_BYTES_MAX: usize = 64 * 1024;
+
+impl Symbols {
+    fn set(&mut self, name: &str, value: String) {
+        if value.len() > SYMBOL_VALUE_BYTES_MAX || (self.vars.len() >= SYMBOLS_MAX && !self.vars.contains_key(name)) {
+            return;
+        }
+        self.vars.insert(name.to_owned(), value);
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.vars.get(name).map(String::as_str)
+    }
+}
+
+/// Collects the derived texts of a prepared unit.
+pub(crate) fn derive(prepared: &Prepared, symbols: &mut Symbols, out: &mut Vec<Derived>) {
+    let mut budget = DERIVED_BYTES_MAX;
+    let mut push = |out: &mut Vec<Derived>, line: usize, text: String, via: Via| {
+        if text.len() <= budget && !text.trim().is_empty() {
+            budget -= text.len();
+            out.push(Derived { line, text, via });
+        }
+    };
+    for literal in &prepared.strings {
+        if literal.had_hex_escapes && is_printable(literal.content.as_bytes()) {
+            push(out, literal.line, literal.content.clone(), Via::Hex);
+        }
+        decode_words(&literal.content, literal.line, 0, &mut |line, text, via| push(out, line, text, via));
+    }
+    for (index, line) in prepared.lines.iter().enumerate() {
+        let text = &prepared.text[line.start..line.end];
+        if text.trim().is_empty() {
+            continue;
+        }
+        match line.lang {
+            Lang::Python => python_line(text, index, symbols, &mut |line, text, via| push(out, line, text, via)),
+            Lang::Shell => shell_line(text, index, symbols, &mut |line, text, via| push(out, line, text, via)),
+            Lang::Text => decode_words(text, index, 0, &mut |line, text, via| push(out, line, text, via)),
+        }
+    }
+}
+
+fn is_printable(bytes: &[u8]) -> bool {
+    if bytes.len() < 4 {
+        return false;
+    }
+    let printable = bytes.iter().filter(|b| (0x20..0x7f).contains(*b) || matches!(b, b'\n' | b'\r' | b'\t')).count();
+    printable * 100 >= bytes.len() * 95 && bytes.iter().filter(|b| b.is_ascii_alphabetic()).count() >= 3
+}
+
+fn base64_value(byte: u8) -> Option<u32> {
+    match byte {
+        b'A'..=b'Z' => Some(u32::from(byte - b'A')),
+        b'a'..=b'z' => Some(u32::from(byte - b'a') + 26),
+        b'0'..=b'9' => Some(u32::from(byte - b'0') + 52),
+        b'+' | b'-' => Some(62),
+        b'/' | b'_' => Some(63),
+        _ => None,
+    }
+}
+
+/// Decodes standard or URL-safe base64, padding optional.
+pub(crate) fn decode_base64(token: &str) -> Option<Vec<u8>> {
+    let trimmed = token.trim_end_matches('=');
+    if trimmed.len() % 4 == 1 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(trimmed.len() * 3 / 4);
+    let mut accumulator = 0u32;
+    let mut bits = 0;
+    for byte in trimmed.bytes() {
+        accumulator = (accumulator << 6) | base64_value(byte)?;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((accumulator >> bits) as u8);
+            accumulator &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
+fn decode_hex(token: &str) -> Option<Vec<u8>> {
+    let digits = token.strip_prefix("0x").unwrap_or(token);
+    if digits.len() % 2 != 0 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    (0..digits.len()).step_by(2).map(|i| u8::from_str_radix(&digits[i..i + 2], 16).ok()).collect()
+}
+
+/// Tries base64 and hex on every long word of `text`.
+fn decode_words(text: &str, line: usize, depth: u8, emit: &mut dyn FnMut(usize, String, Via)) {
+    let is_word_byte = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-' | b'_');
+    let bytes = text.as_bytes();
+    let mut index = 0;
+    while index < bytes.len() {
+        if !is_word_byte(bytes[index]) {
+            index += 1;
+            continue;
+        }
+        let start = index;
+        while index < bytes.len() && is_word_byte(bytes[index]) {
+            index += 1;
+        }
+        let word = &text[start..index];
+        if word.len() < BASE64_TOKEN_BYTES_MIN || word.len() > BASE64_TOKEN_BYTES_MAX {
+            continue;
+        }
+        let has_upper = word.bytes().any(|b| b.is_ascii_uppercase());
+        let has_lower = word.bytes().any(|b| b.is_ascii_lowercase());
+        let has_digit = word.bytes().any(|b| b.is_ascii_digit());
+        if let Some(decoded) = decode_hex(word).filter(|d| is_printable(d)) {
+            let decoded = String::from_utf8_lossy(&decoded).into_owned();
+            if depth == 0 {
+                decode_words(&decoded, line, depth + 1, emit);
+            }
+            emit(line, decoded, Via::Hex);
+            continue;
+        }
+        // Words, paths and identifiers rarely mix case and digits the way base64 does.
+        if !(has_upper && has_lower || has_digit && (has_upper || has_lower)) || word.contains("//") {
+            continue;
+        }
+        if let Some(decoded) = decode_base64(word).filter(|d| is_printable(d)) {
+            let decoded = String::from_utf8_lossy(&decoded).into_owned();
+            if depth == 0 {
+                decode_words(&decoded, line, depth + 1, emit);
+            }
+            emit(line, decoded, Via::Base64);
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Token {
+    Str { content: String, format: bool },
+    Ident(String),
+    Number(String),
+    Punct(u8),
+}
+
+fn tokenize(line: &str) -> Vec<Token> {
+    let bytes = line.as_bytes();
+    let mut tokens = Vec::new();
+    let mut index = 0;
+    while index < bytes.len() {
+        let byte = bytes[index];
+        if byte.is_ascii_whitespace() {
+            index += 1;
+        } else if byte == b'\'' || byte == b'"' {
+            let mut prefix = String::new();
+            if let Some(Token::Ident(name)) = tokens.last() {
+                let ends_here = index > 0 && bytes[index - 1].is_ascii_alphabetic();
+                if ends_here && name.len() <= 2 && name.bytes().all(|b| b"rRbBfFuU".contains(&b)) {
+                    prefix = name.to_ascii_lowercase();
+                    tokens.pop();
+                }
+            }
+            let triple = index + 2 < bytes.len() && bytes[index + 1] == byte && bytes[index + 2] == byte;
+            let quote_len = if triple { 3 } else { 1 };
+            let body = index + quote_len;
+            let mut end = body;
+            let mut closed = false;
+            while end < bytes.len() {
+                if bytes[end] == b'\\' && end + 1 < bytes.len() && !prefix.contains('r') {
+                    end += 2;
+                    continue;
+                }
+                if bytes[end] == byte && (!triple || bytes[end..].starts_with(&[byte, byte, byte])) {
+                    closed = true;
+                    break;
+                }
+                end += 1;
+            }
+            if !closed {
+                return tokens;
+            }
+            // Escapes are handled by the lexer; here only joins matter, so take the text as written.
+            let raw = &line[body..end];
+            let content = if raw.contains('\\') { content_from_escapes(raw) } else { raw.to_owned() };
+            tokens.push(Token::Str { content, format: prefix.contains('f') });
+            index = end + quote_len;
+        } else if byte.is_ascii_alphabetic() || byte == b'_' {
+            let start = index;
+            while index < bytes.len() && (bytes[index].is_ascii_alphanumeric() || bytes[index] == b'_') {
+                index += 1;
+            }
+            tokens.push(Token::Ident(line[start..index].to_owned()));
+        } else if byte.is_ascii_digit() {
+            let start = index;
+            while index < bytes.len() && bytes[index].is_ascii_alphanumeric() {
+                index += 1;
+            }
+            tokens.push(Token::Number(line[start..index].to_owned()));
+        } else {
+            tokens.push(Token::Punct(byte));
+            index += 1;
+            // Skip the rest of a multi-byte character.
+            while index < bytes.len() && !line.is_char_boundary(index) {
+                index += 1;
+            }
+        }
+    }
+    tokens
+}
+
+fn content_from_escapes(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    let mut chars = raw.chars();
+    while let Some(ch) = chars.next() {
+        if ch == '\\' {
+            if let Some(next) = chars.next() {
+                out.push(next);
+            }
+        } else {
+            out.push(ch);
+        }
+    }
+    out
+}
+
+/// Replaces `{name}` fields whose names are known; returns whether any was replaced.
+fn substitute_braces(text: &str, symbols: &Symbols) -> Option<String> {
+    if !text.contains('{') {
+        return None;
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    let mut replaced = false;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        match after.find('}') {
+            Some(close) if symbols.get(after[..close].trim()).is_some() => {
+                out.push_str(symbols.get(after[..close].trim()).unwrap_or_default());
+                replaced = true;
+                rest = &after[close + 1..];
+            }
+            _ => {
+                out.push('{');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    replaced.then_some(out)
+}
+
+/// Replaces `$name` and `${name}` whose names are known.
+fn substitute_dollars(text: &str, symbols: &Symbols) -> Option<String> {
+    if !text.contains('$') {
+        return None;
+    }
+    let mut out = String::with_capacity(text.len());
+    let bytes = text.as_bytes();
+    let mut index = 0;
+    let mut replaced = false;
+    while index < bytes.len() {
+        if bytes[index] == b'$' {
+            let braced = bytes.get(index + 1) == Some(&b'{');
+            let start = index + 1 + usize::from(braced);
+            let mut end = start;
+            while end < bytes.len() && (bytes[end].is_ascii_alphanumeric() || bytes[end] == b'_') {
+                end += 1;
+            }
+            if let Some(value) = symbols.get(&text[start..end]) {
+                out.push_str(value);
+                replaced = true;
+                index = if braced && bytes.get(end) == Some(&b'}') { end + 1 } else { end };
+                continue;
+            }
+        }
+        let ch_len = text[index..].chars().next().map_or(1, char::len_utf8);
+        out.push_str(&text[index..index + ch_len]);
+        index += ch_len;
+    }
+    replaced.then_some(out)
+}
+
+fn strip_shell_quotes(text: &str) -> Option<String> {
+    let quote = |b: u8| matches!(b, b'\'' | b'"' | b'\\');
+    let joins = text.as_bytes().windows(3).any(|w| {
+        (w[0].is_ascii_alphanumeric() && quote(w[1]) && (w[2].is_ascii_alphanumeric() || quote(w[2])))
+            || (quote(w[0]) && quote(w[1]) && w[2].is_ascii_alphanumeric())
+    });
+    joins.then(|| text.chars().filter(|c| !matches!(c, '\'' | '"' | '\\')).collect())
+}
+
+fn shell_line(text: &str, line: usize, symbols: &mut Symbols, emit: &mut dyn FnMut(usize, String, Via)) {
+    let command = text.trim_start().trim_start_matches('!').trim_start();
+    let command = command.strip_prefix("export ").unwrap_or(command);
+    if let Some((name, value)) = command.split_once('=') {
+        if !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            let value = value.split_whitespace().next().unwrap_or("").trim_matches(['"', '\'']);
+            let value = substitute_dollars(value, symbols).unwrap_or_else(|| value.to_owned());
+            symbols.set(name, value);
+        }
+    }
+    let mut current = text.to_owned();
+    let mut via = None;
+    if let Some(joined) = strip_shell_quotes(&current) {
+        current = joined;
+        via = Some(Via::Concatenation);
+    }
+    if let Some(substituted) = substitute_dollars(&current, symbols) {
+        current = substituted;
+        via = Some(Via::Variable);
+    }
+    if let Some(substituted) = substitute_braces(&current, symbols) {
+        current = substituted;
+        via = Some(Via::Variable);
+    }
+    decode_words(text, line, 0, emit);
+    if let Some(via) = via {
+        emit(line, current, via);
+    }
+}
+
+fn python_line(text: &str, line: usize, symbols: &mut Symbols, emit: &mut dyn FnMut(usize, String, Via)) {
+    let interesting = text.contains('\'') || text.contains('"') || text.contains("chr(") || text.contains('+');
+    if !interesting {
+        return;
+    }
+    let tokens = tokenize(text);
+    let value_of = |token: &Token, symbols: &Symbols| -> Option<(String, bool)> {
+        match token {
+            Token::Str { content, format: true } => {
+                Some(substitute_braces(content, symbols).map_or((content.clone(), false), |s| (s, true)))
+            }
+            Token::Str { content, .. } => Some((content.clone(), false)),
+            Token::Ident(name) => symbols.get(name).map(|value| (value.to_owned(), true)),
+            _ => None,
+        }
+    };
+    // `name = expr` where expr joins strings and known names.
+    if let [Token::Ident(name), Token::Punct(b'='), expr @ ..] = tokens.as_slice() {
+        if !expr.is_empty() && expr.len() % 2 == 1 {
+            let mut value = String::new();
+            let mut substituted = false;
+            let mut ok = true;
+            for (position, token) in expr.iter().enumerate() {
+                if position % 2 == 1 {
+                    ok &= *token == Token::Punct(b'+');
+                    continue;
+                }
+                match value_of(token, symbols) {
+                    Some((piece, from_symbol)) => {
+                        value.push_str(&piece);
+                        substituted |= from_symbol;
+                    }
+                    None => ok = false,
+                }
+            }
+            if ok {
+                if expr.len() > 1 || substituted {
+                    let via = if substituted { Via::Variable } else { Via::Concatenation };
+                    emit(line, value.clone(), via);
+                }
+                symbols.set(name, value);
+                return;
+            }
+        }
+    }
+    let mut index = 0;
+    while index < tokens.len() {
+        // Runs of strings and known names joined by `+` or written side by side.
+        if let Some((first, mut substituted)) = value_of(&tokens[index], symbols) {
+            let mut value = first;
+            let mut parts = 1;
+            let mut next = index + 1;
+            loop {
+                let step = match tokens.get(next) {
+                    Some(Token::Punct(b'+')) => 1,
+                    Some(Token::Str { .. }) if matches!(tokens[next - 1], Token::Str { .. }) => 0,
+                    _ => break,
+                };
+                match tokens.get(next + step).and_then(|token| value_of(token, symbols)) {
+                    Some((piece, from_symbol)) => {
+                        value.push_str(&piece);
+                        substituted |= from_symbol;
+                        parts += 1;
+                        next += step + 1;
+                    }
+                    None => break,
+                }
+            }
+            if parts > 1 || substituted {
+                let via = if substituted { Via::Variable } else { Via::Concatenation };
+                emit(line, value.clone(), via);
+            }
+            // `"sep".join([...])` and `"..."[::-1]`.
+            if let Token::Str { content: separator, .. } = &tokens[index] {
+                if let (Some(Token::Punct(b'.')), Some(Token::Ident(method))) = (tokens.get(index + 1), tokens.get(index + 2))
+                {
+                    if method == "join" {
+                        let pieces: Vec<&str> = tokens[index + 3..]
+                            .iter()
+                            .take_while(|t| !matches!(t, Token::Punct(b')')))
+                            .filter_map(|t| match t {
+                                Token::Str { content, .. } => Some(content.as_str()),
+                                _ => None,
+                            })
+                            .collect();
+                        if pieces.len() > 1 {
+                            emit(line, pieces.join(separator), Via::Concatenation);
+                        }
+                    }
+                }
+                let reversed = [Token::Punct(b'['), Token::Punct(b':'), Token::Punct(b':'), Token::Punct(b'-')];
+                if tokens.get(next..next + 4) == Some(&reversed[..])
+                    && tokens.get(next + 4) == Some(&Token::Number("1".to_owned()))
+                {
+                    emit(line, value.chars().rev().collect(), Via::Reversed);
+                }
+            }
+            index = next.max(index + 1);
+            continue;
+        }
+        // `chr(120) + chr(109) + ...`.
+        if tokens[index] == Token::Ident("chr".to_owned()) {
+            let mut value = String::new();
+            let mut next = index;
+            while let (Some(Token::Ident(name)), Some(Token::Punct(b'(')), Some(Token::Number(n)), Some(Token::Punct(b')'))) =
+                (tokens.get(next), tokens.get(next + 1), tokens.get(next + 2), tokens.get(next + 3))
+            {
+                if name != "chr" {
+                    break;
+                }
+                match n.parse::<u32>().ok().and_then(char::from_u32) {
+                    Some(ch) => value.push(ch),
+                    None => break,
+                }
+                next += 4;
+                if tokens.get(next) == Some(&Token::Punct(b'+')) || tokens.get(next) == Some(&Token::Punct(b',')) {
+                    next += 1;
+                }
+            }
+            if value.chars().count() >= 3 {
+                emit(line, value, Via::Concatenation);
+            }
+            index = next.max(index + 1);
+            continue;
+        }
+        index += 1;
+    }
+}

@@ -1,0 +1,1 @@
+//! Tests of the policy engine: data in, snapshot out.
