@@ -400,8 +400,8 @@ fn follow_renames(
             let uses = text.match_indices(alias.name.as_str()).any(|(at, _)| {
                 let before = text[..at].bytes().next_back();
                 let after = text[at + alias.name.len()..].bytes().next();
-                before.is_none_or(|b| b.is_ascii_whitespace() || b == b'/' || b == b'!')
-                    && after.is_none_or(|b| b.is_ascii_whitespace() || b == b'/' || b == b';')
+                let edge = |b: u8| b.is_ascii_whitespace() || b"/!;\"'(),&|".contains(&b);
+                before.is_none_or(edge) && after.is_none_or(edge)
             });
             if uses {
                 let weight = rules[alias.rule].weight;
