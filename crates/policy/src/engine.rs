@@ -157,6 +157,13 @@ impl<'p> Collector<'p> {
         let improves = weight > *best;
         *best = best.max(weight);
         if !self.seen.insert((rule_index, location.cell, location.line)) && !improves {
+            // Same rule on the same line: keep the longest match as the evidence.
+            let longer = self.findings.iter_mut().find(|finding| {
+                finding.rule == rule.id && finding.location == location && finding.via == via
+            });
+            if let Some(finding) = longer.filter(|finding| matched.trim().len() > finding.matched.len()) {
+                finding.matched = shorten(matched, MATCHED_CHARS_MAX);
+            }
             return;
         }
         let count = self.counts.entry(rule_index).or_insert(0);
@@ -277,7 +284,8 @@ pub(crate) fn match_line(
         if !passes(rule, &lower) {
             continue;
         }
-        collector.record(rule_index, weight, location.clone(), &text[start..end], line_text, via.clone());
+        let matched = evidence(rule, text, &lower, start, end);
+        collector.record(rule_index, weight, location.clone(), matched, line_text, via.clone());
     }
 }
 
@@ -290,6 +298,16 @@ fn weight_in(rule: &Rule, ctx: ScopeBits) -> Option<f32> {
         0.0
     };
     (weight > 0.0).then_some(weight)
+}
+
+/// The evidence for a hit: the pattern's match on the line when the rule has one.
+fn evidence<'t>(rule: &Rule, line: &'t str, lower_line: &str, start: usize, end: usize) -> &'t str {
+    if let Some(found) = rule.pattern.as_ref().and_then(|pattern| pattern.find(lower_line)) {
+        if line.is_char_boundary(found.start()) && line.is_char_boundary(found.end()) {
+            return &line[found.start()..found.end()];
+        }
+    }
+    &line[start..end]
 }
 
 fn passes(rule: &Rule, lower_line: &str) -> bool {
@@ -312,7 +330,7 @@ pub(crate) fn match_unit(
     matcher.find(rules, &prepared.text, &lower, &mut state.scratch, &mut |rule, start, end| {
         hits.push((rule, start, end))
     });
-    let mut matched_lines: Vec<(usize, usize, String)> = Vec::new();
+    let mut matched_lines: Vec<(usize, usize, f32, String)> = Vec::new();
     for (rule_index, start, end) in hits {
         let rule = &rules[rule_index];
         let line_index = prepared.line_of(start);
@@ -321,10 +339,11 @@ pub(crate) fn match_unit(
         if !passes(rule, &lower[line.start..line.end]) {
             continue;
         }
-        let matched = &prepared.text[start..end];
-        collector.record(rule_index, weight, location(line_index), matched, prepared.line_text(line_index), Via::Direct);
-        if line.ctx & SHELL != 0 {
-            matched_lines.push((line_index, rule_index, matched.to_owned()));
+        let line_text = prepared.line_text(line_index);
+        let matched = evidence(rule, line_text, &lower[line.start..line.end], start - line.start, end - line.start);
+        collector.record(rule_index, weight, location(line_index), matched, line_text, Via::Direct);
+        if line.ctx & SHELL != 0 && rule.pattern.is_none() {
+            matched_lines.push((line_index, rule_index, weight, matched.to_owned()));
         }
     }
 
@@ -350,7 +369,7 @@ pub(crate) fn match_unit(
                 rule_index,
                 weight,
                 location(item.line),
-                &item.text[start..end],
+                evidence(rule, &item.text, &derived_lower, start, end),
                 prepared.line_text(item.line),
                 item.via.clone(),
             );
@@ -368,9 +387,18 @@ fn follow_renames(
     collector: &mut Collector<'_>,
     prepared: &Prepared,
     cell: Option<u32>,
-    matched_lines: &[(usize, usize, String)],
+    matched_lines: &[(usize, usize, f32, String)],
 ) {
-    for (line_index, rule_index, matched) in matched_lines {
+    // Only the strongest finding of a line is carried to the new name.
+    let mut strongest: Vec<&(usize, usize, f32, String)> = Vec::new();
+    for item in matched_lines {
+        match strongest.iter_mut().find(|kept| kept.0 == item.0) {
+            Some(kept) if kept.2 < item.2 || (kept.2 == item.2 && kept.3.len() < item.3.len()) => *kept = item,
+            Some(_) => {}
+            None => strongest.push(item),
+        }
+    }
+    for (line_index, rule_index, _, matched) in strongest {
         let text = prepared.line_text(*line_index).trim().trim_start_matches('!');
         if let Some(name) = rename_target(text) {
             if name.len() >= 3 && !name.eq_ignore_ascii_case(matched) && !name.to_ascii_lowercase().contains(&matched.to_ascii_lowercase()) {

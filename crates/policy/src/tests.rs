@@ -83,11 +83,11 @@ fn miner_run_from_a_shell_line_is_blocked() {
         "!wget -q https://github.com/xmrig/xmrig/releases/download/v6.21.0/xmrig-6.21.0-linux-static-x64.tar.gz\n!tar xf xmrig-6.21.0-linux-static-x64.tar.gz\n!./xmrig-6.21.0/xmrig -o pool.supportxmr.com:443 -u 4ABC -k --tls",
         expect![[r#"
             block mining
-              mining 3.40 decided
+              mining 2.40 decided
               line 1 mining.miner-program +1.00 `xmrig`
               line 2 mining.miner-program +1.00 `xmrig`
               line 3 mining.miner-program +1.00 `xmrig`
-              line 3 mining.pool-endpoint +0.60 `:443`
+              line 3 mining.pool-endpoint +0.60 `pool.supportxmr.com:443`
               line 3 mining.pool-host +0.80 `supportxmr.com`
         "#]],
     );
@@ -112,10 +112,10 @@ fn joined_strings_are_folded_before_matching() {
         "tool = 'xm' + 'r' + 'ig'\nimport subprocess\nsubprocess.run(['./' + tool, '-o', 'rx.unmineable.com:3333', '-u', 'SHIB:0xabc.worker'])",
         expect![[r#"
             block mining
-              mining 1.90 decided
+              mining 2.40 decided
               line 1 mining.miner-program +0.50 `xmrig` [concatenation]
               line 3 mining.miner-program +1.00 `xmrig` [variable]
-              line 3 mining.pool-endpoint +0.60 `:3333`
+              line 3 mining.pool-endpoint +0.60 `rx.unmineable.com:3333`
               line 3 mining.pool-host +0.80 `unmineable.com`
         "#]],
     );
@@ -128,8 +128,9 @@ fn base64_and_hex_literals_are_decoded() {
         "import base64, os\nos.system(base64.b64decode('c3RyYXR1bSt0Y3A6Ly9wb29sLmV4YW1wbGU6MzMzMw==').decode())\ncmd = '\\x68\\x61\\x73\\x68\\x63\\x61\\x74 -m 0 hashes.txt words.txt'",
         expect![[r#"
             block mining
-              mining 1.00 decided
+              mining 1.60 decided
               password-cracking 1.00 decided
+              line 2 mining.pool-endpoint +0.60 `pool.example:3333` [base64]
               line 2 mining.stratum-url +1.00 `stratum+tcp://` [base64]
               line 3 password-cracking.cracker-program +1.00 `hashcat` [hex]
         "#]],
@@ -156,12 +157,12 @@ fn renamed_clone_is_followed() {
         "!git clone https://github.com/deepfakes/faceswap.git studio\n%cd studio\n!python faceswap.py train -A a -B b -m model",
         expect![[r#"
             block deepfake
-              deepfake 2.20 decided
+              deepfake 2.50 decided
               line 1 deepfake.face-swap-tool +1.00 `deepfakes/faceswap`
               line 1 deepfake.swap-words +0.50 `faceswap`
               line 1 deepfake.word +0.30 `deepfakes`
               line 2 deepfake.face-swap-tool +1.00 `studio` [alias of deepfakes/faceswap]
-              line 3 deepfake.swap-cli +0.70 `faceswap.py`
+              line 3 deepfake.swap-cli +0.70 `faceswap.py train`
               line 3 deepfake.swap-words +0.50 `faceswap`
         "#]],
     );
@@ -190,18 +191,20 @@ fn tunnel_to_a_web_app_is_allowed_and_tunnel_to_ssh_is_not() {
               sd-webui 0.30
               line 1 remote-access.tunnel-tool +0.30 `pyngrok`
               line 1 sd-webui.tunnel +0.30 `pyngrok`
+              line 2 sd-webui.tunnel +0.30 `ngrok`
         "#]],
     );
     check_cell(
         "!apt-get install -y openssh-server\n!service ssh start\n!ngrok tcp 22 &",
         expect![[r#"
             block remote-access
-              remote-access 2.60 decided
+              remote-access 2.90 decided
               sd-webui 0.30
               line 1 remote-access.ssh-server +0.60 `openssh-server`
               line 2 remote-access.ssh-server-config +0.50 `service ssh`
-              line 3 remote-access.tcp-tunnel +0.50 `ngrok`
-              line 3 remote-access.tunnel-to-ssh +1.00 `ngrok`
+              line 3 remote-access.tcp-tunnel +0.50 `tcp`
+              line 3 remote-access.tunnel-to-ssh +1.00 `tcp 22`
+              line 3 remote-access.tunnel-tool +0.30 `ngrok`
               line 3 sd-webui.tunnel +0.30 `ngrok`
         "#]],
     );
@@ -240,6 +243,8 @@ fn deepfake_detection_is_not_deepfake_creation() {
         "methods = ['Deepfakes', 'Face2Face', 'FaceSwap', 'NeuralTextures']\nroot = 'FaceForensics++/manipulated_sequences/FaceSwap/c23/videos'\nmodel = build_deepfake_detector()",
         expect![[r#"
             allow -
+              deepfake 0.30
+              line 1 deepfake.word +0.30 `Deepfakes`
         "#]],
     );
 }
@@ -282,7 +287,7 @@ fn operator_config_disables_reweights_and_shadows() {
             allow - (shadow: block)
               mining 0.70
               line 1 mining.miner-program +1.00 `xmrig`
-              line 1 mining.pool-endpoint +0.60 `:4444`
+              line 1 mining.pool-endpoint +0.60 `pool.minexmr.com:4444`
               line 1 mining.pool-host +0.10 `minexmr.com`
         "#]],
     );
@@ -376,7 +381,18 @@ fn disguised_documents_are_classified() {
 fn runtime_miner_renamed_process() {
     check_runtime(
         "miner-renamed-process.json",
-        expect![[r#""#]],
+        expect![[r#"
+            stop mining
+              mining 3.70 decided
+              line 1 mining.pool-endpoint +0.60 `pool.hashvault.pro:3333`
+              line 1 mining.pool-host +0.80 `hashvault.pro`
+              line 1 mining.pool-login +0.70 `-o pool.hashvault.pro:3333 -u 44AFFq5kSiGBoZ4NMDwYtN18obc8AemS33DBLWs3H7otXft3XjrpDtQGv7SqSsaBYBb98uNbr2VBBEt7f2wfn3RVGQ…`
+              line 2 mining.pool-connection +0.50 `connect tcp pool.hashvault.pro:3333`
+              line 2 mining.pool-endpoint +0.60 `pool.hashvault.pro:3333`
+              line 2 mining.pool-host +0.80 `hashvault.pro`
+              line 2 mining.stratum-json +0.60 `"method":"login"`
+              line 3 mining.saturation-profile +0.50 `profile:cpu-saturated-unattended`
+        "#]],
     );
 }
 
@@ -384,7 +400,18 @@ fn runtime_miner_renamed_process() {
 fn runtime_sshd_behind_ngrok() {
     check_runtime(
         "sshd-behind-ngrok.json",
-        expect![[r#""#]],
+        expect![[r#"
+            block remote-access
+              remote-access 3.30 decided
+              sd-webui 0.30
+              line 1 remote-access.ssh-server +0.60 `sshd`
+              line 2 remote-access.tcp-tunnel +0.50 `tcp`
+              line 2 remote-access.tunnel-to-ssh +1.00 `tcp 22`
+              line 2 remote-access.tunnel-tool +0.30 `ngrok`
+              line 2 sd-webui.tunnel +0.30 `ngrok`
+              line 3 remote-access.listen-port +0.60 `listen tcp :22`
+              line 4 remote-access.tunnel-service-connection +0.30 `ngrok.com`
+        "#]],
     );
 }
 
@@ -392,7 +419,13 @@ fn runtime_sshd_behind_ngrok() {
 fn runtime_torrent_client() {
     check_runtime(
         "torrent-client.json",
-        expect![[r#""#]],
+        expect![[r#"
+            block p2p
+              p2p 2.50 decided
+              line 1 p2p.torrent-client +1.00 `qbittorrent-nox`
+              line 2 p2p.torrent-file +0.50 `.torrent`
+              line 4 p2p.bittorrent-handshake +1.00 `BitTorrent protocol`
+        "#]],
     );
 }
 
@@ -400,7 +433,9 @@ fn runtime_torrent_client() {
 fn runtime_training_job_is_allowed() {
     check_runtime(
         "training-job.json",
-        expect![[r#""#]],
+        expect![[r#"
+            allow -
+        "#]],
     );
 }
 
@@ -408,7 +443,11 @@ fn runtime_training_job_is_allowed() {
 fn runtime_saturation_alone_does_not_convict() {
     check_runtime(
         "unattended-saturation-only.json",
-        expect![[r#""#]],
+        expect![[r#"
+            allow -
+              mining 0.50
+              line 2 mining.saturation-profile +0.50 `profile:cpu-saturated-unattended`
+        "#]],
     );
 }
 
@@ -416,7 +455,16 @@ fn runtime_saturation_alone_does_not_convict() {
 fn runtime_face_swap_files() {
     check_runtime(
         "face-swap-files.json",
-        expect![[r#""#]],
+        expect![[r#"
+            block deepfake
+              deepfake 3.00 decided
+              line 1 deepfake.face-swap-tool +1.00 `inswapper_128`
+              line 1 deepfake.swap-model-file +0.80 `inswapper_128.onnx`
+              line 2 deepfake.face-swap-tool +1.00 `roop`
+              line 3 deepfake.face-swap-tool +1.00 `face_swapper`
+              line 3 deepfake.swap-cli +0.70 `--frame-processor`
+              line 3 deepfake.swap-words +0.50 `frame-processor`
+        "#]],
     );
 }
 
