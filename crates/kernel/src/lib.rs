@@ -12,10 +12,18 @@ use bytes::Bytes;
 use commonlab_protocol::{Channel, ConnectionInfo, RawMessage, Signer};
 use tokio::sync::{mpsc, Mutex};
 use tokio::task::JoinSet;
+use zeromq::util::PeerIdentity;
 use zeromq::{
-    DealerSendHalf, DealerSocket, ReqSocket, Socket, SocketRecv, SocketSend, SubSocket,
-    ZmqMessage,
+    DealerSendHalf, DealerSocket, ReqSocket, Socket, SocketOptions, SocketRecv, SocketSend,
+    SubSocket, ZmqMessage,
 };
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    hasher.finish()
+}
 
 /// Why talking to a kernel failed.
 #[derive(Debug, thiserror::Error)]
@@ -93,8 +101,14 @@ impl KernelChannels {
         })?;
         let mut tasks = JoinSet::new();
         let mut dealers = Vec::new();
+        // Shell and stdin must share one identity: the kernel addresses `input_request` on its
+        // stdin ROUTER to the identity that sent the `execute_request` on shell.
+        let identity = PeerIdentity::try_from(Bytes::from(format!("commonlab-{:016x}", rand_u64())))
+            .expect("a short identity is valid");
         for channel in [Channel::Shell, Channel::Control, Channel::Stdin] {
-            let mut socket = DealerSocket::new();
+            let mut options = SocketOptions::default();
+            options.peer_identity(identity.clone());
+            let mut socket = DealerSocket::with_options(options);
             connect_with_retry(&mut socket, info, channel, deadline).await?;
             let (send_half, mut recv_half) = socket.split();
             let tx = incoming.clone();

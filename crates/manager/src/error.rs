@@ -8,6 +8,8 @@ pub enum ErrorKind {
     BadRequest,
     Conflict,
     Unavailable,
+    /// The requested kernelspec is not installed.
+    KernelUnavailable,
     Internal,
 }
 
@@ -20,11 +22,23 @@ pub struct ManagerError {
     pub code: &'static str,
     /// What happened and what to do, for the user.
     pub message: String,
+    /// A few words for a dialog title, where clients show one (jupyter_server's `short_message`).
+    pub short_message: Option<String>,
 }
 
 impl ManagerError {
     pub fn new(kind: ErrorKind, code: &'static str, message: impl Into<String>) -> ManagerError {
-        ManagerError { kind, code, message: message.into() }
+        ManagerError { kind, code, message: message.into(), short_message: None }
+    }
+
+    /// The named kernelspec does not exist (jupyter_server answers 501 for sessions).
+    pub fn kernelspec_not_found(name: &str) -> ManagerError {
+        ManagerError {
+            kind: ErrorKind::KernelUnavailable,
+            code: "kernelspec_not_found",
+            message: format!("The '{name}' kernel is not available. Please pick another suitable kernel instead, or install that kernel."),
+            short_message: Some(format!("{name} not found")),
+        }
     }
 
     pub fn kernel_not_found(id: &str) -> ManagerError {

@@ -157,9 +157,7 @@ impl KernelManager {
     /// Starts a kernel and returns once it has answered `kernel_info_request`.
     pub async fn start(&self, name: Option<&str>) -> Result<Arc<Kernel>, ManagerError> {
         let name = name.filter(|n| !n.is_empty()).unwrap_or(&self.config.default_kernel_name).to_lowercase();
-        let spec = self.kernelspec(&name).ok_or_else(|| {
-            ManagerError::new(ErrorKind::NotFound, "kernelspec_not_found", format!("No such kernel named {name}"))
-        })?;
+        let spec = self.kernelspec(&name).ok_or_else(|| ManagerError::kernelspec_not_found(&name))?;
         let kernel_id = uuid::Uuid::new_v4().to_string();
         let key = uuid::Uuid::new_v4().to_string();
         let connection = self.new_connection(&key)?;

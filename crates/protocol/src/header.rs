@@ -9,21 +9,45 @@ use crate::RawMessage;
 /// The messaging protocol version the server speaks.
 pub const PROTOCOL_VERSION: &str = "5.3";
 
-/// A Jupyter message header. Unknown fields are ignored; missing ones default.
+/// A Jupyter message header. Unknown fields are ignored; missing ones default; a field of an
+/// unexpected type (some clients send `date` as epoch seconds) is read as text.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Header {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_string")]
     pub msg_id: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_string")]
     pub msg_type: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_string")]
     pub session: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_string")]
     pub username: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_string")]
     pub date: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_string")]
     pub version: String,
+}
+
+fn lenient_string<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    Ok(match serde_json::Value::deserialize(deserializer)? {
+        serde_json::Value::String(s) => s,
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_with_numeric_dates_are_read() {
+        let header: Header = serde_json::from_str(
+            r#"{"msg_id":"m","msg_type":"kernel_info_request","date":1764000000.5,"session":"s","version":5.4}"#,
+        )
+        .unwrap();
+        assert_eq!(header.date, "1764000000.5");
+        assert_eq!(header.msg_type, "kernel_info_request");
+    }
 }
 
 impl Header {

@@ -185,8 +185,10 @@ pub fn decode_legacy_binary(frame: Bytes) -> Result<(Channel, RawMessage), WsErr
 fn decode_legacy_json(text: &[u8], buffers: Vec<Bytes>) -> Result<(Channel, RawMessage), WsError> {
     let mut value: serde_json::Map<String, serde_json::Value> =
         serde_json::from_slice(text).map_err(|e| WsError::BadJson(e.to_string()))?;
+    // jupyter_server assumes shell when a legacy message names no channel.
     let channel_name = match value.remove("channel") {
         Some(serde_json::Value::String(name)) => name,
+        None | Some(serde_json::Value::Null) => "shell".to_owned(),
         _ => return Err(WsError::MissingField("channel")),
     };
     let channel =
@@ -285,8 +287,9 @@ mod tests {
     #[test]
     fn legacy_rejects_bad_json_and_channels() {
         assert!(matches!(decode_legacy_text(b"{nope"), Err(WsError::BadJson(_))));
+        assert_eq!(decode_legacy_text(br#"{"header":{}}"#).unwrap().0, Channel::Shell);
         assert_eq!(
-            decode_legacy_text(br#"{"header":{}}"#),
+            decode_legacy_text(br#"{"header":{},"channel":7}"#),
             Err(WsError::MissingField("channel"))
         );
         assert_eq!(

@@ -11,11 +11,12 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    pub short_message: Option<String>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into() }
+        ApiError { status, code, message: message.into(), short_message: None }
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
@@ -29,9 +30,10 @@ impl From<ManagerError> for ApiError {
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
             ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
             ErrorKind::Conflict => StatusCode::CONFLICT,
+            ErrorKind::KernelUnavailable => StatusCode::NOT_IMPLEMENTED,
             ErrorKind::Unavailable | ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        ApiError { status, code: e.code, message: e.message }
+        ApiError { status, code: e.code, message: e.message, short_message: e.short_message }
     }
 }
 
@@ -40,11 +42,14 @@ impl IntoResponse for ApiError {
         if self.status.is_server_error() {
             tracing::warn!(code = self.code, message = %self.message, "request failed");
         }
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "message": self.message,
             "reason": self.status.canonical_reason(),
             "code": self.code,
         });
+        if let Some(short) = self.short_message {
+            body["short_message"] = serde_json::Value::String(short);
+        }
         (self.status, Json(body)).into_response()
     }
 }
