@@ -1,6 +1,9 @@
 //! Documents into units of code: notebooks into cells, scripts into one unit; and the
 //! per-line reading of a unit: comments blanked, shell lines found, each line's contexts.
 
+use std::sync::OnceLock;
+
+use aho_corasick::{AhoCorasick, MatchKind};
 use serde::Deserialize;
 
 use crate::pack::{ScopeBits, CLONE, CODE, DOWNLOAD, IMPORT, INSTALL, SHELL};
@@ -162,31 +165,77 @@ impl Prepared {
     }
 }
 
-const SHELL_CALLS: &[&str] = &[
-    "os.system(",
-    "subprocess.",
-    "system_raw(",
-    "getoutput(",
-    "popen(",
-    "check_output(",
-    "check_call(",
-    "get_ipython().system(",
-    "pexpect.spawn(",
-    "commands.getstatusoutput(",
-    "run_command(",
+const M_SHELL_CALL: u16 = 1;
+const M_PY_DOWNLOAD: u16 = 2;
+const M_PY_INSTALL: u16 = 4;
+const M_INSTALL_WORD: u16 = 8;
+const M_PKG_TOOL: u16 = 16;
+const M_DPKG: u16 = 32;
+const M_CLONE: u16 = 64;
+const M_DOWNLOAD: u16 = 128;
+const M_IMPORT: u16 = 256;
+
+/// Substrings that give a line a context: `(lower-case text, mark, whole word only)`.
+const MARKERS: &[(&str, u16, bool)] = &[
+    ("os.system(", M_SHELL_CALL, false),
+    ("subprocess.", M_SHELL_CALL, false),
+    ("system_raw(", M_SHELL_CALL, false),
+    ("getoutput(", M_SHELL_CALL, false),
+    ("popen(", M_SHELL_CALL, false),
+    ("check_output(", M_SHELL_CALL, false),
+    ("check_call(", M_SHELL_CALL, false),
+    ("get_ipython().system(", M_SHELL_CALL, false),
+    ("pexpect.spawn(", M_SHELL_CALL, false),
+    ("getstatusoutput(", M_SHELL_CALL, false),
+    ("run_command(", M_SHELL_CALL, false),
+    ("urlretrieve(", M_PY_DOWNLOAD, false),
+    ("requests.get(", M_PY_DOWNLOAD, false),
+    ("hf_hub_download(", M_PY_DOWNLOAD, false),
+    ("gdown.download(", M_PY_DOWNLOAD, false),
+    ("wget.download(", M_PY_DOWNLOAD, false),
+    ("urlopen(", M_PY_DOWNLOAD, false),
+    ("load_file_from_url(", M_PY_DOWNLOAD, false),
+    ("download_url(", M_PY_DOWNLOAD, false),
+    ("snapshot_download(", M_PY_DOWNLOAD, false),
+    ("pip.main(", M_PY_INSTALL, false),
+    ("pipmain(", M_PY_INSTALL, false),
+    ("install", M_INSTALL_WORD, false),
+    ("pip", M_PKG_TOOL, true),
+    ("pip3", M_PKG_TOOL, true),
+    ("apt", M_PKG_TOOL, true),
+    ("apt-get", M_PKG_TOOL, true),
+    ("conda", M_PKG_TOOL, true),
+    ("mamba", M_PKG_TOOL, true),
+    ("npm", M_PKG_TOOL, true),
+    ("snap", M_PKG_TOOL, true),
+    ("brew", M_PKG_TOOL, true),
+    ("yum", M_PKG_TOOL, true),
+    ("dnf", M_PKG_TOOL, true),
+    ("apk", M_PKG_TOOL, true),
+    ("uv", M_PKG_TOOL, true),
+    ("dpkg -i", M_DPKG, false),
+    ("dpkg --install", M_DPKG, false),
+    ("git clone", M_CLONE, false),
+    ("git submodule", M_CLONE, false),
+    ("/archive/", M_CLONE, false),
+    ("wget", M_DOWNLOAD, true),
+    ("curl", M_DOWNLOAD, true),
+    ("aria2c", M_DOWNLOAD, true),
+    ("gdown", M_DOWNLOAD, true),
+    ("axel", M_DOWNLOAD, true),
+    ("git lfs", M_DOWNLOAD, false),
+    (" import ", M_IMPORT, false),
 ];
 
-const PY_DOWNLOAD_CALLS: &[&str] = &[
-    "urlretrieve(",
-    "requests.get(",
-    "hf_hub_download(",
-    "gdown.download(",
-    "wget.download(",
-    "urlopen(",
-    "load_file_from_url(",
-    "download_url(",
-    "snapshot_download(",
-];
+fn markers() -> &'static AhoCorasick {
+    static MARKER_AUTOMATON: OnceLock<AhoCorasick> = OnceLock::new();
+    MARKER_AUTOMATON.get_or_init(|| {
+        AhoCorasick::builder()
+            .match_kind(MatchKind::Standard)
+            .build(MARKERS.iter().map(|(pattern, _, _)| pattern))
+            .expect("marker patterns are valid")
+    })
+}
 
 const BARE_SHELL_COMMANDS: &[&str] = &[
     "./", "sudo ", "apt ", "apt-get ", "wget ", "curl ", "git ", "chmod ", "nohup ", "bash ", "cd ", "pip ",
@@ -292,69 +341,67 @@ pub(crate) fn prepare(unit: &Unit) -> Prepared {
         lines.push(LineInfo { start, end, ctx, lang });
     }
 
-    // Line contexts from what each line does.
-    for line in &mut lines {
+    // Line contexts from what each line does, from one pass of a marker automaton.
+    let lower = text.to_ascii_lowercase();
+    let mut marks = vec![0u16; lines.len()];
+    let mut line_index = 0;
+    for found in markers().find_overlapping_iter(&lower[..]) {
+        let (pattern, bit, word) = MARKERS[found.pattern().as_usize()];
+        if word {
+            let before = found.start().checked_sub(1).map(|i| lower[i]);
+            let after = lower.get(found.end()).copied();
+            let is_word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+            if before.is_some_and(is_word) || after.is_some_and(is_word) {
+                continue;
+            }
+        }
+        debug_assert!(!pattern.is_empty());
+        while line_index + 1 < lines.len() && lines[line_index].end < found.start() {
+            line_index += 1;
+        }
+        marks[line_index] |= bit;
+    }
+    for (line, mark) in lines.iter_mut().zip(marks) {
         if line.ctx == 0 {
             continue;
         }
-        let lower = String::from_utf8_lossy(&text[line.start..line.end]).to_ascii_lowercase();
-        let trimmed = lower.trim_start();
+        let line_lower = &lower[line.start..line.end];
         if line.lang == Lang::Python {
-            if trimmed.starts_with("import ") || (trimmed.starts_with("from ") && trimmed.contains(" import ")) {
+            let first = line_lower.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(line_lower.len());
+            let trimmed = &line_lower[first..];
+            if trimmed.starts_with(b"import ") || (trimmed.starts_with(b"from ") && mark & M_IMPORT != 0) {
                 line.ctx |= IMPORT;
             }
-            let opens_shell_call = SHELL_CALLS.iter().any(|call| lower.contains(call));
+            let opens_shell_call = mark & M_SHELL_CALL != 0;
             if opens_shell_call || shell_call_depth > 0 {
                 line.ctx |= SHELL;
-            }
-            if opens_shell_call || shell_call_depth > 0 {
-                shell_call_depth += paren_balance(&lower);
+                shell_call_depth += paren_balance(line_lower);
                 if shell_call_depth < 0 || !opens_shell_call && shell_call_depth == 0 {
                     shell_call_depth = 0;
                 }
             }
-            if PY_DOWNLOAD_CALLS.iter().any(|call| lower.contains(call)) {
+            if mark & M_PY_DOWNLOAD != 0 {
                 line.ctx |= DOWNLOAD;
             }
-            if lower.contains("pip.main(") || lower.contains("pipmain(") {
+            if mark & M_PY_INSTALL != 0 {
                 line.ctx |= INSTALL;
             }
         }
         if line.ctx & SHELL != 0 {
-            line.ctx |= shell_line_ctx(&lower);
+            if mark & M_INSTALL_WORD != 0 && mark & M_PKG_TOOL != 0 || mark & M_DPKG != 0 {
+                line.ctx |= INSTALL;
+            }
+            if mark & M_CLONE != 0 {
+                line.ctx |= CLONE;
+            }
+            if mark & M_DOWNLOAD != 0 {
+                line.ctx |= DOWNLOAD;
+            }
         }
     }
 
     let text = String::from_utf8(text).unwrap_or_else(|err| String::from_utf8_lossy(err.as_bytes()).into_owned());
     Prepared { text, lines, strings }
-}
-
-/// Contexts of a shell command line beyond `SHELL`.
-pub(crate) fn shell_line_ctx(lower: &str) -> ScopeBits {
-    let mut ctx = 0;
-    let has_word = |word: &str| {
-        lower.match_indices(word).any(|(at, _)| {
-            let before = lower[..at].bytes().next_back();
-            let after = lower[at + word.len()..].bytes().next();
-            before.is_none_or(|b| !b.is_ascii_alphanumeric()) && after.is_none_or(|b| !b.is_ascii_alphanumeric())
-        })
-    };
-    if lower.contains("install")
-        && ["pip", "pip3", "apt", "apt-get", "conda", "mamba", "npm", "snap", "brew", "yum", "dnf", "apk", "uv"]
-            .iter()
-            .any(|tool| has_word(tool))
-        || lower.contains("dpkg -i")
-        || lower.contains("dpkg --install")
-    {
-        ctx |= INSTALL;
-    }
-    if lower.contains("git clone") || lower.contains("git submodule") || lower.contains("/archive/") {
-        ctx |= CLONE;
-    }
-    if ["wget", "curl", "aria2c", "gdown", "axel", "git lfs"].iter().any(|tool| has_word(tool)) {
-        ctx |= DOWNLOAD;
-    }
-    ctx
 }
 
 fn is_line_magic(rest: &[u8]) -> bool {
@@ -378,8 +425,8 @@ fn is_bare_shell(rest: &[u8]) -> bool {
     })
 }
 
-fn paren_balance(line: &str) -> i32 {
-    line.bytes().fold(0, |depth, byte| match byte {
+fn paren_balance(line: &[u8]) -> i32 {
+    line.iter().fold(0, |depth, byte| match *byte {
         b'(' | b'[' => depth + 1,
         b')' | b']' => depth - 1,
         _ => depth,
