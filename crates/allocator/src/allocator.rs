@@ -752,8 +752,8 @@ impl Allocator {
         if candidates.is_empty() {
             return false;
         }
-        // The level stays fixed for this pass; `schedule` calls again with a fresh one.
-        let level = self.share_level();
+        // Each reclaim lowers its victim's demand and so raises the level: recompute it then.
+        let mut level = self.share_level();
         let mut reclaimed = false;
         for &waiter in waiters {
             candidates.retain(|id| self.kernels.contains_key(id));
@@ -773,19 +773,26 @@ impl Allocator {
             });
             let mut chosen = Vec::new();
             let mut gained = self.free_gpus();
-            let mut taken: BTreeMap<&UserId, f64> = BTreeMap::new();
+            // Victims are judged one after another, each against the level that the reclaims
+            // before it leave (a reclaim lowers its victim's demand and so raises the level).
+            let mut taken: BTreeMap<&UserId, u32> = BTreeMap::new();
+            let mut level_now = level;
             for id in &candidates {
                 if gained >= gpus {
                     break;
                 }
                 let kernel = &self.kernels[id];
-                let already = taken.get(&kernel.user).copied().unwrap_or(0.0);
-                if self.excess(&kernel.user, level) - already <= 1e-9 {
+                let already = taken.get(&kernel.user).copied().unwrap_or(0);
+                let state = &self.users[&kernel.user];
+                let held = f64::from(state.usage.gpus_held - already);
+                let demand = f64::from(state.usage.gpus_held + state.gpus_queued - already);
+                if held - demand.min(self.weight(&kernel.user) * level_now) <= 1e-9 {
                     continue;
                 }
-                *taken.entry(&kernel.user).or_default() += kernel.gpus.len() as f64;
+                *taken.entry(&kernel.user).or_default() += kernel.gpus.len() as u32;
                 gained += kernel.gpus.len() as u32;
                 chosen.push(*id);
+                level_now = self.share_level_reduced(&taken);
             }
             if gained < gpus {
                 continue;
@@ -799,6 +806,7 @@ impl Allocator {
             let queued = self.dequeue(waiter).expect("waiter is queued");
             let granted = self.pick_gpus(queued.gpus);
             self.place(now, waiter, &queued.user, &queued.tier, granted, out);
+            level = self.share_level();
         }
         reclaimed
     }
@@ -956,9 +964,16 @@ impl Allocator {
     /// The water level of the fair shares of the GPUs present among users holding or wanting
     /// GPUs; claims are grouped by (demand, weight) so the cost is one pass over users.
     fn share_level(&self) -> f64 {
+        self.share_level_reduced(&BTreeMap::new())
+    }
+
+    /// As [`Allocator::share_level`], with some users' demand lowered by GPUs about to be
+    /// reclaimed from them.
+    fn share_level_reduced(&self, reductions: &BTreeMap<&UserId, u32>) -> f64 {
         let mut groups: BTreeMap<(u32, u64), f64> = BTreeMap::new();
         for (user, state) in &self.users {
-            let demand = state.usage.gpus_held + state.gpus_queued;
+            let reduction = reductions.get(user).copied().unwrap_or(0);
+            let demand = (state.usage.gpus_held + state.gpus_queued).saturating_sub(reduction);
             if demand > 0 {
                 *groups.entry((demand, self.weight(user).to_bits())).or_default() += 1.0;
             }

@@ -1,0 +1,56 @@
+//! The four policies compared, each as the allocator config and tiers it runs with.
+
+use commonlab_allocator::{AllocatorConfig, PolicyKind, Settings, TierConfig, TiersConfig, DAY_S, HOUR_S};
+
+/// The policies in report order.
+pub const POLICIES: [PolicyKind; 4] =
+    [PolicyKind::Fifo, PolicyKind::ColabLike, PolicyKind::SlurmFairShare, PolicyKind::Commons];
+
+/// Commonlab's tiers as the simulation configures them.
+pub fn commons_tiers() -> TiersConfig {
+    let mut tiers = TiersConfig::new();
+    tiers.insert(
+        "free".to_owned(),
+        TierConfig {
+            share_weight: 1.0,
+            kernels_max: 3,
+            gpus_max: 2,
+            gpus_per_kernel_max: 1,
+            gpu_hours_per_week_max: 120.0,
+            lifetime_s_max: 12 * HOUR_S,
+            idle_reclaim_after_s: 900,
+        },
+    );
+    tiers.insert(
+        "pro".to_owned(),
+        TierConfig {
+            share_weight: 2.0,
+            kernels_max: 6,
+            gpus_max: 4,
+            gpus_per_kernel_max: 2,
+            gpu_hours_per_week_max: 240.0,
+            lifetime_s_max: 24 * HOUR_S,
+            idle_reclaim_after_s: 1_800,
+        },
+    );
+    tiers
+}
+
+/// The settings a policy runs with in the simulation.
+pub fn settings(policy: PolicyKind) -> Settings {
+    let mut tiers = commons_tiers();
+    let mut config = AllocatorConfig { policy, queue_requests_max: 100_000, ..AllocatorConfig::default() };
+    match policy {
+        PolicyKind::Fifo | PolicyKind::Commons => {}
+        PolicyKind::ColabLike => {
+            // Colab's published shape: 12 h lifetime, 90 min idle disconnect, a weekly budget.
+            for tier in tiers.values_mut() {
+                tier.lifetime_s_max = 12 * HOUR_S;
+                tier.idle_reclaim_after_s = 90 * 60;
+                tier.gpu_hours_per_week_max = 30.0;
+            }
+        }
+        PolicyKind::SlurmFairShare => config.usage_half_life_s = 7 * DAY_S,
+    }
+    Settings::new(config, &tiers).expect("simulation settings are valid")
+}
