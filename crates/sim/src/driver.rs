@@ -431,10 +431,6 @@ impl<'w> Driver<'w> {
                 let wrong_busy = session.busy && reason != ReclaimReason::GpuRemoved;
                 let wrong_grace = idle_for + 1e-3 < self.grace_s || early;
                 let wrong_no_waiter = !self.recorder.reclaim_justified(session.plan.user);
-                if wrong_no_waiter && std::env::var("SIM_DEBUG").is_ok() {
-                    println!("DEBUG wrong reclaim at {now} victim {} shares {:?}", session.plan.user, self.allocator.fair_shares());
-                    self.recorder.debug(session.plan.user);
-                }
                 self.recorder.reclaimed(now, wrong_busy, wrong_no_waiter, wrong_grace);
                 self.finish(idx, true)?;
             }

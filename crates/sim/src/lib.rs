@@ -20,6 +20,9 @@ pub mod rng;
 pub mod trace;
 pub mod workload;
 
+#[cfg(test)]
+mod tests;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

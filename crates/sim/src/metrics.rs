@@ -267,14 +267,6 @@ impl Recorder {
         victim_over && waiter_under
     }
 
-    pub(crate) fn debug(&self, victim: usize) {
-        let level = self.level();
-        println!("DEBUG level {level} victim held {} wanted {} w {}", self.held[victim], self.wanted[victim], self.weights[victim]);
-        for &user in &self.active {
-            println!("DEBUG   user {user} held {} wanted {} w {}", self.held[user], self.wanted[user], self.weights[user]);
-        }
-    }
-
     /// Integrates the current state over `[from_s, to_s)`.
     pub(crate) fn advance(&mut self, from_s: f64, to_s: f64) {
         let mut at = from_s.max(self.warmup_s);

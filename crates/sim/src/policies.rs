@@ -18,7 +18,7 @@ pub fn commons_tiers() -> TiersConfig {
             gpus_per_kernel_max: 1,
             gpu_hours_per_week_max: 120.0,
             lifetime_s_max: 12 * HOUR_S,
-            idle_reclaim_after_s: 900,
+            idle_reclaim_after_s: 600,
         },
     );
     tiers.insert(
@@ -30,7 +30,7 @@ pub fn commons_tiers() -> TiersConfig {
             gpus_per_kernel_max: 2,
             gpu_hours_per_week_max: 240.0,
             lifetime_s_max: 24 * HOUR_S,
-            idle_reclaim_after_s: 1_800,
+            idle_reclaim_after_s: 1_200,
         },
     );
     tiers
