@@ -17,15 +17,37 @@ const SAMPLES: usize = 4_000;
 
 fn main() {
     let mut tiers = TiersConfig::new();
-    tiers.insert("free".to_owned(), TierConfig { gpu_hours_per_week_max: 10_000.0, ..TierConfig::default() });
+    tiers.insert(
+        "free".to_owned(),
+        TierConfig {
+            gpu_hours_per_week_max: 10_000.0,
+            ..TierConfig::default()
+        },
+    );
     tiers.insert(
         "pro".to_owned(),
-        TierConfig { share_weight: 2.0, gpus_max: 4, gpu_hours_per_week_max: 10_000.0, ..TierConfig::default() },
+        TierConfig {
+            share_weight: 2.0,
+            gpus_max: 4,
+            gpu_hours_per_week_max: 10_000.0,
+            ..TierConfig::default()
+        },
     );
-    for policy in [PolicyKind::Commons, PolicyKind::SlurmFairShare, PolicyKind::Fifo] {
-        let config = AllocatorConfig { policy, queue_requests_max: 50_000, ..AllocatorConfig::default() };
+    for policy in [
+        PolicyKind::Commons,
+        PolicyKind::SlurmFairShare,
+        PolicyKind::Fifo,
+    ] {
+        let config = AllocatorConfig {
+            policy,
+            queue_requests_max: 50_000,
+            ..AllocatorConfig::default()
+        };
         let settings = Settings::new(config, &tiers).expect("bench config is valid");
-        run(policy, Allocator::new(settings, Inventory::fake(GPUS, "Bench")));
+        run(
+            policy,
+            Allocator::new(settings, Inventory::fake(GPUS, "Bench")),
+        );
     }
 }
 
@@ -41,7 +63,11 @@ fn run(policy: PolicyKind, mut allocator: Allocator) {
     };
     let mut request = |allocator: &mut Allocator, now: Timestamp, user: u64| {
         next_id += 1;
-        let tier = if user % 5 == 0 { "pro" } else { "free" };
+        let tier = if user.is_multiple_of(5) {
+            "pro"
+        } else {
+            "free"
+        };
         let event = Event::StartRequested(StartRequest {
             request: RequestId(next_id),
             user: UserId::new(&format!("user{user}")),
@@ -71,10 +97,16 @@ fn run(policy: PolicyKind, mut allocator: Allocator) {
                     gpus: 1,
                 })
             }
-            1 => Event::Exited { request: kernels[(rand() % kernels.len() as u64) as usize].request },
+            1 => Event::Exited {
+                request: kernels[(rand() % kernels.len() as u64) as usize].request,
+            },
             2 => Event::Activity {
                 request: kernels[(rand() % kernels.len() as u64) as usize].request,
-                activity: if rand() % 2 == 0 { Activity::Busy } else { Activity::Idle },
+                activity: if rand() % 2 == 0 {
+                    Activity::Busy
+                } else {
+                    Activity::Idle
+                },
             },
             _ => Event::Tick,
         };

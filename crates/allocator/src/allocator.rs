@@ -82,7 +82,10 @@ impl PartialOrd for QueueKey {
 
 impl Ord for QueueKey {
     fn cmp(&self, other: &QueueKey) -> std::cmp::Ordering {
-        self.key.total_cmp(&other.key).then(self.seq.cmp(&other.seq)).then(self.request.cmp(&other.request))
+        self.key
+            .total_cmp(&other.key)
+            .then(self.seq.cmp(&other.seq))
+            .then(self.request.cmp(&other.request))
     }
 }
 
@@ -175,11 +178,18 @@ impl Allocator {
             Event::Activity { request, activity } => self.on_activity(now, request, activity),
             Event::Tick => {}
             Event::InventoryChanged { gpus } => self.on_inventory(now, gpus, &mut out),
-            Event::UsageLoaded { user, tier, records } => {
+            Event::UsageLoaded {
+                user,
+                tier,
+                records,
+            } => {
                 let decay_per_s = self.decay_per_s;
                 let state = self.user_mut(&user, &tier);
                 for record in records {
-                    let record = UsageRecord { end: record.end.min(now), ..record };
+                    let record = UsageRecord {
+                        end: record.end.min(now),
+                        ..record
+                    };
                     state.usage.record(record, decay_per_s, now);
                 }
                 self.rekey_user(&user, now);
@@ -207,7 +217,9 @@ impl Allocator {
             if kernel.gpus.is_empty() {
                 continue;
             }
-            let Some(tier) = self.settings.tiers.get(&kernel.tier) else { continue };
+            let Some(tier) = self.settings.tiers.get(&kernel.tier) else {
+                continue;
+            };
             if self.traits.enforce_lifetime {
                 let end = kernel.placed_at.plus_secs(tier.lifetime_s_max);
                 consider(end);
@@ -266,12 +278,17 @@ impl Allocator {
 
     /// The placed kernels.
     pub fn kernels(&self) -> Vec<KernelView> {
-        self.kernels.iter().map(|(request, kernel)| view(*request, kernel)).collect()
+        self.kernels
+            .iter()
+            .map(|(request, kernel)| view(*request, kernel))
+            .collect()
     }
 
     /// One placed kernel.
     pub fn kernel(&self, request: RequestId) -> Option<KernelView> {
-        self.kernels.get(&request).map(|kernel| view(request, kernel))
+        self.kernels
+            .get(&request)
+            .map(|kernel| view(request, kernel))
     }
 
     /// How many requests wait.
@@ -306,7 +323,9 @@ impl Allocator {
 
     /// A user's decayed GPU usage at `now`, in GPU-seconds.
     pub fn decayed_usage(&self, user: &UserId, now: Timestamp) -> f64 {
-        self.users.get(user).map_or(0.0, |state| state.usage.decayed_at(now, self.decay_per_s))
+        self.users
+            .get(user)
+            .map_or(0.0, |state| state.usage.decayed_at(now, self.decay_per_s))
     }
 
     /// Each user with GPUs held or queued: (user, GPUs held, fair share of the GPUs present).
@@ -317,7 +336,11 @@ impl Allocator {
             .filter(|(_, state)| state.usage.gpus_held + state.gpus_queued > 0)
             .map(|(user, state)| {
                 let demand = f64::from(state.usage.gpus_held + state.gpus_queued);
-                (user.clone(), state.usage.gpus_held, demand.min(self.weight(user) * level))
+                (
+                    user.clone(),
+                    state.usage.gpus_held,
+                    demand.min(self.weight(user) * level),
+                )
             })
             .collect()
     }
@@ -334,15 +357,25 @@ impl Allocator {
         for (request, kernel) in &self.kernels {
             for gpu in &kernel.gpus {
                 if !self.inventory.contains(*gpu) {
-                    return fail(format!("{request} holds GPU {} which is not present", gpu.0));
+                    return fail(format!(
+                        "{request} holds GPU {} which is not present",
+                        gpu.0
+                    ));
                 }
                 if self.owners.get(gpu) != Some(request) {
-                    return fail(format!("GPU {} is held by {request} but owned otherwise", gpu.0));
+                    return fail(format!(
+                        "GPU {} is held by {request} but owned otherwise",
+                        gpu.0
+                    ));
                 }
             }
             granted += kernel.gpus.len();
             *held_by_user.entry(&kernel.user).or_default() += kernel.gpus.len() as u32;
-            if !self.users.get(&kernel.user).is_some_and(|state| state.kernels.contains(request)) {
+            if !self
+                .users
+                .get(&kernel.user)
+                .is_some_and(|state| state.kernels.contains(request))
+            {
                 return fail(format!("{request} is missing from its user's kernels"));
             }
             if self.queue.contains_key(request) {
@@ -350,7 +383,10 @@ impl Allocator {
             }
         }
         if granted != self.owners.len() {
-            return fail(format!("{granted} GPU grants but {} owners", self.owners.len()));
+            return fail(format!(
+                "{granted} GPU grants but {} owners",
+                self.owners.len()
+            ));
         }
         if self.owners.len() > self.inventory.len() as usize {
             return fail("more GPUs granted than present".to_owned());
@@ -364,11 +400,17 @@ impl Allocator {
         for (user, state) in &self.users {
             let held = held_by_user.get(user).copied().unwrap_or(0);
             if held != state.usage.gpus_held {
-                return fail(format!("{user} holds {held} GPUs but is accounted {}", state.usage.gpus_held));
+                return fail(format!(
+                    "{user} holds {held} GPUs but is accounted {}",
+                    state.usage.gpus_held
+                ));
             }
             let gpus_queued: u32 = state.queued.iter().map(|id| self.queue[id].gpus).sum();
             if gpus_queued != state.gpus_queued {
-                return fail(format!("{user} has {gpus_queued} GPUs queued, accounted {}", state.gpus_queued));
+                return fail(format!(
+                    "{user} has {gpus_queued} GPUs queued, accounted {}",
+                    state.gpus_queued
+                ));
             }
             if self.traits.enforce_caps {
                 let tiers = state
@@ -385,18 +427,27 @@ impl Allocator {
                 }
                 let kernels = (state.kernels.len() + state.queued.len()) as u32;
                 if kernels > 0 && kernels > kernels_max {
-                    return fail(format!("{user} has {kernels} kernels, more than {kernels_max}"));
+                    return fail(format!(
+                        "{user} has {kernels} kernels, more than {kernels_max}"
+                    ));
                 }
                 if held + state.gpus_queued > gpus_max && kernels > 0 {
-                    return fail(format!("{user} has {} GPUs, more than {gpus_max}", held + state.gpus_queued));
+                    return fail(format!(
+                        "{user} has {} GPUs, more than {gpus_max}",
+                        held + state.gpus_queued
+                    ));
                 }
             }
             if self.traits.enforce_quota {
                 if let Some(tier) = self.settings.tiers.get(&state.tier) {
                     let used = self.week_usage(user, now);
-                    let allowed = tier.gpu_seconds_per_week_max + QUOTA_SLACK_GPU_S * f64::from(held.max(1));
+                    let allowed =
+                        tier.gpu_seconds_per_week_max + QUOTA_SLACK_GPU_S * f64::from(held.max(1));
                     if held > 0 && used > allowed {
-                        return fail(format!("{user} used {used:.1} GPU-s in a week, quota {:.1}", tier.gpu_seconds_per_week_max));
+                        return fail(format!(
+                            "{user} used {used:.1} GPU-s in a week, quota {:.1}",
+                            tier.gpu_seconds_per_week_max
+                        ));
                     }
                 }
             }
@@ -405,9 +456,10 @@ impl Allocator {
             if kernel.gpus.is_empty() {
                 continue;
             }
-            let Some(tier) = self.settings.tiers.get(&kernel.tier) else { continue };
-            if self.traits.enforce_lifetime
-                && now > kernel.placed_at.plus_secs(tier.lifetime_s_max)
+            let Some(tier) = self.settings.tiers.get(&kernel.tier) else {
+                continue;
+            };
+            if self.traits.enforce_lifetime && now > kernel.placed_at.plus_secs(tier.lifetime_s_max)
             {
                 return fail(format!("{request} outlived its lifetime"));
             }
@@ -423,7 +475,8 @@ impl Allocator {
         if let Some(head) = order.first() {
             let head = &self.queue[head];
             let reserved = !self.traits.backfill
-                || now.secs_since(head.enqueued_at) >= self.settings.allocator.backfill_reserve_after_s as f64;
+                || now.secs_since(head.enqueued_at)
+                    >= self.settings.allocator.backfill_reserve_after_s as f64;
             if head.gpus <= free {
                 return fail(format!("the head of the queue fits in {free} free GPUs"));
             }
@@ -446,7 +499,9 @@ impl Allocator {
                     && under(&queued.user)
             });
             if let (Some((victim, _)), Some((waiter, _))) = (victim, waiter) {
-                return fail(format!("{victim} is reclaimable and {waiter} under its share waits"));
+                return fail(format!(
+                    "{victim} is reclaimable and {waiter} under its share waits"
+                ));
             }
         }
         Ok(())
@@ -476,7 +531,10 @@ impl Allocator {
     ) -> Option<RequestId> {
         let id = request.request;
         let refuse = |out: &mut Vec<Decision>, reason| {
-            out.push(Decision::Refuse { request: id, reason });
+            out.push(Decision::Refuse {
+                request: id,
+                reason,
+            });
             None
         };
         if self.kernels.contains_key(&id) || self.queue.contains_key(&id) {
@@ -486,7 +544,12 @@ impl Allocator {
             return refuse(out, RefuseReason::UnknownTier);
         };
         if request.gpus > self.inventory.len() {
-            return refuse(out, RefuseReason::NotEnoughGpus { present: self.inventory.len() });
+            return refuse(
+                out,
+                RefuseReason::NotEnoughGpus {
+                    present: self.inventory.len(),
+                },
+            );
         }
         let traits = self.traits;
         self.user_mut(&request.user, &request.tier);
@@ -495,10 +558,20 @@ impl Allocator {
         let state = &self.users[&request.user];
         if traits.enforce_caps {
             if request.gpus > tier.gpus_per_kernel_max {
-                return refuse(out, RefuseReason::GpusPerKernelExceeded { max: tier.gpus_per_kernel_max });
+                return refuse(
+                    out,
+                    RefuseReason::GpusPerKernelExceeded {
+                        max: tier.gpus_per_kernel_max,
+                    },
+                );
             }
             if (state.kernels.len() + state.queued.len()) as u32 >= tier.kernels_max {
-                return refuse(out, RefuseReason::KernelsMaxReached { max: tier.kernels_max });
+                return refuse(
+                    out,
+                    RefuseReason::KernelsMaxReached {
+                        max: tier.kernels_max,
+                    },
+                );
             }
             if state.usage.gpus_held + state.gpus_queued + request.gpus > tier.gpus_max {
                 return refuse(out, RefuseReason::GpusMaxReached { max: tier.gpus_max });
@@ -527,15 +600,29 @@ impl Allocator {
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        let state = self.users.get_mut(&request.user).expect("user was just inserted");
+        let state = self
+            .users
+            .get_mut(&request.user)
+            .expect("user was just inserted");
         state.queued.insert(id);
         state.gpus_queued += request.gpus;
         let key = self.order_key(&request.user, now);
         self.queue.insert(
             id,
-            Queued { user: request.user.clone(), tier: request.tier, gpus: request.gpus, seq, enqueued_at: now, key },
+            Queued {
+                user: request.user.clone(),
+                tier: request.tier,
+                gpus: request.gpus,
+                seq,
+                enqueued_at: now,
+                key,
+            },
         );
-        self.queue_index.insert(QueueKey { key, seq, request: id });
+        self.queue_index.insert(QueueKey {
+            key,
+            seq,
+            request: id,
+        });
         Some(id)
     }
 
@@ -564,7 +651,9 @@ impl Allocator {
     }
 
     fn on_activity(&mut self, now: Timestamp, request: RequestId, activity: Activity) {
-        let Some(kernel) = self.kernels.get_mut(&request) else { return };
+        let Some(kernel) = self.kernels.get_mut(&request) else {
+            return;
+        };
         match activity {
             Activity::Busy => {
                 kernel.activity = Activity::Busy;
@@ -597,7 +686,11 @@ impl Allocator {
             .collect();
         for request in lost {
             if let Some(kernel) = self.release(now, request) {
-                out.push(Decision::Reclaim { request, gpus: kernel.gpus, reason: ReclaimReason::GpuRemoved });
+                out.push(Decision::Reclaim {
+                    request,
+                    gpus: kernel.gpus,
+                    reason: ReclaimReason::GpuRemoved,
+                });
             }
         }
     }
@@ -610,7 +703,9 @@ impl Allocator {
             if kernel.gpus.is_empty() {
                 continue;
             }
-            let Some(tier) = self.settings.tiers.get(&kernel.tier) else { continue };
+            let Some(tier) = self.settings.tiers.get(&kernel.tier) else {
+                continue;
+            };
             if self.traits.enforce_lifetime {
                 let end = kernel.placed_at.plus_secs(tier.lifetime_s_max);
                 if now >= end {
@@ -619,7 +714,11 @@ impl Allocator {
                 }
                 if !kernel.lifetime_warned && now >= end.minus_secs(lifetime_warning_s) {
                     kernel.lifetime_warned = true;
-                    out.push(Decision::Warn { request: *request, at: end, reason: WarnReason::Lifetime });
+                    out.push(Decision::Warn {
+                        request: *request,
+                        at: end,
+                        reason: WarnReason::Lifetime,
+                    });
                 }
             }
             if self.traits.idle == IdleRule::StopAfterThreshold
@@ -635,7 +734,11 @@ impl Allocator {
         }
         for request in reclaims {
             if let Some(kernel) = self.release(now, request) {
-                out.push(Decision::Reclaim { request, gpus: kernel.gpus, reason: ReclaimReason::IdleTimeout });
+                out.push(Decision::Reclaim {
+                    request,
+                    gpus: kernel.gpus,
+                    reason: ReclaimReason::IdleTimeout,
+                });
             }
         }
         if self.traits.enforce_quota {
@@ -647,8 +750,11 @@ impl Allocator {
                 .collect();
             for user in holders {
                 let state = &self.users[&user];
-                let Some(tier) = self.settings.tiers.get(&state.tier) else { continue };
-                if tier.gpu_seconds_per_week_max - self.week_usage(&user, now) > QUOTA_EPSILON_GPU_S {
+                let Some(tier) = self.settings.tiers.get(&state.tier) else {
+                    continue;
+                };
+                if tier.gpu_seconds_per_week_max - self.week_usage(&user, now) > QUOTA_EPSILON_GPU_S
+                {
                     continue;
                 }
                 let gpu_kernels: Vec<RequestId> = state
@@ -659,7 +765,10 @@ impl Allocator {
                     .collect();
                 for request in gpu_kernels {
                     self.release(now, request);
-                    out.push(Decision::Stop { request, reason: StopReason::GpuQuotaExhausted });
+                    out.push(Decision::Stop {
+                        request,
+                        reason: StopReason::GpuQuotaExhausted,
+                    });
                 }
                 let queued: Vec<RequestId> = self.users[&user].queued.iter().copied().collect();
                 for request in queued {
@@ -698,7 +807,12 @@ impl Allocator {
     }
 
     /// Places queued requests that fit, in order; returns whether any is left waiting.
-    fn place_in_order(&mut self, now: Timestamp, order: &[RequestId], out: &mut Vec<Decision>) -> bool {
+    fn place_in_order(
+        &mut self,
+        now: Timestamp,
+        order: &[RequestId],
+        out: &mut Vec<Decision>,
+    ) -> bool {
         let reserve_after_s = self.settings.allocator.backfill_reserve_after_s as f64;
         let mut free = self.free_gpus();
         let mut any_blocked = false;
@@ -708,10 +822,13 @@ impl Allocator {
                 // Queued requests all want at least one GPU: nothing more can be placed.
                 return true;
             }
-            let Some(queued) = self.queue.get(&id) else { continue };
+            let Some(queued) = self.queue.get(&id) else {
+                continue;
+            };
             if queued.gpus > free {
                 if !any_blocked
-                    && (!self.traits.backfill || now.secs_since(queued.enqueued_at) >= reserve_after_s)
+                    && (!self.traits.backfill
+                        || now.secs_since(queued.enqueued_at) >= reserve_after_s)
                 {
                     reserved = true;
                 }
@@ -722,7 +839,10 @@ impl Allocator {
                 let user = queued.user.clone();
                 if let Some(reason) = self.quota_refusal(&user, now) {
                     self.dequeue(id);
-                    out.push(Decision::Refuse { request: id, reason });
+                    out.push(Decision::Refuse {
+                        request: id,
+                        reason,
+                    });
                     continue;
                 }
             }
@@ -742,7 +862,12 @@ impl Allocator {
 
     /// Reclaims warned idle GPUs of users over their share for waiters under theirs, and
     /// places those waiters on them. Returns whether anything was reclaimed.
-    fn reclaim_for(&mut self, now: Timestamp, waiters: &[RequestId], out: &mut Vec<Decision>) -> bool {
+    fn reclaim_for(
+        &mut self,
+        now: Timestamp,
+        waiters: &[RequestId],
+        out: &mut Vec<Decision>,
+    ) -> bool {
         let mut candidates: Vec<RequestId> = self
             .kernels
             .iter()
@@ -760,7 +885,9 @@ impl Allocator {
             if candidates.is_empty() {
                 break;
             }
-            let Some(queued) = self.queue.get(&waiter) else { continue };
+            let Some(queued) = self.queue.get(&waiter) else {
+                continue;
+            };
             let (user, gpus) = (queued.user.clone(), queued.gpus);
             if gpus <= self.free_gpus() || self.excess(&user, level) >= -1e-9 {
                 continue;
@@ -769,7 +896,9 @@ impl Allocator {
                 let (ka, kb) = (&self.kernels[a], &self.kernels[b]);
                 let ea = self.excess(&ka.user, level) / self.weight(&ka.user);
                 let eb = self.excess(&kb.user, level) / self.weight(&kb.user);
-                eb.total_cmp(&ea).then(ka.idle_since.cmp(&kb.idle_since)).then(a.cmp(b))
+                eb.total_cmp(&ea)
+                    .then(ka.idle_since.cmp(&kb.idle_since))
+                    .then(a.cmp(b))
             });
             let mut chosen = Vec::new();
             let mut gained = self.free_gpus();
@@ -800,7 +929,11 @@ impl Allocator {
             for id in chosen {
                 if let Some(kernel) = self.release(now, id) {
                     reclaimed = true;
-                    out.push(Decision::Reclaim { request: id, gpus: kernel.gpus, reason: ReclaimReason::IdleContended });
+                    out.push(Decision::Reclaim {
+                        request: id,
+                        gpus: kernel.gpus,
+                        reason: ReclaimReason::IdleContended,
+                    });
                 }
             }
             let queued = self.dequeue(waiter).expect("waiter is queued");
@@ -815,7 +948,9 @@ impl Allocator {
     /// With demand at least the GPUs held, `held > min(demand, weight * level)` exactly when
     /// `held > weight * level`.
     fn excess(&self, user: &UserId, level: f64) -> f64 {
-        let Some(state) = self.users.get(user) else { return 0.0 };
+        let Some(state) = self.users.get(user) else {
+            return 0.0;
+        };
         let held = f64::from(state.usage.gpus_held);
         let demand = f64::from(state.usage.gpus_held + state.gpus_queued);
         held - demand.min(self.weight(user) * level)
@@ -827,20 +962,34 @@ impl Allocator {
         }
         let warning_s = self.settings.allocator.reclaim_warning_s;
         for (request, kernel) in &mut self.kernels {
-            if kernel.gpus.is_empty() || kernel.activity != Activity::Idle || kernel.reclaim_at.is_some() {
+            if kernel.gpus.is_empty()
+                || kernel.activity != Activity::Idle
+                || kernel.reclaim_at.is_some()
+            {
                 continue;
             }
-            let Some(tier) = self.settings.tiers.get(&kernel.tier) else { continue };
+            let Some(tier) = self.settings.tiers.get(&kernel.tier) else {
+                continue;
+            };
             let idle_due = kernel.idle_since.plus_secs(tier.idle_reclaim_after_s);
             if now >= idle_due.minus_secs(warning_s) {
                 let at = idle_due.max(now.plus_secs(warning_s));
                 kernel.reclaim_at = Some(at);
-                out.push(Decision::Warn { request: *request, at, reason: WarnReason::IdleReclaim });
+                out.push(Decision::Warn {
+                    request: *request,
+                    at,
+                    reason: WarnReason::IdleReclaim,
+                });
             }
         }
     }
 
-    fn report_positions(&mut self, order: &[RequestId], new_request: Option<RequestId>, out: &mut Vec<Decision>) {
+    fn report_positions(
+        &mut self,
+        order: &[RequestId],
+        new_request: Option<RequestId>,
+        out: &mut Vec<Decision>,
+    ) {
         let reported_max = self.settings.allocator.queue_positions_reported_max as usize;
         let releases = self.releases();
         let mut needed = 0;
@@ -862,9 +1011,17 @@ impl Allocator {
                 self.reported_positions.insert(*id, position);
             }
             out.push(if is_new {
-                Decision::Queue { request: *id, position, estimate }
+                Decision::Queue {
+                    request: *id,
+                    position,
+                    estimate,
+                }
             } else {
-                Decision::QueuePositionChanged { request: *id, position, estimate }
+                Decision::QueuePositionChanged {
+                    request: *id,
+                    position,
+                    estimate,
+                }
             });
         }
     }
@@ -880,7 +1037,10 @@ impl Allocator {
             .filter(|kernel| !kernel.gpus.is_empty())
             .filter_map(|kernel| {
                 let tier = self.settings.tiers.get(&kernel.tier)?;
-                Some((kernel.placed_at.plus_secs(tier.lifetime_s_max), kernel.gpus.len() as u32))
+                Some((
+                    kernel.placed_at.plus_secs(tier.lifetime_s_max),
+                    kernel.gpus.len() as u32,
+                ))
             })
             .collect();
         releases.sort();
@@ -923,18 +1083,31 @@ impl Allocator {
         if self.traits.order == QueueOrder::Arrival {
             return;
         }
-        let Some(state) = self.users.get(user) else { return };
+        let Some(state) = self.users.get(user) else {
+            return;
+        };
         if state.queued.is_empty() {
             return;
         }
         let key = self.order_key(user, now);
         let ids: Vec<RequestId> = state.queued.iter().copied().collect();
         for id in ids {
-            let queued = self.queue.get_mut(&id).expect("user's queued request exists");
+            let queued = self
+                .queue
+                .get_mut(&id)
+                .expect("user's queued request exists");
             if queued.key.total_cmp(&key).is_ne() {
-                self.queue_index.remove(&QueueKey { key: queued.key, seq: queued.seq, request: id });
+                self.queue_index.remove(&QueueKey {
+                    key: queued.key,
+                    seq: queued.seq,
+                    request: id,
+                });
                 queued.key = key;
-                self.queue_index.insert(QueueKey { key, seq: queued.seq, request: id });
+                self.queue_index.insert(QueueKey {
+                    key,
+                    seq: queued.seq,
+                    request: id,
+                });
             }
         }
     }
@@ -975,7 +1148,9 @@ impl Allocator {
             let reduction = reductions.get(user).copied().unwrap_or(0);
             let demand = (state.usage.gpus_held + state.gpus_queued).saturating_sub(reduction);
             if demand > 0 {
-                *groups.entry((demand, self.weight(user).to_bits())).or_default() += 1.0;
+                *groups
+                    .entry((demand, self.weight(user).to_bits()))
+                    .or_default() += 1.0;
             }
         }
         let claims: Vec<ShareClaim> = groups
@@ -989,13 +1164,17 @@ impl Allocator {
     }
 
     fn week_usage(&self, user: &UserId, now: Timestamp) -> f64 {
-        let Some(state) = self.users.get(user) else { return 0.0 };
+        let Some(state) = self.users.get(user) else {
+            return 0.0;
+        };
         let window_start = now.minus_secs(crate::time::WEEK_S);
         let running: f64 = state
             .kernels
             .iter()
             .map(|id| &self.kernels[id])
-            .map(|kernel| now.secs_since(kernel.placed_at.max(window_start)) * kernel.gpus.len() as f64)
+            .map(|kernel| {
+                now.secs_since(kernel.placed_at.max(window_start)) * kernel.gpus.len() as f64
+            })
             .sum();
         state.usage.closed_in_week(now) + running
     }
@@ -1009,7 +1188,11 @@ impl Allocator {
             .filter(|id| !self.owners.contains_key(id))
             .take(count as usize)
             .collect();
-        assert_eq!(gpus.len(), count as usize, "placing onto GPUs that are not free");
+        assert_eq!(
+            gpus.len(),
+            count as usize,
+            "placing onto GPUs that are not free"
+        );
         gpus
     }
 
@@ -1055,12 +1238,19 @@ impl Allocator {
             self.owners.remove(gpu);
         }
         let decay_per_s = self.decay_per_s;
-        let state = self.users.get_mut(&kernel.user).expect("kernel's user is known");
+        let state = self
+            .users
+            .get_mut(&kernel.user)
+            .expect("kernel's user is known");
         state.usage.accrue(now, decay_per_s);
         state.usage.gpus_held -= kernel.gpus.len() as u32;
         state.kernels.remove(&request);
         state.usage.record(
-            UsageRecord { start: kernel.placed_at, end: now, gpus: kernel.gpus.len() as u32 },
+            UsageRecord {
+                start: kernel.placed_at,
+                end: now,
+                gpus: kernel.gpus.len() as u32,
+            },
             decay_per_s,
             now,
         );
@@ -1073,9 +1263,16 @@ impl Allocator {
 
     fn dequeue(&mut self, request: RequestId) -> Option<Queued> {
         let queued = self.queue.remove(&request)?;
-        self.queue_index.remove(&QueueKey { key: queued.key, seq: queued.seq, request });
+        self.queue_index.remove(&QueueKey {
+            key: queued.key,
+            seq: queued.seq,
+            request,
+        });
         self.reported_positions.remove(&request);
-        let state = self.users.get_mut(&queued.user).expect("queued user is known");
+        let state = self
+            .users
+            .get_mut(&queued.user)
+            .expect("queued user is known");
         state.queued.remove(&request);
         state.gpus_queued -= queued.gpus;
         self.forget_if_empty(&queued.user.clone());

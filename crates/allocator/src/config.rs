@@ -239,14 +239,17 @@ impl Settings {
                     why: "must be a positive number",
                 });
             }
-            if !(tier.gpu_hours_per_week_max >= 0.0) {
+            if tier.gpu_hours_per_week_max.is_nan() || tier.gpu_hours_per_week_max < 0.0 {
                 return Err(ConfigError::Invalid {
                     key: key("gpu_hours_per_week_max"),
                     why: "must not be negative",
                 });
             }
             if tier.kernels_max == 0 {
-                return Err(ConfigError::Invalid { key: key("kernels_max"), why: "must be positive" });
+                return Err(ConfigError::Invalid {
+                    key: key("kernels_max"),
+                    why: "must be positive",
+                });
             }
             if tier.lifetime_s_max == 0 {
                 return Err(ConfigError::Invalid {
@@ -269,7 +272,10 @@ impl Settings {
                 },
             );
         }
-        Ok(Settings { allocator, tiers: validated })
+        Ok(Settings {
+            allocator,
+            tiers: validated,
+        })
     }
 }
 

@@ -256,11 +256,19 @@ impl fmt::Display for Decision {
                 write!(f, "place {request} gpus=")?;
                 write_gpus(f, gpus)
             }
-            Decision::Queue { request, position, estimate } => {
+            Decision::Queue {
+                request,
+                position,
+                estimate,
+            } => {
                 write!(f, "queue {request} #{position}")?;
                 write_estimate(f, *estimate)
             }
-            Decision::QueuePositionChanged { request, position, estimate } => {
+            Decision::QueuePositionChanged {
+                request,
+                position,
+                estimate,
+            } => {
                 write!(f, "moved {request} #{position}")?;
                 write_estimate(f, *estimate)
             }
@@ -271,10 +279,18 @@ impl fmt::Display for Decision {
                 }
                 Ok(())
             }
-            Decision::Warn { request, at, reason } => {
+            Decision::Warn {
+                request,
+                at,
+                reason,
+            } => {
                 write!(f, "warn {request} {} at={at}", reason.code())
             }
-            Decision::Reclaim { request, gpus, reason } => {
+            Decision::Reclaim {
+                request,
+                gpus,
+                reason,
+            } => {
                 write!(f, "reclaim {request} {} gpus=", reason.code())?;
                 write_gpus(f, gpus)
             }

@@ -86,7 +86,9 @@ impl Inventory {
         let mut uuids = BTreeSet::new();
         for pair in gpus.windows(2) {
             if pair[0].id == pair[1].id {
-                return Err(ConfigError::DuplicateGpuIndex { index: pair[0].id.0 });
+                return Err(ConfigError::DuplicateGpuIndex {
+                    index: pair[0].id.0,
+                });
             }
         }
         for gpu in &gpus {
@@ -94,7 +96,9 @@ impl Inventory {
                 return Err(ConfigError::EmptyGpuUuid { index: gpu.id.0 });
             }
             if !uuids.insert(gpu.uuid.as_str()) {
-                return Err(ConfigError::DuplicateGpuUuid { uuid: gpu.uuid.clone() });
+                return Err(ConfigError::DuplicateGpuUuid {
+                    uuid: gpu.uuid.clone(),
+                });
             }
         }
         Ok(Inventory { gpus })
@@ -134,6 +138,9 @@ impl Inventory {
 
     /// The GPU with this index.
     pub fn get(&self, id: GpuId) -> Option<&Gpu> {
-        self.gpus.binary_search_by_key(&id, |gpu| gpu.id).ok().map(|idx| &self.gpus[idx])
+        self.gpus
+            .binary_search_by_key(&id, |gpu| gpu.id)
+            .ok()
+            .map(|idx| &self.gpus[idx])
     }
 }

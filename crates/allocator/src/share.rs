@@ -15,8 +15,9 @@ pub struct ShareClaim {
 /// want is shared among the others in proportion to their weights.
 pub fn water_fill(claims: &[ShareClaim], capacity: f64) -> Vec<f64> {
     let mut shares = vec![0.0; claims.len()];
-    let mut order: Vec<usize> =
-        (0..claims.len()).filter(|&idx| claims[idx].demand > 0.0 && claims[idx].weight > 0.0).collect();
+    let mut order: Vec<usize> = (0..claims.len())
+        .filter(|&idx| claims[idx].demand > 0.0 && claims[idx].weight > 0.0)
+        .collect();
     order.sort_by(|&a, &b| {
         let ka = claims[a].demand / claims[a].weight;
         let kb = claims[b].demand / claims[b].weight;
@@ -26,7 +27,11 @@ pub fn water_fill(claims: &[ShareClaim], capacity: f64) -> Vec<f64> {
     let mut weight_left: f64 = order.iter().map(|&idx| claims[idx].weight).sum();
     for (pos, &idx) in order.iter().enumerate() {
         let claim = claims[idx];
-        let level = if weight_left > 0.0 { capacity_left / weight_left } else { 0.0 };
+        let level = if weight_left > 0.0 {
+            capacity_left / weight_left
+        } else {
+            0.0
+        };
         if claim.demand / claim.weight <= level {
             shares[idx] = claim.demand;
             capacity_left -= claim.demand;
@@ -44,8 +49,10 @@ pub fn water_fill(claims: &[ShareClaim], capacity: f64) -> Vec<f64> {
 /// The water level of [`water_fill`]: each claim's share is `min(demand, weight * level)`.
 /// Infinite when the capacity covers every demand.
 pub fn water_level(claims: &[ShareClaim], capacity: f64) -> f64 {
-    let mut order: Vec<&ShareClaim> =
-        claims.iter().filter(|claim| claim.demand > 0.0 && claim.weight > 0.0).collect();
+    let mut order: Vec<&ShareClaim> = claims
+        .iter()
+        .filter(|claim| claim.demand > 0.0 && claim.weight > 0.0)
+        .collect();
     order.sort_by(|a, b| (a.demand / a.weight).total_cmp(&(b.demand / b.weight)));
     let mut capacity_left = capacity.max(0.0);
     let mut weight_left: f64 = order.iter().map(|claim| claim.weight).sum();

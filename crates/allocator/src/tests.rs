@@ -61,7 +61,9 @@ fn parse_duration(text: &str) -> Timestamp {
         match ch {
             '0'..='9' => number.push(ch),
             'h' | 'm' | 's' | 'd' => {
-                let value: u64 = number.parse().unwrap_or_else(|_| panic!("bad duration {text}"));
+                let value: u64 = number
+                    .parse()
+                    .unwrap_or_else(|_| panic!("bad duration {text}"));
                 number.clear();
                 secs += value
                     * match ch {
@@ -75,13 +77,19 @@ fn parse_duration(text: &str) -> Timestamp {
         }
     }
     if !number.is_empty() {
-        secs += number.parse::<u64>().unwrap_or_else(|_| panic!("bad duration {text}"));
+        secs += number
+            .parse::<u64>()
+            .unwrap_or_else(|_| panic!("bad duration {text}"));
     }
     Timestamp::from_secs(secs)
 }
 
 fn parse_request(text: &str) -> RequestId {
-    RequestId(text.trim_start_matches('r').parse().unwrap_or_else(|_| panic!("bad request id {text}")))
+    RequestId(
+        text.trim_start_matches('r')
+            .parse()
+            .unwrap_or_else(|_| panic!("bad request id {text}")),
+    )
 }
 
 /// Runs a script and returns one line per step that produced decisions.
@@ -95,7 +103,11 @@ fn run_script(script: &str) -> String {
     let mut policy = PolicyKind::Commons;
     let mut gpus = 2;
     let mut steps = Vec::new();
-    for line in script.lines().map(str::trim).filter(|line| !line.is_empty() && !line.starts_with('#')) {
+    for line in script
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+    {
         let words: Vec<&str> = line.split_whitespace().collect();
         match words[0] {
             "policy" => {
@@ -119,14 +131,20 @@ fn run_script(script: &str) -> String {
             return;
         }
         let rendered: Vec<String> = decisions.iter().map(ToString::to_string).collect();
-        let rendered = if rendered.is_empty() { "-".to_owned() } else { rendered.join("; ") };
+        let rendered = if rendered.is_empty() {
+            "-".to_owned()
+        } else {
+            rendered.join("; ")
+        };
         writeln!(log, "{at:>7} {what}: {rendered}").expect("writing to a string");
     };
     for words in steps {
         let at = parse_duration(words[0]);
         while let Some(deadline) = allocator.next_deadline().filter(|deadline| *deadline <= at) {
             let decisions = allocator.handle(deadline, Event::Tick);
-            allocator.check_invariants().unwrap_or_else(|violation| panic!("{violation}"));
+            allocator
+                .check_invariants()
+                .unwrap_or_else(|violation| panic!("{violation}"));
             record(&mut log, deadline, "tick", decisions);
         }
         let event = match words[1] {
@@ -136,13 +154,23 @@ fn run_script(script: &str) -> String {
                 tier: TierName::new(words[4]),
                 gpus: words[5].parse().expect("gpus wanted"),
             }),
-            "exit" => Event::Exited { request: parse_request(words[2]) },
-            "busy" => Event::Activity { request: parse_request(words[2]), activity: Activity::Busy },
-            "idle" => Event::Activity { request: parse_request(words[2]), activity: Activity::Idle },
+            "exit" => Event::Exited {
+                request: parse_request(words[2]),
+            },
+            "busy" => Event::Activity {
+                request: parse_request(words[2]),
+                activity: Activity::Busy,
+            },
+            "idle" => Event::Activity {
+                request: parse_request(words[2]),
+                activity: Activity::Idle,
+            },
             "tick" => Event::Tick,
             "gpus" => {
                 let count: u32 = words[2].parse().expect("gpu count");
-                Event::InventoryChanged { gpus: Inventory::fake(count, "Fake").gpus().to_vec() }
+                Event::InventoryChanged {
+                    gpus: Inventory::fake(count, "Fake").gpus().to_vec(),
+                }
             }
             "ledger" => Event::UsageLoaded {
                 user: UserId::new(words[2]),
@@ -156,7 +184,9 @@ fn run_script(script: &str) -> String {
             other => panic!("unknown verb {other}"),
         };
         let decisions = allocator.handle(at, event);
-        allocator.check_invariants().unwrap_or_else(|violation| panic!("{violation}"));
+        allocator
+            .check_invariants()
+            .unwrap_or_else(|violation| panic!("{violation}"));
         record(&mut log, at, &words[1..].join(" "), decisions);
     }
     log
@@ -166,4 +196,3 @@ fn run_script(script: &str) -> String {
 pub(crate) fn check_decisions(script: &str, expect: expect_test::Expect) {
     expect.assert_eq(&run_script(script));
 }
-

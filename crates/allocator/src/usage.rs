@@ -53,7 +53,9 @@ impl Usage {
             self.accrue(now, decay_per_s);
             self.decayed += contribution;
         }
-        let idx = self.closed.partition_point(|existing| existing.end <= record.end);
+        let idx = self
+            .closed
+            .partition_point(|existing| existing.end <= record.end);
         self.closed.insert(idx, record);
     }
 
@@ -93,7 +95,11 @@ impl Usage {
     /// Drops intervals that ended more than a week before `now`.
     pub(crate) fn prune(&mut self, now: Timestamp) {
         let window_start = now.minus_secs(WEEK_S);
-        while self.closed.front().is_some_and(|record| record.end <= window_start) {
+        while self
+            .closed
+            .front()
+            .is_some_and(|record| record.end <= window_start)
+        {
             self.closed.pop_front();
         }
     }

@@ -7,7 +7,10 @@ use clap::Parser;
 use commonlab_sim::{run_sim, SimArgs};
 
 #[derive(Parser)]
-#[command(name = "sim", about = "Replay a GPU workload under each allocation policy")]
+#[command(
+    name = "sim",
+    about = "Replay a GPU workload under each allocation policy"
+)]
 struct Cli {
     #[command(flatten)]
     args: SimArgs,

@@ -5,13 +5,13 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 
 use commonlab_allocator::{
-    Activity, Allocator, Decision, Event, GpuId, Inventory, PolicyKind, ReclaimReason, RefuseReason, RequestId,
-    StartRequest, TierName, Timestamp, UserId, WarnReason,
+    Activity, Allocator, Decision, Event, GpuId, Inventory, PolicyKind, ReclaimReason,
+    RefuseReason, RequestId, StartRequest, TierName, Timestamp, UserId, WarnReason,
 };
 
 use crate::metrics::Recorder;
 use crate::workload::{SessionPlan, Workload};
-use crate::{policies, metrics::Metrics};
+use crate::{metrics::Metrics, policies};
 
 /// How long a refused user waits before asking again.
 pub const RETRY_S: f64 = 300.0;
@@ -63,7 +63,11 @@ enum Timer {
 }
 
 /// One policy's run over one workload.
-pub fn run(workload: &Workload, policy: PolicyKind, options: RunOptions) -> Result<Metrics, String> {
+pub fn run(
+    workload: &Workload,
+    policy: PolicyKind,
+    options: RunOptions,
+) -> Result<Metrics, String> {
     Driver::new(workload, policy, options).run()
 }
 
@@ -110,8 +114,16 @@ impl<'w> Driver<'w> {
             now_s: 0.0,
             owners: BTreeMap::new(),
             recorder: Recorder::new(workload, weights),
-            user_ids: workload.users.iter().map(|user| UserId::new(&user.name)).collect(),
-            tier_names: workload.users.iter().map(|user| TierName::new(user.tier.name())).collect(),
+            user_ids: workload
+                .users
+                .iter()
+                .map(|user| UserId::new(&user.name))
+                .collect(),
+            tier_names: workload
+                .users
+                .iter()
+                .map(|user| TierName::new(user.tier.name()))
+                .collect(),
             grace_s,
         };
         for (idx, _) in workload.sessions.iter().enumerate() {
@@ -154,7 +166,8 @@ impl<'w> Driver<'w> {
         self.advance(end_ms);
         for idx in 0..self.sessions.len() {
             if self.sessions[idx].state == State::Waiting {
-                self.recorder.request_unserved(self.sessions[idx].plan.user, self.sessions[idx].asked_s);
+                self.recorder
+                    .request_unserved(self.sessions[idx].plan.user, self.sessions[idx].asked_s);
             }
         }
         Ok(self.recorder.finish(self.workload, self.policy))
@@ -188,12 +201,16 @@ impl<'w> Driver<'w> {
                 }
             }
             Timer::Retry { session, token } => {
-                if self.sessions[session].token == token && self.sessions[session].state == State::Waiting {
+                if self.sessions[session].token == token
+                    && self.sessions[session].state == State::Waiting
+                {
                     self.ask(session)?;
                 }
             }
             Timer::Patience { session, token } => {
-                if self.sessions[session].token == token && self.sessions[session].state == State::Waiting {
+                if self.sessions[session].token == token
+                    && self.sessions[session].state == State::Waiting
+                {
                     self.give_up(session)?;
                 }
             }
@@ -231,8 +248,15 @@ impl<'w> Driver<'w> {
         session.asked_s = now;
         session.token += 1;
         let token = session.token;
-        self.recorder.want(session.plan.user, session.plan.gpus as i64, now);
-        self.schedule(now + PATIENCE_S, Timer::Patience { session: idx, token });
+        self.recorder
+            .want(session.plan.user, session.plan.gpus as i64, now);
+        self.schedule(
+            now + PATIENCE_S,
+            Timer::Patience {
+                session: idx,
+                token,
+            },
+        );
         self.ask(idx)
     }
 
@@ -290,10 +314,20 @@ impl<'w> Driver<'w> {
                 session.phase_started_s = now;
                 session.phase_left_s = session.plan.phases[next];
                 session.token += 1;
-                let (token, left, request) = (session.token, session.phase_left_s, session.request.expect("running"));
-                let busy = next % 2 == 0;
+                let (token, left, request) = (
+                    session.token,
+                    session.phase_left_s,
+                    session.request.expect("running"),
+                );
+                let busy = next.is_multiple_of(2);
                 self.set_busy(idx, busy);
-                self.schedule(now + left, Timer::PhaseEnd { session: idx, token });
+                self.schedule(
+                    now + left,
+                    Timer::PhaseEnd {
+                        session: idx,
+                        token,
+                    },
+                );
                 let activity = if busy { Activity::Busy } else { Activity::Idle };
                 self.send(Event::Activity { request, activity })
             }
@@ -316,7 +350,11 @@ impl<'w> Driver<'w> {
         let now = self.now_s;
         let session = &mut self.sessions[idx];
         if session.busy != busy {
-            let delta = if busy { session.plan.gpus as i64 } else { -(session.plan.gpus as i64) };
+            let delta = if busy {
+                session.plan.gpus as i64
+            } else {
+                -(session.plan.gpus as i64)
+            };
             self.recorder.busy(session.plan.user, delta);
             session.busy = busy;
         }
@@ -343,7 +381,13 @@ impl<'w> Driver<'w> {
             // The interrupted phase goes on without the GPU; the user comes back after it.
             let token = session.token;
             let left = (session.phase_started_s + session.phase_left_s - self.now_s).max(0.0);
-            self.schedule(self.now_s + left, Timer::PhaseEnd { session: idx, token });
+            self.schedule(
+                self.now_s + left,
+                Timer::PhaseEnd {
+                    session: idx,
+                    token,
+                },
+            );
         } else {
             session.state = State::Done;
             self.next_in_chain(idx);
@@ -360,7 +404,9 @@ impl<'w> Driver<'w> {
                 self.apply(decision, &mut pending)?;
             }
             if self.options.check_invariants {
-                self.allocator.check_invariants().map_err(|violation| format!("after {event:?}: {violation}"))?;
+                self.allocator
+                    .check_invariants()
+                    .map_err(|violation| format!("after {event:?}: {violation}"))?;
             }
         }
         Ok(())
@@ -375,7 +421,10 @@ impl<'w> Driver<'w> {
             Decision::Place { request, gpus } => {
                 for gpu in &gpus {
                     if let Some(other) = self.owners.insert(*gpu, request) {
-                        return Err(format!("GPU {} granted to {request} while {other} holds it", gpu.0));
+                        return Err(format!(
+                            "GPU {} granted to {request} while {other} holds it",
+                            gpu.0
+                        ));
                     }
                 }
                 let session = &mut self.sessions[idx];
@@ -387,14 +436,28 @@ impl<'w> Driver<'w> {
                 session.state = State::Running;
                 session.phase_started_s = now;
                 session.token += 1;
-                let (user, count, asked, token, left) =
-                    (session.plan.user, session.plan.gpus, session.asked_s, session.token, session.phase_left_s);
+                let (user, count, asked, token, left) = (
+                    session.plan.user,
+                    session.plan.gpus,
+                    session.asked_s,
+                    session.token,
+                    session.phase_left_s,
+                );
                 self.recorder.want(user, -(count as i64), now);
                 self.recorder.hold(user, count as i64);
                 self.recorder.request_served(user, asked, now);
                 self.set_busy(idx, true);
-                self.schedule(now + left, Timer::PhaseEnd { session: idx, token });
-                pending.push_back(Event::Activity { request, activity: Activity::Busy });
+                self.schedule(
+                    now + left,
+                    Timer::PhaseEnd {
+                        session: idx,
+                        token,
+                    },
+                );
+                pending.push_back(Event::Activity {
+                    request,
+                    activity: Activity::Busy,
+                });
             }
             Decision::Queue { .. } | Decision::QueuePositionChanged { .. } => {}
             Decision::Refuse { reason, .. } => {
@@ -404,34 +467,49 @@ impl<'w> Driver<'w> {
                 match reason {
                     RefuseReason::GpuQuotaExhausted { retry_at } => {
                         self.recorder.refused(session.plan.user, true);
-                        let (user, gpus, asked) = (session.plan.user, session.plan.gpus, session.asked_s);
+                        let (user, gpus, asked) =
+                            (session.plan.user, session.plan.gpus, session.asked_s);
                         session.state = State::Done;
                         session.token += 1;
                         self.recorder.want(user, -(gpus as i64), now);
                         self.recorder.request_unserved(user, asked);
                         if let Some(chain) = session.chain {
-                            let at = retry_at.map_or(now + 3_600.0, |at| at.as_secs_f64().max(now + 60.0));
+                            let at = retry_at
+                                .map_or(now + 3_600.0, |at| at.as_secs_f64().max(now + 60.0));
                             self.schedule(at, Timer::ChainNext { chain });
                         }
                     }
                     _ => {
                         self.recorder.refused(session.plan.user, false);
-                        self.schedule(now + RETRY_S, Timer::Retry { session: idx, token });
+                        self.schedule(
+                            now + RETRY_S,
+                            Timer::Retry {
+                                session: idx,
+                                token,
+                            },
+                        );
                     }
                 }
             }
-            Decision::Warn { at, reason: WarnReason::IdleReclaim, .. } => {
+            Decision::Warn {
+                at,
+                reason: WarnReason::IdleReclaim,
+                ..
+            } => {
                 self.sessions[idx].reclaim_warning_at_s = Some(at.as_secs_f64());
             }
             Decision::Warn { .. } => {}
             Decision::Reclaim { reason, .. } => {
                 let session = &self.sessions[idx];
                 let idle_for = now - session.idle_since_s;
-                let early = session.reclaim_warning_at_s.is_some_and(|at| now + 1e-3 < at);
+                let early = session
+                    .reclaim_warning_at_s
+                    .is_some_and(|at| now + 1e-3 < at);
                 let wrong_busy = session.busy && reason != ReclaimReason::GpuRemoved;
                 let wrong_grace = idle_for + 1e-3 < self.grace_s || early;
                 let wrong_no_waiter = !self.recorder.reclaim_justified(session.plan.user);
-                self.recorder.reclaimed(now, wrong_busy, wrong_no_waiter, wrong_grace);
+                self.recorder
+                    .reclaimed(now, wrong_busy, wrong_no_waiter, wrong_grace);
                 self.finish(idx, true)?;
             }
             Decision::Stop { .. } => {

@@ -103,7 +103,10 @@ impl SimArgs {
     pub fn build_workload(&self) -> anyhow::Result<Workload> {
         match self.workload {
             WorkloadKind::Synthetic => {
-                let mut params = SyntheticParams { load: self.load, ..SyntheticParams::default() };
+                let mut params = SyntheticParams {
+                    load: self.load,
+                    ..SyntheticParams::default()
+                };
                 if let Some(gpus) = self.gpus {
                     params.gpus = gpus;
                 }
@@ -115,7 +118,10 @@ impl SimArgs {
             }
             WorkloadKind::Trace => {
                 let pods = trace::load(&self.trace)?;
-                let mut params = TraceParams { load: self.load, ..TraceParams::default() };
+                let mut params = TraceParams {
+                    load: self.load,
+                    ..TraceParams::default()
+                };
                 if let Some(days) = self.days {
                     params.days = days;
                     params.warmup_days = params.warmup_days.min(days / 4.0);
@@ -127,7 +133,11 @@ impl SimArgs {
 }
 
 /// Runs every requested policy on one workload.
-pub fn simulate(workload: &Workload, policies: &[PolicyKind], options: RunOptions) -> anyhow::Result<Vec<Metrics>> {
+pub fn simulate(
+    workload: &Workload,
+    policies: &[PolicyKind],
+    options: RunOptions,
+) -> anyhow::Result<Vec<Metrics>> {
     policies
         .iter()
         .map(|policy| {
@@ -146,7 +156,9 @@ pub fn run_sim(args: &SimArgs) -> anyhow::Result<ExitCode> {
     } else {
         args.policies.iter().map(|policy| policy.kind()).collect()
     };
-    let options = RunOptions { check_invariants: args.check_invariants };
+    let options = RunOptions {
+        check_invariants: args.check_invariants,
+    };
     let results = simulate(&workload, &policies, options)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&results)?);

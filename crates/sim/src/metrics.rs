@@ -149,7 +149,10 @@ impl Recorder {
             busy_gpu_s: 0.0,
             received: vec![0.0; users],
             entitled: vec![0.0; users],
-            window: Window { received: vec![0.0; users], entitled: vec![0.0; users] },
+            window: Window {
+                received: vec![0.0; users],
+                entitled: vec![0.0; users],
+            },
             window_end_s: workload.warmup_s + 3_600.0,
             jain: Vec::new(),
             waits: Vec::new(),
@@ -234,7 +237,13 @@ impl Recorder {
         }
     }
 
-    pub(crate) fn reclaimed(&mut self, now_s: f64, wrong_busy: bool, wrong_no_waiter: bool, wrong_grace: bool) {
+    pub(crate) fn reclaimed(
+        &mut self,
+        now_s: f64,
+        wrong_busy: bool,
+        wrong_no_waiter: bool,
+        wrong_grace: bool,
+    ) {
         if !self.in_window(now_s) {
             return;
         }
@@ -249,7 +258,10 @@ impl Recorder {
         let claims: Vec<ShareClaim> = self
             .active
             .iter()
-            .map(|&user| ShareClaim { weight: self.weights[user], demand: (self.held[user] + self.wanted[user]) as f64 })
+            .map(|&user| ShareClaim {
+                weight: self.weights[user],
+                demand: (self.held[user] + self.wanted[user]) as f64,
+            })
             .collect();
         water_level(&claims, self.gpus)
     }
@@ -258,7 +270,9 @@ impl Recorder {
     /// less than their fair share, and the victim holds more than theirs.
     pub(crate) fn reclaim_justified(&self, victim: usize) -> bool {
         let level = self.level();
-        let share = |user: usize| ((self.held[user] + self.wanted[user]) as f64).min(self.weights[user] * level);
+        let share = |user: usize| {
+            ((self.held[user] + self.wanted[user]) as f64).min(self.weights[user] * level)
+        };
         let victim_over = self.held[victim] as f64 > share(victim) + 1e-9;
         let waiter_under = self
             .active
@@ -308,10 +322,20 @@ impl Recorder {
         if !xs.is_empty() {
             let sum: f64 = xs.iter().sum();
             let squares: f64 = xs.iter().map(|x| x * x).sum();
-            self.jain.push(if squares > 0.0 { sum * sum / (xs.len() as f64 * squares) } else { 1.0 });
+            self.jain.push(if squares > 0.0 {
+                sum * sum / (xs.len() as f64 * squares)
+            } else {
+                1.0
+            });
         }
-        self.window.received.iter_mut().for_each(|value| *value = 0.0);
-        self.window.entitled.iter_mut().for_each(|value| *value = 0.0);
+        self.window
+            .received
+            .iter_mut()
+            .for_each(|value| *value = 0.0);
+        self.window
+            .entitled
+            .iter_mut()
+            .for_each(|value| *value = 0.0);
         self.window_end_s += 3_600.0;
     }
 
@@ -348,14 +372,25 @@ impl Recorder {
             wait_p95_s: percentile(&self.waits, 0.95),
             wait_p99_s: percentile(&self.waits, 0.99),
             newcomers: first_gpu_times.len(),
-            newcomers_unserved: first_gpu_times.iter().filter(|wait| wait.is_infinite()).count(),
+            newcomers_unserved: first_gpu_times
+                .iter()
+                .filter(|wait| wait.is_infinite())
+                .count(),
             newcomer_first_gpu_p50_s: percentile(&first_gpu_times, 0.50),
             newcomer_first_gpu_p95_s: percentile(&first_gpu_times, 0.95),
             jain_median: percentile(&jain, 0.50).unwrap_or(1.0),
             jain_p10: percentile(&jain, 0.10).unwrap_or(1.0),
             top1_users: top.len(),
-            top1_share_over_entitlement: if top_entitled > 0.0 { top_received / top_entitled } else { 0.0 },
-            top1_share_of_held: if self.held_gpu_s > 0.0 { top_received / self.held_gpu_s } else { 0.0 },
+            top1_share_over_entitlement: if top_entitled > 0.0 {
+                top_received / top_entitled
+            } else {
+                0.0
+            },
+            top1_share_of_held: if self.held_gpu_s > 0.0 {
+                top_received / self.held_gpu_s
+            } else {
+                0.0
+            },
             sessions_placed: self.sessions_placed,
             reclaims: self.reclaims,
             wrongly_reclaimed: self.wrong,

@@ -1,10 +1,16 @@
 //! The four policies compared, each as the allocator config and tiers it runs with.
 
-use commonlab_allocator::{AllocatorConfig, PolicyKind, Settings, TierConfig, TiersConfig, DAY_S, HOUR_S};
+use commonlab_allocator::{
+    AllocatorConfig, PolicyKind, Settings, TierConfig, TiersConfig, DAY_S, HOUR_S,
+};
 
 /// The policies in report order.
-pub const POLICIES: [PolicyKind; 4] =
-    [PolicyKind::Fifo, PolicyKind::ColabLike, PolicyKind::SlurmFairShare, PolicyKind::Commons];
+pub const POLICIES: [PolicyKind; 4] = [
+    PolicyKind::Fifo,
+    PolicyKind::ColabLike,
+    PolicyKind::SlurmFairShare,
+    PolicyKind::Commons,
+];
 
 /// Commonlab's tiers as the simulation configures them.
 pub fn commons_tiers() -> TiersConfig {
@@ -39,7 +45,11 @@ pub fn commons_tiers() -> TiersConfig {
 /// The settings a policy runs with in the simulation.
 pub fn settings(policy: PolicyKind) -> Settings {
     let mut tiers = commons_tiers();
-    let mut config = AllocatorConfig { policy, queue_requests_max: 100_000, ..AllocatorConfig::default() };
+    let mut config = AllocatorConfig {
+        policy,
+        queue_requests_max: 100_000,
+        ..AllocatorConfig::default()
+    };
     match policy {
         PolicyKind::Fifo | PolicyKind::Commons => {}
         PolicyKind::ColabLike => {

@@ -9,8 +9,13 @@ use crate::workload::{self, SyntheticParams, TraceParams};
 use crate::{policies, trace};
 
 fn trace_path() -> std::path::PathBuf {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/traces/openb_pod_list_default.csv");
-    assert!(path.exists(), "the pod trace is missing at {}; it ships in shared/traces beside the repository", path.display());
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/traces/openb_pod_list_default.csv");
+    assert!(
+        path.exists(),
+        "the pod trace is missing at {}; it ships in shared/traces beside the repository",
+        path.display()
+    );
     path
 }
 
@@ -37,7 +42,8 @@ fn trace_loads_every_scheduled_gpu_pod() {
 
 #[test]
 fn trace_parse_rejects_a_ragged_line() {
-    let text = "name,num_gpu,gpu_milli,qos,creation_time,scheduled_time,deletion_time\np,1,1000,LS,0,1\n";
+    let text =
+        "name,num_gpu,gpu_milli,qos,creation_time,scheduled_time,deletion_time\np,1,1000,LS,0,1\n";
     let error = trace::parse(text).expect_err("a short line fails");
     assert_eq!(error.to_string(), "line 2: 6 fields, expected 7");
 }
@@ -47,10 +53,24 @@ fn every_policy_keeps_the_allocator_invariants_on_seeded_workloads() {
     for seed in [1, 2, 3] {
         let workload = small_synthetic(seed);
         for policy in policies::POLICIES {
-            let metrics = driver::run(&workload, policy, RunOptions { check_invariants: true })
-                .unwrap_or_else(|error| panic!("policy {} seed {seed}: {error}", policy.name()));
-            assert_eq!(metrics.wrong_busy, 0, "policy {} seed {seed} reclaimed a busy kernel", policy.name());
-            assert!(metrics.gpu_busy_utilisation <= metrics.gpu_held_utilisation + 1e-9, "seed {seed}");
+            let metrics = driver::run(
+                &workload,
+                policy,
+                RunOptions {
+                    check_invariants: true,
+                },
+            )
+            .unwrap_or_else(|error| panic!("policy {} seed {seed}: {error}", policy.name()));
+            assert_eq!(
+                metrics.wrong_busy,
+                0,
+                "policy {} seed {seed} reclaimed a busy kernel",
+                policy.name()
+            );
+            assert!(
+                metrics.gpu_busy_utilisation <= metrics.gpu_held_utilisation + 1e-9,
+                "seed {seed}"
+            );
             assert!(metrics.gpu_held_utilisation <= 1.0 + 1e-9, "seed {seed}");
         }
     }
@@ -60,9 +80,18 @@ fn every_policy_keeps_the_allocator_invariants_on_seeded_workloads() {
 fn commons_reclaims_only_idle_gpus_for_waiters_under_their_share() {
     for seed in [4, 5] {
         let workload = small_synthetic(seed);
-        let metrics = driver::run(&workload, PolicyKind::Commons, RunOptions { check_invariants: true })
-            .unwrap_or_else(|error| panic!("seed {seed}: {error}"));
-        assert!(metrics.reclaims > 0, "seed {seed}: the workload should contend for GPUs");
+        let metrics = driver::run(
+            &workload,
+            PolicyKind::Commons,
+            RunOptions {
+                check_invariants: true,
+            },
+        )
+        .unwrap_or_else(|error| panic!("seed {seed}: {error}"));
+        assert!(
+            metrics.reclaims > 0,
+            "seed {seed}: the workload should contend for GPUs"
+        );
         assert_eq!(metrics.wrongly_reclaimed, 0, "seed {seed}: {metrics:?}");
     }
 }
@@ -70,21 +99,63 @@ fn commons_reclaims_only_idle_gpus_for_waiters_under_their_share() {
 #[test]
 fn trace_replay_keeps_the_invariants() {
     let pods = trace::load(&trace_path()).expect("trace parses");
-    let params = TraceParams { days: 2.0, warmup_days: 0.5, drain_hours: 2.0, users: 60, ..TraceParams::default() };
+    let params = TraceParams {
+        days: 2.0,
+        warmup_days: 0.5,
+        drain_hours: 2.0,
+        users: 60,
+        ..TraceParams::default()
+    };
     let workload = workload::from_trace(&pods, &params, 7);
     assert!(workload.users.iter().filter(|user| user.heavy).count() == 1);
     for policy in [PolicyKind::Fifo, PolicyKind::Commons] {
-        driver::run(&workload, policy, RunOptions { check_invariants: true })
-            .unwrap_or_else(|error| panic!("policy {} seed 7: {error}", policy.name()));
+        driver::run(
+            &workload,
+            policy,
+            RunOptions {
+                check_invariants: true,
+            },
+        )
+        .unwrap_or_else(|error| panic!("policy {} seed 7: {error}", policy.name()));
     }
 }
 
 #[test]
 fn runs_are_deterministic_for_a_seed() {
-    let first = serde_json::to_string(&driver::run(&small_synthetic(9), PolicyKind::Commons, RunOptions { check_invariants: false }).expect("runs")).expect("json");
-    let second = serde_json::to_string(&driver::run(&small_synthetic(9), PolicyKind::Commons, RunOptions { check_invariants: false }).expect("runs")).expect("json");
+    let first = serde_json::to_string(
+        &driver::run(
+            &small_synthetic(9),
+            PolicyKind::Commons,
+            RunOptions {
+                check_invariants: false,
+            },
+        )
+        .expect("runs"),
+    )
+    .expect("json");
+    let second = serde_json::to_string(
+        &driver::run(
+            &small_synthetic(9),
+            PolicyKind::Commons,
+            RunOptions {
+                check_invariants: false,
+            },
+        )
+        .expect("runs"),
+    )
+    .expect("json");
     assert_eq!(first, second);
-    let other = serde_json::to_string(&driver::run(&small_synthetic(10), PolicyKind::Commons, RunOptions { check_invariants: false }).expect("runs")).expect("json");
+    let other = serde_json::to_string(
+        &driver::run(
+            &small_synthetic(10),
+            PolicyKind::Commons,
+            RunOptions {
+                check_invariants: false,
+            },
+        )
+        .expect("runs"),
+    )
+    .expect("json");
     assert_ne!(first, other);
 }
 

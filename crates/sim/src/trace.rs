@@ -29,11 +29,17 @@ pub fn parse(text: &str) -> anyhow::Result<Vec<TracePod>> {
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next().context("empty trace")?.split(',').collect();
     let column = |name: &str| {
-        header.iter().position(|column| column.trim() == name).with_context(|| format!("no column {name}"))
+        header
+            .iter()
+            .position(|column| column.trim() == name)
+            .with_context(|| format!("no column {name}"))
     };
     let (num_gpu, gpu_milli, qos) = (column("num_gpu")?, column("gpu_milli")?, column("qos")?);
-    let (creation, scheduled, deletion) =
-        (column("creation_time")?, column("scheduled_time")?, column("deletion_time")?);
+    let (creation, scheduled, deletion) = (
+        column("creation_time")?,
+        column("scheduled_time")?,
+        column("deletion_time")?,
+    );
     let mut pods = Vec::new();
     for (idx, line) in lines.enumerate() {
         if line.trim().is_empty() {
@@ -41,14 +47,22 @@ pub fn parse(text: &str) -> anyhow::Result<Vec<TracePod>> {
         }
         let fields: Vec<&str> = line.split(',').collect();
         if fields.len() != header.len() {
-            bail!("line {}: {} fields, expected {}", idx + 2, fields.len(), header.len());
+            bail!(
+                "line {}: {} fields, expected {}",
+                idx + 2,
+                fields.len(),
+                header.len()
+            );
         }
         let number = |col: usize| -> anyhow::Result<Option<f64>> {
             let field = fields[col].trim();
             if field.is_empty() {
                 return Ok(None);
             }
-            field.parse::<f64>().map(Some).with_context(|| format!("line {}: bad number {field:?}", idx + 2))
+            field
+                .parse::<f64>()
+                .map(Some)
+                .with_context(|| format!("line {}: bad number {field:?}", idx + 2))
         };
         let whole = number(num_gpu)?.unwrap_or(0.0) as u32;
         let milli = number(gpu_milli)?.unwrap_or(0.0);

@@ -100,7 +100,8 @@ impl Workload {
         }
         for chain in &self.chains {
             let gpus = chain.sessions.first().map_or(0, |session| session.gpus);
-            demand[chain.user] += f64::from(gpus) * (self.horizon_s - self.warmup_s.max(chain.start_s)).max(0.0);
+            demand[chain.user] +=
+                f64::from(gpus) * (self.horizon_s - self.warmup_s.max(chain.start_s)).max(0.0);
         }
         demand
     }
@@ -162,11 +163,20 @@ const HOUR: f64 = 3_600.0;
 const DAY: f64 = 86_400.0;
 
 /// Busy and idle phases filling `active_s`, then an idle tail.
-fn phases(rng: &mut Rng, active_s: f64, busy_mean_s: f64, idle_mean_s: f64, tail_s: f64) -> Vec<f64> {
+fn phases(
+    rng: &mut Rng,
+    active_s: f64,
+    busy_mean_s: f64,
+    idle_mean_s: f64,
+    tail_s: f64,
+) -> Vec<f64> {
     let mut phases = Vec::new();
     let mut elapsed = 0.0;
     loop {
-        let busy = rng.exp(busy_mean_s).max(5.0).min((active_s - elapsed).max(5.0));
+        let busy = rng
+            .exp(busy_mean_s)
+            .max(5.0)
+            .min((active_s - elapsed).max(5.0));
         phases.push(busy);
         elapsed += busy;
         if elapsed >= active_s {
@@ -184,17 +194,43 @@ fn phases(rng: &mut Rng, active_s: f64, busy_mean_s: f64, idle_mean_s: f64, tail
     phases
 }
 
-fn regular_session(rng: &mut Rng, user: usize, tier: SimTier, arrive_s: f64, left_idle_fraction: f64) -> SessionPlan {
-    let active = rng.lognormal(45.0 * MINUTE, 0.9).clamp(2.0 * MINUTE, 10.0 * HOUR);
-    let tail = if rng.chance(left_idle_fraction) { rng.uniform(1.0 * HOUR, 8.0 * HOUR) } else { rng.exp(3.0 * MINUTE) };
-    let gpus = if tier == SimTier::Pro && rng.chance(0.15) { 2 } else { 1 };
-    SessionPlan { user, arrive_s, gpus, phases: phases(rng, active, 5.0 * MINUTE, 10.0 * MINUTE, tail) }
+fn regular_session(
+    rng: &mut Rng,
+    user: usize,
+    tier: SimTier,
+    arrive_s: f64,
+    left_idle_fraction: f64,
+) -> SessionPlan {
+    let active = rng
+        .lognormal(45.0 * MINUTE, 0.9)
+        .clamp(2.0 * MINUTE, 10.0 * HOUR);
+    let tail = if rng.chance(left_idle_fraction) {
+        rng.uniform(1.0 * HOUR, 8.0 * HOUR)
+    } else {
+        rng.exp(3.0 * MINUTE)
+    };
+    let gpus = if tier == SimTier::Pro && rng.chance(0.15) {
+        2
+    } else {
+        1
+    };
+    SessionPlan {
+        user,
+        arrive_s,
+        gpus,
+        phases: phases(rng, active, 5.0 * MINUTE, 10.0 * MINUTE, tail),
+    }
 }
 
 fn heavy_session(rng: &mut Rng, user: usize) -> SessionPlan {
     let active = rng.lognormal(6.0 * HOUR, 0.3);
     let tail = rng.exp(5.0 * MINUTE);
-    SessionPlan { user, arrive_s: 0.0, gpus: 1, phases: phases(rng, active, 45.0 * MINUTE, 8.0 * MINUTE, tail) }
+    SessionPlan {
+        user,
+        arrive_s: 0.0,
+        gpus: 1,
+        phases: phases(rng, active, 45.0 * MINUTE, 8.0 * MINUTE, tail),
+    }
 }
 
 /// The seeded synthetic workload: a few heavy users holding GPUs back to back from the start,
@@ -205,8 +241,16 @@ pub fn synthetic(params: &SyntheticParams, seed: u64) -> Workload {
     let mut users_rng = root.fork(1);
     let mut users = Vec::new();
     for idx in 0..params.heavy_users {
-        let tier = if idx % 2 == 1 { SimTier::Pro } else { SimTier::Free };
-        users.push(SimUser { name: format!("heavy{idx}"), tier, heavy: true });
+        let tier = if idx % 2 == 1 {
+            SimTier::Pro
+        } else {
+            SimTier::Free
+        };
+        users.push(SimUser {
+            name: format!("heavy{idx}"),
+            tier,
+            heavy: true,
+        });
     }
     let horizon = params.days * DAY;
     let warmup = params.warmup_days * DAY;
@@ -214,10 +258,22 @@ pub fn synthetic(params: &SyntheticParams, seed: u64) -> Workload {
     let mut joins = Vec::new();
     let mut activity = Vec::new();
     for idx in 0..params.regular_users {
-        let tier = if users_rng.chance(params.pro_fraction) { SimTier::Pro } else { SimTier::Free };
-        users.push(SimUser { name: format!("user{idx}"), tier, heavy: false });
+        let tier = if users_rng.chance(params.pro_fraction) {
+            SimTier::Pro
+        } else {
+            SimTier::Free
+        };
+        users.push(SimUser {
+            name: format!("user{idx}"),
+            tier,
+            heavy: false,
+        });
         let newcomer = users_rng.chance(params.newcomer_fraction);
-        joins.push(if newcomer { users_rng.uniform(0.0, horizon) } else { users_rng.uniform(0.0, 4.0 * HOUR) });
+        joins.push(if newcomer {
+            users_rng.uniform(0.0, horizon)
+        } else {
+            users_rng.uniform(0.0, 4.0 * HOUR)
+        });
         activity.push(users_rng.lognormal(1.0, 0.7));
     }
     let mut chains = Vec::new();
@@ -231,7 +287,11 @@ pub fn synthetic(params: &SyntheticParams, seed: u64) -> Workload {
                 covered += session.length_s();
                 sessions.push(session);
             }
-            chains.push(Chain { user, start_s: chain_rng.uniform(0.0, 10.0 * MINUTE), sessions });
+            chains.push(Chain {
+                user,
+                start_s: chain_rng.uniform(0.0, 10.0 * MINUTE),
+                sessions,
+            });
         }
     }
     // Mean GPU-seconds of a regular session, measured on a separate stream.
@@ -239,7 +299,11 @@ pub fn synthetic(params: &SyntheticParams, seed: u64) -> Workload {
     let samples = 20_000;
     let mean_gpu_s = (0..samples)
         .map(|idx| {
-            let tier = if idx % 5 == 0 { SimTier::Pro } else { SimTier::Free };
+            let tier = if idx % 5 == 0 {
+                SimTier::Pro
+            } else {
+                SimTier::Free
+            };
             let session = regular_session(&mut sample_rng, 0, tier, 0.0, params.left_idle_fraction);
             f64::from(session.gpus) * session.length_s()
         })
@@ -256,8 +320,12 @@ pub fn synthetic(params: &SyntheticParams, seed: u64) -> Workload {
         .sum();
     // Every user's first session opens at their join time; those in the window are part of
     // the budget, and Poisson arrivals make up the rest.
-    let joins_in_window = joins.iter().filter(|join| **join >= warmup && **join < horizon).count() as f64;
-    let poisson_budget = (regular_rate * (horizon - warmup) - joins_in_window * mean_gpu_s).max(0.0);
+    let joins_in_window = joins
+        .iter()
+        .filter(|join| **join >= warmup && **join < horizon)
+        .count() as f64;
+    let poisson_budget =
+        (regular_rate * (horizon - warmup) - joins_in_window * mean_gpu_s).max(0.0);
     let per_activity = poisson_budget / (present_activity * mean_gpu_s).max(1e-9);
     let mut sessions = Vec::new();
     let mut session_rng = root.fork(4);
@@ -265,10 +333,22 @@ pub fn synthetic(params: &SyntheticParams, seed: u64) -> Workload {
         let user = params.heavy_users + idx;
         let tier = users[user].tier;
         let rate = per_activity * activity;
-        sessions.push(regular_session(&mut session_rng, user, tier, *join, params.left_idle_fraction));
+        sessions.push(regular_session(
+            &mut session_rng,
+            user,
+            tier,
+            *join,
+            params.left_idle_fraction,
+        ));
         let mut at = *join + session_rng.exp(1.0 / rate.max(1e-12));
         while at < end {
-            sessions.push(regular_session(&mut session_rng, user, tier, at, params.left_idle_fraction));
+            sessions.push(regular_session(
+                &mut session_rng,
+                user,
+                tier,
+                at,
+                params.left_idle_fraction,
+            ));
             at += session_rng.exp(1.0 / rate.max(1e-12));
         }
     }
@@ -333,11 +413,17 @@ pub fn from_trace(pods: &[TracePod], params: &TraceParams, seed: u64) -> Workloa
     let users: Vec<SimUser> = (0..params.users)
         .map(|idx| SimUser {
             name: format!("user{idx}"),
-            tier: if users_rng.chance(params.pro_fraction) { SimTier::Pro } else { SimTier::Free },
+            tier: if users_rng.chance(params.pro_fraction) {
+                SimTier::Pro
+            } else {
+                SimTier::Free
+            },
             heavy: false,
         })
         .collect();
-    let weights: Vec<f64> = (0..params.users).map(|rank| 1.0 / ((rank + 1) as f64).powf(params.zipf_s)).collect();
+    let weights: Vec<f64> = (0..params.users)
+        .map(|rank| 1.0 / ((rank + 1) as f64).powf(params.zipf_s))
+        .collect();
     let total_weight: f64 = weights.iter().sum();
     let mut deal_rng = root.fork(2);
     let mut phase_rng = root.fork(3);
@@ -350,9 +436,16 @@ pub fn from_trace(pods: &[TracePod], params: &TraceParams, seed: u64) -> Workloa
             user += 1;
         }
         let held = pod.held_s.max(60.0);
-        let (active, tail) = if phase_rng.chance(params.left_idle_fraction) { (held * 0.6, held * 0.4) } else { (held, 1.0) };
-        let (busy_mean, idle_mean) =
-            if held > 6.0 * HOUR { (45.0 * MINUTE, 8.0 * MINUTE) } else { (5.0 * MINUTE, 10.0 * MINUTE) };
+        let (active, tail) = if phase_rng.chance(params.left_idle_fraction) {
+            (held * 0.6, held * 0.4)
+        } else {
+            (held, 1.0)
+        };
+        let (busy_mean, idle_mean) = if held > 6.0 * HOUR {
+            (45.0 * MINUTE, 8.0 * MINUTE)
+        } else {
+            (5.0 * MINUTE, 10.0 * MINUTE)
+        };
         let gpus = match users[user].tier {
             SimTier::Free => 1,
             SimTier::Pro => pod.gpus.min(2),

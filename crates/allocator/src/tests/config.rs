@@ -41,7 +41,10 @@ devices = [
 fn example_config_parses_and_validates() {
     let root: Root = toml::from_str(EXAMPLE).expect("example parses");
     assert_eq!(root.allocator.policy, PolicyKind::Commons);
-    assert_eq!(root.allocator.queue_requests_max, AllocatorConfig::default().queue_requests_max);
+    assert_eq!(
+        root.allocator.queue_requests_max,
+        AllocatorConfig::default().queue_requests_max
+    );
     let settings = Settings::new(root.allocator, &root.tiers).expect("example is valid");
     let free = &settings.tiers[&crate::TierName::new("free")];
     assert_eq!(free.gpu_seconds_per_week_max, 30.0 * 3_600.0);
@@ -56,7 +59,8 @@ fn unknown_keys_are_rejected() {
     let error = toml::from_str::<Root>(&EXAMPLE.replace("idle_reclaim_after_s", "idle_after_s"))
         .err()
         .expect("a typo fails");
-    expect![[r#"unknown field `idle_after_s`"#]].assert_eq(error.message().split(',').next().unwrap());
+    expect![[r#"unknown field `idle_after_s`"#]]
+        .assert_eq(error.message().split(',').next().unwrap());
 }
 
 #[test]

@@ -61,25 +61,38 @@ fn simulate(policy: PolicyKind, seed: u64, steps: usize) {
                 let user = UserId::new(&format!("u{}", rng.below(8)));
                 let tier = TierName::new(if rng.below(4) == 0 { "pro" } else { "free" });
                 tier_of.insert(request, tier.clone());
-                Event::StartRequested(StartRequest { request, user, tier, gpus: rng.below(3) as u32 })
+                Event::StartRequested(StartRequest {
+                    request,
+                    user,
+                    tier,
+                    gpus: rng.below(3) as u32,
+                })
             }
             30..=44 => {
                 let known: Vec<RequestId> = queued.iter().chain(placed.keys()).copied().collect();
                 if known.is_empty() {
                     Event::Tick
                 } else {
-                    Event::Exited { request: known[rng.below(known.len() as u64) as usize] }
+                    Event::Exited {
+                        request: known[rng.below(known.len() as u64) as usize],
+                    }
                 }
             }
             45..=79 if !placed.is_empty() => {
                 let ids: Vec<RequestId> = placed.keys().copied().collect();
                 let request = ids[rng.below(ids.len() as u64) as usize];
-                let activity = if rng.below(2) == 0 { Activity::Busy } else { Activity::Idle };
+                let activity = if rng.below(2) == 0 {
+                    Activity::Busy
+                } else {
+                    Activity::Idle
+                };
                 Event::Activity { request, activity }
             }
             80..=81 => {
                 let count = 1 + rng.below(6) as u32;
-                Event::InventoryChanged { gpus: Inventory::fake(count, "Fake").gpus().to_vec() }
+                Event::InventoryChanged {
+                    gpus: Inventory::fake(count, "Fake").gpus().to_vec(),
+                }
             }
             _ => Event::Tick,
         };
@@ -91,7 +104,10 @@ fn simulate(policy: PolicyKind, seed: u64, steps: usize) {
         let target = Timestamp::from_millis(now.as_millis() + advance_ms);
         // The driver ticks at every deadline on the way, as the supervisor and simulator do.
         let mut batches = Vec::new();
-        while let Some(deadline) = allocator.next_deadline().filter(|deadline| *deadline <= target) {
+        while let Some(deadline) = allocator
+            .next_deadline()
+            .filter(|deadline| *deadline <= target)
+        {
             if deadline <= now {
                 fail(format!("deadline {deadline} is not after {now}"));
             }
@@ -140,7 +156,11 @@ fn simulate(policy: PolicyKind, seed: u64, steps: usize) {
                         queued.retain(|id| id != request);
                         for gpu in gpus {
                             if let Some(other) = owners.insert(*gpu, *request) {
-                                fail(format!("GPU {} granted to {request} while {other} holds it ({})", gpu.0, context()));
+                                fail(format!(
+                                    "GPU {} granted to {request} while {other} holds it ({})",
+                                    gpu.0,
+                                    context()
+                                ));
                             }
                             if !inventory.contains(*gpu) {
                                 fail(format!("GPU {} is not present ({})", gpu.0, context()));
@@ -148,25 +168,48 @@ fn simulate(policy: PolicyKind, seed: u64, steps: usize) {
                         }
                         placed.insert(
                             *request,
-                            Shadow { gpus: gpus.clone(), placed_at: at, busy: false, idle_since: at, warned_at: None },
+                            Shadow {
+                                gpus: gpus.clone(),
+                                placed_at: at,
+                                busy: false,
+                                idle_since: at,
+                                warned_at: None,
+                            },
                         );
                     }
                     Decision::Refuse { request, .. } => queued.retain(|id| id != request),
-                    Decision::Warn { request, at: reclaim_at, reason: WarnReason::IdleReclaim } => {
-                        let Some(shadow) = placed.get_mut(request) else { fail(context()) };
+                    Decision::Warn {
+                        request,
+                        at: reclaim_at,
+                        reason: WarnReason::IdleReclaim,
+                    } => {
+                        let Some(shadow) = placed.get_mut(request) else {
+                            fail(context())
+                        };
                         if shadow.busy {
                             fail(format!("busy kernel warned for idleness ({})", context()));
                         }
                         shadow.warned_at = Some(*reclaim_at);
                     }
                     Decision::Warn { .. } => {}
-                    Decision::Reclaim { request, gpus, reason } => {
-                        let Some(shadow) = placed.remove(request) else { fail(context()) };
+                    Decision::Reclaim {
+                        request,
+                        gpus,
+                        reason,
+                    } => {
+                        let Some(shadow) = placed.remove(request) else {
+                            fail(context())
+                        };
                         if *reason != ReclaimReason::GpuRemoved && shadow.busy {
                             fail(format!("busy kernel reclaimed ({})", context()));
                         }
-                        if *reason == ReclaimReason::IdleContended && !shadow.warned_at.is_some_and(|warned| warned <= at) {
-                            fail(format!("reclaimed before its warning took effect ({})", context()));
+                        if *reason == ReclaimReason::IdleContended
+                            && shadow.warned_at.is_none_or(|warned| warned > at)
+                        {
+                            fail(format!(
+                                "reclaimed before its warning took effect ({})",
+                                context()
+                            ));
                         }
                         if *reason == ReclaimReason::IdleTimeout {
                             let tier = &tiers[&tier_of[request]];
@@ -175,14 +218,19 @@ fn simulate(policy: PolicyKind, seed: u64, steps: usize) {
                             }
                         }
                         if *gpus != shadow.gpus {
-                            fail(format!("reclaimed GPUs differ from granted ones ({})", context()));
+                            fail(format!(
+                                "reclaimed GPUs differ from granted ones ({})",
+                                context()
+                            ));
                         }
                         for gpu in gpus {
                             owners.remove(gpu);
                         }
                     }
                     Decision::Stop { request, reason } => {
-                        let Some(shadow) = placed.remove(request) else { fail(context()) };
+                        let Some(shadow) = placed.remove(request) else {
+                            fail(context())
+                        };
                         if *reason == StopReason::LifetimeReached {
                             let tier = &tiers[&tier_of[request]];
                             if at < shadow.placed_at.plus_secs(tier.lifetime_s_max) {
@@ -202,9 +250,16 @@ fn simulate(policy: PolicyKind, seed: u64, steps: usize) {
         if let Err(violation) = allocator.check_invariants() {
             fail(format!("step {step}: {violation}"));
         }
-        let held: usize = allocator.kernels().iter().map(|kernel| kernel.gpus.len()).sum();
+        let held: usize = allocator
+            .kernels()
+            .iter()
+            .map(|kernel| kernel.gpus.len())
+            .sum();
         if held != owners.len() {
-            fail(format!("step {step}: allocator holds {held} GPUs, decisions granted {}", owners.len()));
+            fail(format!(
+                "step {step}: allocator holds {held} GPUs, decisions granted {}",
+                owners.len()
+            ));
         }
     }
 }
