@@ -102,7 +102,7 @@ impl Source {
 
 /// Splits a document into units. A notebook that does not parse is read as text.
 pub(crate) fn units(path_hint: &str, bytes: &[u8]) -> Vec<Unit> {
-    let text = String::from_utf8_lossy(bytes);
+    let text = || String::from_utf8_lossy(bytes);
     match doc_kind(path_hint, bytes) {
         DocKind::Notebook => match serde_json::from_slice::<Notebook>(bytes) {
             Ok(notebook) => {
@@ -122,9 +122,9 @@ pub(crate) fn units(path_hint: &str, bytes: &[u8]) -> Vec<Unit> {
                     })
                     .collect()
             }
-            Err(_) => vec![Unit { cell: None, source: text.into_owned(), lang: Lang::Text }],
+            Err(_) => vec![Unit { cell: None, source: text().into_owned(), lang: Lang::Text }],
         },
-        DocKind::Script(lang) => vec![Unit { cell: None, source: text.into_owned(), lang }],
+        DocKind::Script(lang) => vec![Unit { cell: None, source: text().into_owned(), lang }],
     }
 }
 
@@ -232,6 +232,7 @@ fn markers() -> &'static AhoCorasick {
     MARKER_AUTOMATON.get_or_init(|| {
         AhoCorasick::builder()
             .match_kind(MatchKind::Standard)
+            .kind(Some(aho_corasick::AhoCorasickKind::DFA))
             .build(MARKERS.iter().map(|(pattern, _, _)| pattern))
             .expect("marker patterns are valid")
     })
