@@ -43,13 +43,21 @@ fn synthetic_documents() -> Vec<(String, Vec<u8>)> {
                 })
             })
             .collect();
-        let notebook = serde_json::json!({"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5});
-        documents.push((format!("doc{index}.ipynb"), serde_json::to_vec_pretty(&notebook).expect("json")));
+        let notebook =
+            serde_json::json!({"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5});
+        documents.push((
+            format!("doc{index}.ipynb"),
+            serde_json::to_vec_pretty(&notebook).expect("json"),
+        ));
     }
     documents
 }
 
-fn throughput(policy: &Policy, documents: &[(String, Vec<u8>)], bytes_target: usize) -> (usize, Duration) {
+fn throughput(
+    policy: &Policy,
+    documents: &[(String, Vec<u8>)],
+    bytes_target: usize,
+) -> (usize, Duration) {
     let ctx = CheckContext::new("free");
     let mut bytes = 0;
     let started = Instant::now();
@@ -95,8 +103,10 @@ fn main() {
     if let Some(corpus) = std::env::args().nth(1) {
         let mut files = Vec::new();
         collect(Path::new(&corpus), &mut files);
-        let documents: Vec<(String, Vec<u8>)> =
-            files.into_iter().filter_map(|path| std::fs::read(&path).ok().map(|b| (path, b))).collect();
+        let documents: Vec<(String, Vec<u8>)> = files
+            .into_iter()
+            .filter_map(|path| std::fs::read(&path).ok().map(|b| (path, b)))
+            .collect();
         let (bytes, elapsed) = throughput(&policy, &documents, 100 * 1024 * 1024);
         println!(
             "scan_document, {} corpus files, one thread: {:.1} MB in {:.2?} = {:.0} MB/s",
@@ -111,7 +121,10 @@ fn main() {
 fn collect(path: &Path, files: &mut Vec<String>) {
     if path.is_file() {
         let name = path.display().to_string();
-        if [".ipynb", ".py", ".sh"].iter().any(|ext| name.ends_with(ext)) {
+        if [".ipynb", ".py", ".sh"]
+            .iter()
+            .any(|ext| name.ends_with(ext))
+        {
             files.push(name);
         }
     } else if let Ok(entries) = std::fs::read_dir(path) {

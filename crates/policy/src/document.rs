@@ -27,7 +27,11 @@ pub(crate) enum DocKind {
 }
 
 pub(crate) fn doc_kind(path_hint: &str, bytes: &[u8]) -> DocKind {
-    let name = path_hint.rsplit(['/', '\\']).next().unwrap_or(path_hint).to_ascii_lowercase();
+    let name = path_hint
+        .rsplit(['/', '\\'])
+        .next()
+        .unwrap_or(path_hint)
+        .to_ascii_lowercase();
     let ext = name.rsplit_once('.').map(|(_, ext)| ext).unwrap_or("");
     match ext {
         "ipynb" => DocKind::Notebook,
@@ -43,8 +47,13 @@ pub(crate) fn doc_kind(path_hint: &str, bytes: &[u8]) -> DocKind {
                 }
                 return DocKind::Script(Lang::Shell);
             }
-            let trimmed = bytes.iter().position(|b| !b.is_ascii_whitespace()).map(|i| &bytes[i..]);
-            if trimmed.is_some_and(|t| t.starts_with(b"{")) && bytes.windows(8).take(4096).any(|w| w == b"\"cells\"") {
+            let trimmed = bytes
+                .iter()
+                .position(|b| !b.is_ascii_whitespace())
+                .map(|i| &bytes[i..]);
+            if trimmed.is_some_and(|t| t.starts_with(b"{"))
+                && bytes.windows(8).take(4096).any(|w| w == b"\"cells\"")
+            {
                 return DocKind::Notebook;
             }
             DocKind::Script(Lang::Text)
@@ -107,7 +116,11 @@ pub(crate) fn units(path_hint: &str, bytes: &[u8]) -> Vec<Unit> {
         DocKind::Notebook => match serde_json::from_slice::<Notebook>(bytes) {
             Ok(notebook) => {
                 let cells = if notebook.cells.is_empty() {
-                    notebook.worksheets.into_iter().flat_map(|sheet| sheet.cells).collect()
+                    notebook
+                        .worksheets
+                        .into_iter()
+                        .flat_map(|sheet| sheet.cells)
+                        .collect()
                 } else {
                     notebook.cells
                 };
@@ -117,14 +130,26 @@ pub(crate) fn units(path_hint: &str, bytes: &[u8]) -> Vec<Unit> {
                     .filter(|(_, cell)| cell.cell_type == "code")
                     .map(|(index, cell)| Unit {
                         cell: Some(u32::try_from(index).unwrap_or(u32::MAX)),
-                        source: cell.source.or(cell.input).map(Source::into_string).unwrap_or_default(),
+                        source: cell
+                            .source
+                            .or(cell.input)
+                            .map(Source::into_string)
+                            .unwrap_or_default(),
                         lang: Lang::Python,
                     })
                     .collect()
             }
-            Err(_) => vec![Unit { cell: None, source: text().into_owned(), lang: Lang::Text }],
+            Err(_) => vec![Unit {
+                cell: None,
+                source: text().into_owned(),
+                lang: Lang::Text,
+            }],
         },
-        DocKind::Script(lang) => vec![Unit { cell: None, source: text().into_owned(), lang }],
+        DocKind::Script(lang) => vec![Unit {
+            cell: None,
+            source: text().into_owned(),
+            lang,
+        }],
     }
 }
 
@@ -156,7 +181,9 @@ pub(crate) struct Prepared {
 
 impl Prepared {
     pub(crate) fn line_of(&self, offset: usize) -> usize {
-        self.lines.partition_point(|line| line.end < offset).min(self.lines.len().saturating_sub(1))
+        self.lines
+            .partition_point(|line| line.end < offset)
+            .min(self.lines.len().saturating_sub(1))
     }
 
     pub(crate) fn line_text(&self, index: usize) -> &str {
@@ -239,8 +266,27 @@ fn markers() -> &'static AhoCorasick {
 }
 
 const BARE_SHELL_COMMANDS: &[&str] = &[
-    "./", "sudo ", "apt ", "apt-get ", "wget ", "curl ", "git ", "chmod ", "nohup ", "bash ", "cd ", "pip ",
-    "pip3 ", "tar ", "unzip ", "mkdir ", "aria2c ", "screen ", "tmux ", "systemctl ", "service ",
+    "./",
+    "sudo ",
+    "apt ",
+    "apt-get ",
+    "wget ",
+    "curl ",
+    "git ",
+    "chmod ",
+    "nohup ",
+    "bash ",
+    "cd ",
+    "pip ",
+    "pip3 ",
+    "tar ",
+    "unzip ",
+    "mkdir ",
+    "aria2c ",
+    "screen ",
+    "tmux ",
+    "systemctl ",
+    "service ",
 ];
 
 /// Blanks comments and docstrings and gives each line its contexts.
@@ -262,7 +308,9 @@ pub(crate) fn prepare(unit: &Unit) -> Prepared {
     if unit.lang == Lang::Python {
         // Cell magics on the first lines decide how the rest of the cell is read.
         for (index, (start, end)) in line_spans.iter().enumerate() {
-            let line = String::from_utf8_lossy(&text[*start..*end]).trim().to_ascii_lowercase();
+            let line = String::from_utf8_lossy(&text[*start..*end])
+                .trim()
+                .to_ascii_lowercase();
             if !line.starts_with("%%") {
                 if line.is_empty() && index == first_code_line {
                     first_code_line += 1;
@@ -276,7 +324,11 @@ pub(crate) fn prepare(unit: &Unit) -> Prepared {
             unit_lang = match name {
                 "bash" | "sh" | "shell" | "system" => Lang::Shell,
                 "script" => {
-                    if magic.contains("python") { Lang::Python } else { Lang::Shell }
+                    if magic.contains("python") {
+                        Lang::Python
+                    } else {
+                        Lang::Shell
+                    }
                 }
                 "writefile" | "file" => {
                     let target = magic.split_whitespace().last().unwrap_or("");
@@ -292,7 +344,12 @@ pub(crate) fn prepare(unit: &Unit) -> Prepared {
                     // Not code that runs in the kernel; nothing to scan.
                     return Prepared {
                         text: " ".repeat(0),
-                        lines: vec![LineInfo { start: 0, end: 0, ctx: 0, lang: Lang::Text }],
+                        lines: vec![LineInfo {
+                            start: 0,
+                            end: 0,
+                            ctx: 0,
+                            lang: Lang::Text,
+                        }],
                         strings,
                     };
                 }
@@ -310,11 +367,19 @@ pub(crate) fn prepare(unit: &Unit) -> Prepared {
     let mut shell_call_depth: i32 = 0;
     for (index, (start, end)) in line_spans.iter().copied().enumerate() {
         if index < first_code_line {
-            lines.push(LineInfo { start, end, ctx: 0, lang: Lang::Text });
+            lines.push(LineInfo {
+                start,
+                end,
+                ctx: 0,
+                lang: Lang::Text,
+            });
             continue;
         }
         let raw = &text[start..end];
-        let first = raw.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(raw.len());
+        let first = raw
+            .iter()
+            .position(|b| !b.is_ascii_whitespace())
+            .unwrap_or(raw.len());
         let rest = &raw[first..];
         let (lang, ctx) = match unit_lang {
             Lang::Shell => {
@@ -339,7 +404,12 @@ pub(crate) fn prepare(unit: &Unit) -> Prepared {
                 (Lang::Python, CODE)
             }
         };
-        lines.push(LineInfo { start, end, ctx, lang });
+        lines.push(LineInfo {
+            start,
+            end,
+            ctx,
+            lang,
+        });
     }
 
     // Line contexts from what each line does, from one pass of a marker automaton.
@@ -368,9 +438,14 @@ pub(crate) fn prepare(unit: &Unit) -> Prepared {
         }
         let line_lower = &lower[line.start..line.end];
         if line.lang == Lang::Python {
-            let first = line_lower.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(line_lower.len());
+            let first = line_lower
+                .iter()
+                .position(|b| !b.is_ascii_whitespace())
+                .unwrap_or(line_lower.len());
             let trimmed = &line_lower[first..];
-            if trimmed.starts_with(b"import ") || (trimmed.starts_with(b"from ") && mark & M_IMPORT != 0) {
+            if trimmed.starts_with(b"import ")
+                || (trimmed.starts_with(b"from ") && mark & M_IMPORT != 0)
+            {
                 line.ctx |= IMPORT;
             }
             let opens_shell_call = mark & M_SHELL_CALL != 0;
@@ -401,27 +476,56 @@ pub(crate) fn prepare(unit: &Unit) -> Prepared {
         }
     }
 
-    let text = String::from_utf8(text).unwrap_or_else(|err| String::from_utf8_lossy(err.as_bytes()).into_owned());
-    Prepared { text, lines, strings }
+    let text = String::from_utf8(text)
+        .unwrap_or_else(|err| String::from_utf8_lossy(err.as_bytes()).into_owned());
+    Prepared {
+        text,
+        lines,
+        strings,
+    }
 }
 
 fn is_line_magic(rest: &[u8]) -> bool {
     if !rest.starts_with(b"%") || rest.starts_with(b"%%") {
         return false;
     }
-    let name: Vec<u8> = rest[1..].iter().take_while(|b| b.is_ascii_alphanumeric() || **b == b'_').copied().collect();
+    let name: Vec<u8> = rest[1..]
+        .iter()
+        .take_while(|b| b.is_ascii_alphanumeric() || **b == b'_')
+        .copied()
+        .collect();
     matches!(
         name.as_slice(),
-        b"cd" | b"pip" | b"conda" | b"env" | b"sx" | b"system" | b"run" | b"bash" | b"sh" | b"mkdir" | b"cp"
-            | b"mv" | b"rm" | b"ls" | b"cat" | b"pushd" | b"popd" | b"set_env" | b"shell"
+        b"cd"
+            | b"pip"
+            | b"conda"
+            | b"env"
+            | b"sx"
+            | b"system"
+            | b"run"
+            | b"bash"
+            | b"sh"
+            | b"mkdir"
+            | b"cp"
+            | b"mv"
+            | b"rm"
+            | b"ls"
+            | b"cat"
+            | b"pushd"
+            | b"popd"
+            | b"set_env"
+            | b"shell"
     )
 }
 
 fn is_bare_shell(rest: &[u8]) -> bool {
     BARE_SHELL_COMMANDS.iter().any(|command| {
         rest.starts_with(command.as_bytes()) && {
-            let after = rest[command.len()..].iter().find(|b| !b.is_ascii_whitespace());
-            command.ends_with('/') || after.is_some_and(|b| !matches!(b, b'=' | b'(' | b'.' | b',' | b')' | b'['))
+            let after = rest[command.len()..]
+                .iter()
+                .find(|b| !b.is_ascii_whitespace());
+            command.ends_with('/')
+                || after.is_some_and(|b| !matches!(b, b'=' | b'(' | b'.' | b',' | b')' | b'['))
         }
     })
 }
@@ -481,10 +585,26 @@ impl PyLexer {
         self.open.is_some()
     }
 
-    fn line(&mut self, text: &mut [u8], start: usize, end: usize, line_index: usize, strings: &mut Vec<StrLit>) {
+    fn line(
+        &mut self,
+        text: &mut [u8],
+        start: usize,
+        end: usize,
+        line_index: usize,
+        strings: &mut Vec<StrLit>,
+    ) {
         let mut index = start;
         if let Some(open) = &mut self.open {
-            match scan_string_body(text, index, end, open.quote, true, open.raw, &mut open.content, &mut open.hex) {
+            match scan_string_body(
+                text,
+                index,
+                end,
+                open.quote,
+                true,
+                open.raw,
+                &mut open.content,
+                &mut open.hex,
+            ) {
                 Some(close) => {
                     if open.docstring {
                         blank(text, index, close);
@@ -517,7 +637,10 @@ impl PyLexer {
             }
             if byte == b'\'' || byte == b'"' {
                 let mut prefix_start = index;
-                while prefix_start > start && text[prefix_start - 1].is_ascii_alphabetic() && index - prefix_start < 2 {
+                while prefix_start > start
+                    && text[prefix_start - 1].is_ascii_alphabetic()
+                    && index - prefix_start < 2
+                {
                     prefix_start -= 1;
                 }
                 let prefix = text[prefix_start..index].to_ascii_lowercase();
@@ -527,7 +650,16 @@ impl PyLexer {
                 let body_start = if triple { index + 3 } else { index + 1 };
                 let mut content = Vec::new();
                 let mut hex = false;
-                match scan_string_body(text, body_start, end, byte, triple, raw, &mut content, &mut hex) {
+                match scan_string_body(
+                    text,
+                    body_start,
+                    end,
+                    byte,
+                    triple,
+                    raw,
+                    &mut content,
+                    &mut hex,
+                ) {
                     Some(close) => {
                         if docstring {
                             blank(text, index, close);
@@ -545,7 +677,14 @@ impl PyLexer {
                             blank(text, index, end);
                         }
                         content.push(b'\n');
-                        self.open = Some(OpenString { quote: byte, raw, docstring, content, hex, line: line_index });
+                        self.open = Some(OpenString {
+                            quote: byte,
+                            raw,
+                            docstring,
+                            content,
+                            hex,
+                            line: line_index,
+                        });
                         return;
                     }
                     None => return,
@@ -595,7 +734,10 @@ fn scan_string_body(
                 }
                 b'u' if index + 6 <= end => {
                     let digits = std::str::from_utf8(&text[index + 2..index + 6]).ok();
-                    if let Some(ch) = digits.and_then(|d| u32::from_str_radix(d, 16).ok()).and_then(char::from_u32) {
+                    if let Some(ch) = digits
+                        .and_then(|d| u32::from_str_radix(d, 16).ok())
+                        .and_then(char::from_u32)
+                    {
                         let mut buf = [0; 4];
                         content.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
                         *hex = true;

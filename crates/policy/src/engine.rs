@@ -31,12 +31,22 @@ fn build(patterns: &[String]) -> Result<AhoCorasick, PackError> {
         .match_kind(MatchKind::Standard)
         .kind(Some(AhoCorasickKind::DFA))
         .build(patterns)
-        .or_else(|_| AhoCorasickBuilder::new().match_kind(MatchKind::Standard).build(patterns))
-        .map_err(|err| PackError::Rule { rule: "(all)".to_owned(), message: err.to_string() })
+        .or_else(|_| {
+            AhoCorasickBuilder::new()
+                .match_kind(MatchKind::Standard)
+                .build(patterns)
+        })
+        .map_err(|err| PackError::Rule {
+            rule: "(all)".to_owned(),
+            message: err.to_string(),
+        })
 }
 
 impl Matcher {
-    pub(crate) fn new(rules: &[Rule], specs: &[(Vec<String>, Vec<String>)]) -> Result<Matcher, PackError> {
+    pub(crate) fn new(
+        rules: &[Rule],
+        specs: &[(Vec<String>, Vec<String>)],
+    ) -> Result<Matcher, PackError> {
         let mut folded = Vec::new();
         let mut folded_rules = Vec::new();
         let mut literal = Vec::new();
@@ -58,15 +68,29 @@ impl Matcher {
                 literal_rules.push(index);
             }
         }
-        Ok(Matcher { folded: build(&folded)?, folded_rules, literal: build(&literal)?, literal_rules, regex_rules })
+        Ok(Matcher {
+            folded: build(&folded)?,
+            folded_rules,
+            literal: build(&literal)?,
+            literal_rules,
+            regex_rules,
+        })
     }
 
     /// Calls `hit(rule, start, end)` for every term or literal found in `text`, word checks applied.
-    fn find(&self, rules: &[Rule], text: &str, lower: &str, scratch: &mut Scratch, hit: &mut dyn FnMut(usize, usize, usize)) {
+    fn find(
+        &self,
+        rules: &[Rule],
+        text: &str,
+        lower: &str,
+        scratch: &mut Scratch,
+        hit: &mut dyn FnMut(usize, usize, usize),
+    ) {
         let bytes = text.as_bytes();
         let is_word = |byte: u8| byte.is_ascii_alphanumeric();
         let bounded = |start: usize, end: usize| {
-            (start == 0 || !is_word(bytes[start - 1])) && (end >= bytes.len() || !is_word(bytes[end]))
+            (start == 0 || !is_word(bytes[start - 1]))
+                && (end >= bytes.len() || !is_word(bytes[end]))
         };
         scratch.folded.clear();
         scratch.map.clear();
@@ -87,7 +111,8 @@ impl Matcher {
         for found in self.literal.find_overlapping_iter(lower) {
             let rule = self.literal_rules[found.pattern().as_usize()];
             let (start, end) = (found.start(), found.end());
-            let literal_edges_are_words = is_word(lower.as_bytes()[start]) || is_word(lower.as_bytes()[end - 1]);
+            let literal_edges_are_words =
+                is_word(lower.as_bytes()[start]) || is_word(lower.as_bytes()[end - 1]);
             if !rules[rule].word || !literal_edges_are_words || bounded(start, end) {
                 hit(rule, start, end);
             }
@@ -151,7 +176,15 @@ impl<'p> Collector<'p> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn record(&mut self, rule_index: usize, weight: f32, location: Location, matched: &str, line_text: &str, via: Via) {
+    fn record(
+        &mut self,
+        rule_index: usize,
+        weight: f32,
+        location: Location,
+        matched: &str,
+        line_text: &str,
+        via: Via,
+    ) {
         let rule = &self.rules[rule_index];
         let best = self.best.entry(rule_index).or_insert(0.0);
         let improves = weight > *best;
@@ -161,7 +194,9 @@ impl<'p> Collector<'p> {
             let longer = self.findings.iter_mut().find(|finding| {
                 finding.rule == rule.id && finding.location == location && finding.via == via
             });
-            if let Some(finding) = longer.filter(|finding| matched.trim().len() > finding.matched.len()) {
+            if let Some(finding) =
+                longer.filter(|finding| matched.trim().len() > finding.matched.len())
+            {
                 finding.matched = shorten(matched, MATCHED_CHARS_MAX);
             }
             return;
@@ -185,7 +220,13 @@ impl<'p> Collector<'p> {
     }
 
     /// Records a finding made outside text matching (digests, profiles).
-    pub(crate) fn record_direct(&mut self, rule_index: usize, location: Location, matched: &str, via: Via) {
+    pub(crate) fn record_direct(
+        &mut self,
+        rule_index: usize,
+        location: Location,
+        matched: &str,
+        via: Via,
+    ) {
         let weight = self.rules[rule_index].weight;
         self.record(rule_index, weight, location, matched, matched, via);
     }
@@ -195,7 +236,12 @@ impl<'p> Collector<'p> {
         let mut scores: BTreeMap<&str, (f32, f32, Action, Action)> = BTreeMap::new();
         for (rule_index, weight) in &self.best {
             let rule = &self.rules[*rule_index];
-            let entry = scores.entry(rule.category.as_str()).or_insert((0.0, 0.0, Action::Allow, Action::Allow));
+            let entry = scores.entry(rule.category.as_str()).or_insert((
+                0.0,
+                0.0,
+                Action::Allow,
+                Action::Allow,
+            ));
             let action = rule.action_for(tier);
             if rule.shadow {
                 entry.1 += weight;
@@ -235,10 +281,18 @@ impl<'p> Collector<'p> {
                 action: category_action,
             });
         }
-        categories.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.category.cmp(&b.category)));
+        categories.sort_by(|a, b| {
+            b.score
+                .total_cmp(&a.score)
+                .then_with(|| a.category.cmp(&b.category))
+        });
         categories.retain(|category| category.score > 0.0 || shadow_action > Action::Allow);
         self.findings.sort_by(|a, b| {
-            (a.location.cell, a.location.line, &a.rule).cmp(&(b.location.cell, b.location.line, &b.rule))
+            (a.location.cell, a.location.line, &a.rule).cmp(&(
+                b.location.cell,
+                b.location.line,
+                &b.rule,
+            ))
         });
         let (action, category) = match decided {
             Some((action, _, category)) => (action, Some(category)),
@@ -277,15 +331,26 @@ pub(crate) fn match_line(
 ) {
     let lower = text.to_ascii_lowercase();
     let mut hits = Vec::new();
-    matcher.find(rules, text, &lower, scratch, &mut |rule, start, end| hits.push((rule, start, end)));
+    matcher.find(rules, text, &lower, scratch, &mut |rule, start, end| {
+        hits.push((rule, start, end))
+    });
     for (rule_index, start, end) in hits {
         let rule = &rules[rule_index];
-        let Some(weight) = weight_in(rule, ctx) else { continue };
+        let Some(weight) = weight_in(rule, ctx) else {
+            continue;
+        };
         if !passes(rule, &lower) {
             continue;
         }
         let matched = evidence(rule, text, &lower, start, end);
-        collector.record(rule_index, weight, location.clone(), matched, line_text, via.clone());
+        collector.record(
+            rule_index,
+            weight,
+            location.clone(),
+            matched,
+            line_text,
+            via.clone(),
+        );
     }
 }
 
@@ -302,7 +367,11 @@ fn weight_in(rule: &Rule, ctx: ScopeBits) -> Option<f32> {
 
 /// The evidence for a hit: the pattern's match on the line when the rule has one.
 fn evidence<'t>(rule: &Rule, line: &'t str, lower_line: &str, start: usize, end: usize) -> &'t str {
-    if let Some(found) = rule.pattern.as_ref().and_then(|pattern| pattern.find(lower_line)) {
+    if let Some(found) = rule
+        .pattern
+        .as_ref()
+        .and_then(|pattern| pattern.find(lower_line))
+    {
         if line.is_char_boundary(found.start()) && line.is_char_boundary(found.end()) {
             return &line[found.start()..found.end()];
         }
@@ -311,7 +380,9 @@ fn evidence<'t>(rule: &Rule, line: &'t str, lower_line: &str, start: usize, end:
 }
 
 fn passes(rule: &Rule, lower_line: &str) -> bool {
-    rule.pattern.as_ref().is_none_or(|pattern| pattern.is_match(lower_line))
+    rule.pattern
+        .as_ref()
+        .is_none_or(|pattern| pattern.is_match(lower_line))
         && !rule.allow.iter().any(|allow| allow.is_match(lower_line))
 }
 
@@ -325,23 +396,45 @@ pub(crate) fn match_unit(
 ) {
     let prepared = prepare(unit);
     let lower = prepared.text.to_ascii_lowercase();
-    let location = |line: usize| Location { cell: unit.cell, line: line as u32 + 1 };
+    let location = |line: usize| Location {
+        cell: unit.cell,
+        line: line as u32 + 1,
+    };
     let mut hits = Vec::new();
-    matcher.find(rules, &prepared.text, &lower, &mut state.scratch, &mut |rule, start, end| {
-        hits.push((rule, start, end))
-    });
+    matcher.find(
+        rules,
+        &prepared.text,
+        &lower,
+        &mut state.scratch,
+        &mut |rule, start, end| hits.push((rule, start, end)),
+    );
     let mut matched_lines: Vec<(usize, usize, f32, String)> = Vec::new();
     for (rule_index, start, end) in hits {
         let rule = &rules[rule_index];
         let line_index = prepared.line_of(start);
         let line = &prepared.lines[line_index];
-        let Some(weight) = weight_in(rule, line.ctx) else { continue };
+        let Some(weight) = weight_in(rule, line.ctx) else {
+            continue;
+        };
         if !passes(rule, &lower[line.start..line.end]) {
             continue;
         }
         let line_text = prepared.line_text(line_index);
-        let matched = evidence(rule, line_text, &lower[line.start..line.end], start - line.start, end - line.start);
-        collector.record(rule_index, weight, location(line_index), matched, line_text, Via::Direct);
+        let matched = evidence(
+            rule,
+            line_text,
+            &lower[line.start..line.end],
+            start - line.start,
+            end - line.start,
+        );
+        collector.record(
+            rule_index,
+            weight,
+            location(line_index),
+            matched,
+            line_text,
+            Via::Direct,
+        );
         if line.ctx & SHELL != 0 && rule.pattern.is_none() {
             matched_lines.push((line_index, rule_index, weight, matched.to_owned()));
         }
@@ -352,16 +445,26 @@ pub(crate) fn match_unit(
     let derived = std::mem::take(&mut state.derived);
     for item in &derived {
         let line = &prepared.lines[item.line];
-        let extra = if matches!(item.via, Via::Base64 | Via::Hex | Via::Reversed) { SHELL } else { 0 };
+        let extra = if matches!(item.via, Via::Base64 | Via::Hex | Via::Reversed) {
+            SHELL
+        } else {
+            0
+        };
         let ctx = line.ctx | extra;
         let derived_lower = item.text.to_ascii_lowercase();
         let mut derived_hits = Vec::new();
-        matcher.find(rules, &item.text, &derived_lower, &mut state.scratch, &mut |rule, start, end| {
-            derived_hits.push((rule, start, end))
-        });
+        matcher.find(
+            rules,
+            &item.text,
+            &derived_lower,
+            &mut state.scratch,
+            &mut |rule, start, end| derived_hits.push((rule, start, end)),
+        );
         for (rule_index, start, end) in derived_hits {
             let rule = &rules[rule_index];
-            let Some(weight) = weight_in(rule, ctx) else { continue };
+            let Some(weight) = weight_in(rule, ctx) else {
+                continue;
+            };
             if !passes(rule, &derived_lower) {
                 continue;
             }
@@ -393,15 +496,25 @@ fn follow_renames(
     let mut strongest: Vec<&(usize, usize, f32, String)> = Vec::new();
     for item in matched_lines {
         match strongest.iter_mut().find(|kept| kept.0 == item.0) {
-            Some(kept) if kept.2 < item.2 || (kept.2 == item.2 && kept.3.len() < item.3.len()) => *kept = item,
+            Some(kept) if kept.2 < item.2 || (kept.2 == item.2 && kept.3.len() < item.3.len()) => {
+                *kept = item
+            }
             Some(_) => {}
             None => strongest.push(item),
         }
     }
     for (line_index, rule_index, _, matched) in strongest {
-        let text = prepared.line_text(*line_index).trim().trim_start_matches('!');
+        let text = prepared
+            .line_text(*line_index)
+            .trim()
+            .trim_start_matches('!');
         if let Some(name) = rename_target(text) {
-            if name.len() >= 3 && !name.eq_ignore_ascii_case(matched) && !name.to_ascii_lowercase().contains(&matched.to_ascii_lowercase()) {
+            if name.len() >= 3
+                && !name.eq_ignore_ascii_case(matched)
+                && !name
+                    .to_ascii_lowercase()
+                    .contains(&matched.to_ascii_lowercase())
+            {
                 collector.aliases.push(Alias {
                     name,
                     original: matched.clone(),
@@ -436,7 +549,10 @@ fn follow_renames(
                 collector.record(
                     alias.rule,
                     weight,
-                    Location { cell, line: line_index as u32 + 1 },
+                    Location {
+                        cell,
+                        line: line_index as u32 + 1,
+                    },
                     &alias.name,
                     text,
                     Via::Alias(alias.original.clone()),
@@ -448,11 +564,23 @@ fn follow_renames(
 
 /// The new name a shell command gives to something, if it renames or copies.
 fn rename_target(command: &str) -> Option<String> {
-    let words: Vec<&str> = command.split_whitespace().map(|w| w.trim_matches(['"', '\''])).collect();
-    let basename = |path: &str| path.trim_end_matches('/').rsplit('/').next().unwrap_or(path).to_owned();
+    let words: Vec<&str> = command
+        .split_whitespace()
+        .map(|w| w.trim_matches(['"', '\'']))
+        .collect();
+    let basename = |path: &str| {
+        path.trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .unwrap_or(path)
+            .to_owned()
+    };
     let position = |name: &str| words.iter().position(|w| *w == name);
     if let Some(at) = position("clone") {
-        let rest: Vec<&&str> = words[at + 1..].iter().filter(|w| !w.starts_with('-')).collect();
+        let rest: Vec<&&str> = words[at + 1..]
+            .iter()
+            .filter(|w| !w.starts_with('-'))
+            .collect();
         if rest.len() >= 2 {
             return Some(basename(rest[1]));
         }
@@ -462,12 +590,20 @@ fn rename_target(command: &str) -> Option<String> {
         if let Some(at) = words.iter().position(|w| *w == flag) {
             return words.get(at + 1).map(|w| basename(w));
         }
-        if let Some(word) = words.iter().find(|w| w.starts_with(&format!("{flag}=")) && flag.starts_with("--")) {
+        if let Some(word) = words
+            .iter()
+            .find(|w| w.starts_with(&format!("{flag}=")) && flag.starts_with("--"))
+        {
             return Some(basename(&word[flag.len() + 1..]));
         }
     }
-    let command_word = words.iter().position(|w| matches!(*w, "mv" | "cp" | "ln"))?;
-    let args: Vec<&&str> = words[command_word + 1..].iter().filter(|w| !w.starts_with('-')).collect();
+    let command_word = words
+        .iter()
+        .position(|w| matches!(*w, "mv" | "cp" | "ln"))?;
+    let args: Vec<&&str> = words[command_word + 1..]
+        .iter()
+        .filter(|w| !w.starts_with('-'))
+        .collect();
     if args.len() == 2 {
         return Some(basename(args[1]));
     }

@@ -124,14 +124,17 @@ pub struct Policy {
 impl Policy {
     /// The policy made of the packs shipped with the engine.
     pub fn builtin() -> Policy {
-        Policy::configured(&PolicyConfig::default(), &[]).expect("the built-in packs are valid (tested)")
+        Policy::configured(&PolicyConfig::default(), &[])
+            .expect("the built-in packs are valid (tested)")
     }
 
     /// The built-in packs parsed.
     pub fn builtin_specs() -> Vec<PackSpec> {
         BUILTIN_PACKS
             .iter()
-            .map(|(name, text)| parse_pack(name, text).expect("the built-in packs are valid (tested)"))
+            .map(|(name, text)| {
+                parse_pack(name, text).expect("the built-in packs are valid (tested)")
+            })
             .collect()
     }
 
@@ -142,8 +145,15 @@ impl Policy {
 
     /// The policy an operator configured: the built-in packs (unless turned off), then the
     /// extra packs given as `(name, TOML text)`, then the overrides of `config`.
-    pub fn configured(config: &PolicyConfig, extra_packs: &[(String, String)]) -> Result<Policy, PackError> {
-        let mut packs = if config.builtin_packs { Policy::builtin_specs() } else { Vec::new() };
+    pub fn configured(
+        config: &PolicyConfig,
+        extra_packs: &[(String, String)],
+    ) -> Result<Policy, PackError> {
+        let mut packs = if config.builtin_packs {
+            Policy::builtin_specs()
+        } else {
+            Vec::new()
+        };
         for (name, text) in extra_packs {
             packs.push(parse_pack(name, text)?);
         }
@@ -158,7 +168,9 @@ impl Policy {
         let mut thresholds = BTreeMap::new();
         for pack in &packs {
             if !ids.insert(pack.pack.id.clone()) {
-                return Err(PackError::Duplicate { id: pack.pack.id.clone() });
+                return Err(PackError::Duplicate {
+                    id: pack.pack.id.clone(),
+                });
             }
             if let Some(threshold) = pack.pack.threshold {
                 thresholds.insert(pack.pack.category.clone(), threshold);
@@ -168,16 +180,24 @@ impl Policy {
                 && pack_override.and_then(|o| o.enabled).unwrap_or(true);
             for spec in &pack.rules {
                 if !ids.insert(spec.id.clone()) {
-                    return Err(PackError::Duplicate { id: spec.id.clone() });
+                    return Err(PackError::Duplicate {
+                        id: spec.id.clone(),
+                    });
                 }
                 let mut rule = compile_rule(&pack.pack, spec)?;
                 rule.enabled = pack_enabled && !config.disable.contains(&rule.id);
-                rule.shadow |= config.shadow.contains(&pack.pack.id) || config.shadow.contains(&rule.id);
+                rule.shadow |=
+                    config.shadow.contains(&pack.pack.id) || config.shadow.contains(&rule.id);
                 if let Some(pack_override) = pack_override {
                     let factor = pack_override.weight_factor.unwrap_or(1.0);
                     rule.weight *= factor;
                     rule.elsewhere_weight *= factor;
-                    rule.action.extend(pack_override.action.iter().map(|(tier, action)| (tier.clone(), *action)));
+                    rule.action.extend(
+                        pack_override
+                            .action
+                            .iter()
+                            .map(|(tier, action)| (tier.clone(), *action)),
+                    );
                     if let Some(shadow) = pack_override.shadow {
                         rule.shadow = shadow;
                     }
@@ -192,7 +212,12 @@ impl Policy {
                     if let Some(weight) = rule_override.elsewhere_weight {
                         rule.elsewhere_weight = weight;
                     }
-                    rule.action.extend(rule_override.action.iter().map(|(tier, action)| (tier.clone(), *action)));
+                    rule.action.extend(
+                        rule_override
+                            .action
+                            .iter()
+                            .map(|(tier, action)| (tier.clone(), *action)),
+                    );
                     if let Some(shadow) = rule_override.shadow {
                         rule.shadow = shadow;
                     }
@@ -218,14 +243,22 @@ impl Policy {
                 return Err(PackError::Unknown { id: id.clone() });
             }
         }
-        thresholds.extend(config.thresholds.iter().map(|(category, threshold)| (category.clone(), *threshold)));
+        thresholds.extend(
+            config
+                .thresholds
+                .iter()
+                .map(|(category, threshold)| (category.clone(), *threshold)),
+        );
         let matcher = Matcher::new(&rules, &patterns)?;
         Ok(Policy {
             packs: summaries,
             rules,
             matcher,
             thresholds,
-            appeal_url: config.appeal_url.clone().unwrap_or_else(|| "/hub/appeals".to_owned()),
+            appeal_url: config
+                .appeal_url
+                .clone()
+                .unwrap_or_else(|| "/hub/appeals".to_owned()),
             cell_bytes_max: config.cell_bytes_max.unwrap_or(CELL_BYTES_MAX_DEFAULT),
             scan_bytes_max: config.scan_bytes_max.unwrap_or(SCAN_BYTES_MAX_DEFAULT),
             profile_limits: ProfileLimits::default(),
@@ -235,10 +268,20 @@ impl Policy {
     /// Checks the code of one `execute_request`.
     pub fn check_cell(&self, code: &str, ctx: &CheckContext) -> Verdict {
         let code = truncate_at_char(code, self.cell_bytes_max);
-        let unit = document::Unit { cell: None, source: code.to_owned(), lang: document::Lang::Python };
+        let unit = document::Unit {
+            cell: None,
+            source: code.to_owned(),
+            lang: document::Lang::Python,
+        };
         let mut collector = Collector::new(&self.rules);
         let mut state = DocState::default();
-        match_unit(&self.matcher, &self.rules, &mut collector, &mut state, &unit);
+        match_unit(
+            &self.matcher,
+            &self.rules,
+            &mut collector,
+            &mut state,
+            &unit,
+        );
         collector.verdict(&ctx.tier, &self.thresholds)
     }
 
@@ -253,12 +296,20 @@ impl Policy {
         for unit in &units {
             match_unit(&self.matcher, &self.rules, &mut collector, &mut state, unit);
         }
-        ScanReport { verdict: collector.verdict(&ctx.tier, &self.thresholds), truncated, units: units.len() }
+        ScanReport {
+            verdict: collector.verdict(&ctx.tier, &self.thresholds),
+            truncated,
+            units: units.len(),
+        }
     }
 
     /// The findings of one observation.
     pub fn inspect_observation(&self, observation: &Observation) -> Vec<Finding> {
-        self.inspect_runtime(std::slice::from_ref(observation), &CheckContext::new("default")).findings
+        self.inspect_runtime(
+            std::slice::from_ref(observation),
+            &CheckContext::new("default"),
+        )
+        .findings
     }
 
     /// The verdict over a set of observations of one runtime; weak signals from several
@@ -267,7 +318,10 @@ impl Policy {
         let mut collector = Collector::new(&self.rules);
         let mut scratch = Scratch::default();
         for (index, observation) in observations.iter().enumerate() {
-            let location = Location { cell: None, line: index as u32 + 1 };
+            let location = Location {
+                cell: None,
+                line: index as u32 + 1,
+            };
             let description = runtime::describe(observation);
             for (text, ctx_bits) in runtime::observation_texts(observation, &self.profile_limits) {
                 let line_text = format!("{description}: {text}");
@@ -284,13 +338,20 @@ impl Policy {
                 );
             }
             let digest = match observation {
-                Observation::Process { sha256, .. } | Observation::File { sha256, .. } => sha256.as_deref(),
+                Observation::Process { sha256, .. } | Observation::File { sha256, .. } => {
+                    sha256.as_deref()
+                }
                 _ => None,
             };
             if let Some(digest) = digest.map(str::to_ascii_lowercase) {
                 for (rule_index, rule) in self.rules.iter().enumerate() {
                     if rule.enabled && rule.sha256.contains(&digest) {
-                        collector.record_direct(rule_index, location.clone(), &format!("sha256:{digest}"), Via::Digest);
+                        collector.record_direct(
+                            rule_index,
+                            location.clone(),
+                            &format!("sha256:{digest}"),
+                            Via::Digest,
+                        );
                     }
                 }
             }

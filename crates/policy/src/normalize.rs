@@ -28,7 +28,9 @@ const BASE64_TOKEN_BYTES_MAX: usize = 64 * 1024;
 
 impl Symbols {
     fn set(&mut self, name: &str, value: String) {
-        if value.len() > SYMBOL_VALUE_BYTES_MAX || (self.vars.len() >= SYMBOLS_MAX && !self.vars.contains_key(name)) {
+        if value.len() > SYMBOL_VALUE_BYTES_MAX
+            || (self.vars.len() >= SYMBOLS_MAX && !self.vars.contains_key(name))
+        {
             return;
         }
         self.vars.insert(name.to_owned(), value);
@@ -52,7 +54,9 @@ pub(crate) fn derive(prepared: &Prepared, symbols: &mut Symbols, out: &mut Vec<D
         if literal.had_hex_escapes && is_printable(literal.content.as_bytes()) {
             push(out, literal.line, literal.content.clone(), Via::Hex);
         }
-        decode_words(&literal.content, literal.line, 0, &mut |line, text, via| push(out, line, text, via));
+        decode_words(&literal.content, literal.line, 0, &mut |line, text, via| {
+            push(out, line, text, via)
+        });
     }
     for (index, line) in prepared.lines.iter().enumerate() {
         let text = &prepared.text[line.start..line.end];
@@ -60,9 +64,15 @@ pub(crate) fn derive(prepared: &Prepared, symbols: &mut Symbols, out: &mut Vec<D
             continue;
         }
         match line.lang {
-            Lang::Python => python_line(text, index, symbols, &mut |line, text, via| push(out, line, text, via)),
-            Lang::Shell => shell_line(text, index, symbols, &mut |line, text, via| push(out, line, text, via)),
-            Lang::Text => decode_words(text, index, 0, &mut |line, text, via| push(out, line, text, via)),
+            Lang::Python => python_line(text, index, symbols, &mut |line, text, via| {
+                push(out, line, text, via)
+            }),
+            Lang::Shell => shell_line(text, index, symbols, &mut |line, text, via| {
+                push(out, line, text, via)
+            }),
+            Lang::Text => decode_words(text, index, 0, &mut |line, text, via| {
+                push(out, line, text, via)
+            }),
         }
     }
 }
@@ -71,8 +81,12 @@ fn is_printable(bytes: &[u8]) -> bool {
     if bytes.len() < 4 {
         return false;
     }
-    let printable = bytes.iter().filter(|b| (0x20..0x7f).contains(*b) || matches!(b, b'\n' | b'\r' | b'\t')).count();
-    printable * 100 >= bytes.len() * 95 && bytes.iter().filter(|b| b.is_ascii_alphabetic()).count() >= 3
+    let printable = bytes
+        .iter()
+        .filter(|b| (0x20..0x7f).contains(*b) || matches!(b, b'\n' | b'\r' | b'\t'))
+        .count();
+    printable * 100 >= bytes.len() * 95
+        && bytes.iter().filter(|b| b.is_ascii_alphabetic()).count() >= 3
 }
 
 fn base64_value(byte: u8) -> Option<u32> {
@@ -109,15 +123,19 @@ pub(crate) fn decode_base64(token: &str) -> Option<Vec<u8>> {
 
 fn decode_hex(token: &str) -> Option<Vec<u8>> {
     let digits = token.strip_prefix("0x").unwrap_or(token);
-    if digits.len() % 2 != 0 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if !digits.len().is_multiple_of(2) || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
-    (0..digits.len()).step_by(2).map(|i| u8::from_str_radix(&digits[i..i + 2], 16).ok()).collect()
+    (0..digits.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&digits[i..i + 2], 16).ok())
+        .collect()
 }
 
 /// Tries base64 and hex on every long word of `text`.
 fn decode_words(text: &str, line: usize, depth: u8, emit: &mut dyn FnMut(usize, String, Via)) {
-    let is_word_byte = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-' | b'_');
+    let is_word_byte =
+        |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-' | b'_');
     let bytes = text.as_bytes();
     let mut index = 0;
     while index < bytes.len() {
@@ -145,7 +163,8 @@ fn decode_words(text: &str, line: usize, depth: u8, emit: &mut dyn FnMut(usize, 
             continue;
         }
         // Words, paths and identifiers rarely mix case and digits the way base64 does.
-        if !(has_upper && has_lower || has_digit && (has_upper || has_lower)) || word.contains("//") {
+        if !(has_upper && has_lower || has_digit && (has_upper || has_lower)) || word.contains("//")
+        {
             continue;
         }
         if let Some(decoded) = decode_base64(word).filter(|d| is_printable(d)) {
@@ -183,7 +202,8 @@ fn tokenize(line: &str) -> Vec<Token> {
                     tokens.pop();
                 }
             }
-            let triple = index + 2 < bytes.len() && bytes[index + 1] == byte && bytes[index + 2] == byte;
+            let triple =
+                index + 2 < bytes.len() && bytes[index + 1] == byte && bytes[index + 2] == byte;
             let quote_len = if triple { 3 } else { 1 };
             let body = index + quote_len;
             let mut end = body;
@@ -193,7 +213,8 @@ fn tokenize(line: &str) -> Vec<Token> {
                     end += 2;
                     continue;
                 }
-                if bytes[end] == byte && (!triple || bytes[end..].starts_with(&[byte, byte, byte])) {
+                if bytes[end] == byte && (!triple || bytes[end..].starts_with(&[byte, byte, byte]))
+                {
                     closed = true;
                     break;
                 }
@@ -204,12 +225,21 @@ fn tokenize(line: &str) -> Vec<Token> {
             }
             // Escapes are handled by the lexer; here only joins matter, so take the text as written.
             let raw = &line[body..end];
-            let content = if raw.contains('\\') { content_from_escapes(raw) } else { raw.to_owned() };
-            tokens.push(Token::Str { content, format: prefix.contains('f') });
+            let content = if raw.contains('\\') {
+                content_from_escapes(raw)
+            } else {
+                raw.to_owned()
+            };
+            tokens.push(Token::Str {
+                content,
+                format: prefix.contains('f'),
+            });
             index = end + quote_len;
         } else if byte.is_ascii_alphabetic() || byte == b'_' {
             let start = index;
-            while index < bytes.len() && (bytes[index].is_ascii_alphanumeric() || bytes[index] == b'_') {
+            while index < bytes.len()
+                && (bytes[index].is_ascii_alphanumeric() || bytes[index] == b'_')
+            {
                 index += 1;
             }
             tokens.push(Token::Ident(line[start..index].to_owned()));
@@ -293,7 +323,11 @@ fn substitute_dollars(text: &str, symbols: &Symbols) -> Option<String> {
             if let Some(value) = symbols.get(&text[start..end]) {
                 out.push_str(value);
                 replaced = true;
-                index = if braced && bytes.get(end) == Some(&b'}') { end + 1 } else { end };
+                index = if braced && bytes.get(end) == Some(&b'}') {
+                    end + 1
+                } else {
+                    end
+                };
                 continue;
             }
         }
@@ -307,18 +341,33 @@ fn substitute_dollars(text: &str, symbols: &Symbols) -> Option<String> {
 fn strip_shell_quotes(text: &str) -> Option<String> {
     let quote = |b: u8| matches!(b, b'\'' | b'"' | b'\\');
     let joins = text.as_bytes().windows(3).any(|w| {
-        (w[0].is_ascii_alphanumeric() && quote(w[1]) && (w[2].is_ascii_alphanumeric() || quote(w[2])))
+        (w[0].is_ascii_alphanumeric()
+            && quote(w[1])
+            && (w[2].is_ascii_alphanumeric() || quote(w[2])))
             || (quote(w[0]) && quote(w[1]) && w[2].is_ascii_alphanumeric())
     });
-    joins.then(|| text.chars().filter(|c| !matches!(c, '\'' | '"' | '\\')).collect())
+    joins.then(|| {
+        text.chars()
+            .filter(|c| !matches!(c, '\'' | '"' | '\\'))
+            .collect()
+    })
 }
 
-fn shell_line(text: &str, line: usize, symbols: &mut Symbols, emit: &mut dyn FnMut(usize, String, Via)) {
+fn shell_line(
+    text: &str,
+    line: usize,
+    symbols: &mut Symbols,
+    emit: &mut dyn FnMut(usize, String, Via),
+) {
     let command = text.trim_start().trim_start_matches('!').trim_start();
     let command = command.strip_prefix("export ").unwrap_or(command);
     if let Some((name, value)) = command.split_once('=') {
         if !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-            let value = value.split_whitespace().next().unwrap_or("").trim_matches(['"', '\'']);
+            let value = value
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+                .trim_matches(['"', '\'']);
             let value = substitute_dollars(value, symbols).unwrap_or_else(|| value.to_owned());
             symbols.set(name, value);
         }
@@ -343,17 +392,26 @@ fn shell_line(text: &str, line: usize, symbols: &mut Symbols, emit: &mut dyn FnM
     }
 }
 
-fn python_line(text: &str, line: usize, symbols: &mut Symbols, emit: &mut dyn FnMut(usize, String, Via)) {
-    let interesting = text.contains('\'') || text.contains('"') || text.contains("chr(") || text.contains('+');
+fn python_line(
+    text: &str,
+    line: usize,
+    symbols: &mut Symbols,
+    emit: &mut dyn FnMut(usize, String, Via),
+) {
+    let interesting =
+        text.contains('\'') || text.contains('"') || text.contains("chr(") || text.contains('+');
     if !interesting {
         return;
     }
     let tokens = tokenize(text);
     let value_of = |token: &Token, symbols: &Symbols| -> Option<(String, bool)> {
         match token {
-            Token::Str { content, format: true } => {
-                Some(substitute_braces(content, symbols).map_or((content.clone(), false), |s| (s, true)))
-            }
+            Token::Str {
+                content,
+                format: true,
+            } => Some(
+                substitute_braces(content, symbols).map_or((content.clone(), false), |s| (s, true)),
+            ),
             Token::Str { content, .. } => Some((content.clone(), false)),
             Token::Ident(name) => symbols.get(name).map(|value| (value.to_owned(), true)),
             _ => None,
@@ -380,7 +438,11 @@ fn python_line(text: &str, line: usize, symbols: &mut Symbols, emit: &mut dyn Fn
             }
             if ok {
                 if expr.len() > 1 || substituted {
-                    let via = if substituted { Via::Variable } else { Via::Concatenation };
+                    let via = if substituted {
+                        Via::Variable
+                    } else {
+                        Via::Concatenation
+                    };
                     emit(line, value.clone(), via);
                 }
                 symbols.set(name, value);
@@ -401,7 +463,10 @@ fn python_line(text: &str, line: usize, symbols: &mut Symbols, emit: &mut dyn Fn
                     Some(Token::Str { .. }) if matches!(tokens[next - 1], Token::Str { .. }) => 0,
                     _ => break,
                 };
-                match tokens.get(next + step).and_then(|token| value_of(token, symbols)) {
+                match tokens
+                    .get(next + step)
+                    .and_then(|token| value_of(token, symbols))
+                {
                     Some((piece, from_symbol)) => {
                         value.push_str(&piece);
                         substituted |= from_symbol;
@@ -412,12 +477,20 @@ fn python_line(text: &str, line: usize, symbols: &mut Symbols, emit: &mut dyn Fn
                 }
             }
             if parts > 1 || substituted {
-                let via = if substituted { Via::Variable } else { Via::Concatenation };
+                let via = if substituted {
+                    Via::Variable
+                } else {
+                    Via::Concatenation
+                };
                 emit(line, value.clone(), via);
             }
             // `"sep".join([...])` and `"..."[::-1]`.
-            if let Token::Str { content: separator, .. } = &tokens[index] {
-                if let (Some(Token::Punct(b'.')), Some(Token::Ident(method))) = (tokens.get(index + 1), tokens.get(index + 2))
+            if let Token::Str {
+                content: separator, ..
+            } = &tokens[index]
+            {
+                if let (Some(Token::Punct(b'.')), Some(Token::Ident(method))) =
+                    (tokens.get(index + 1), tokens.get(index + 2))
                 {
                     if method == "join" {
                         let pieces: Vec<&str> = tokens[index + 3..]
@@ -433,7 +506,12 @@ fn python_line(text: &str, line: usize, symbols: &mut Symbols, emit: &mut dyn Fn
                         }
                     }
                 }
-                let reversed = [Token::Punct(b'['), Token::Punct(b':'), Token::Punct(b':'), Token::Punct(b'-')];
+                let reversed = [
+                    Token::Punct(b'['),
+                    Token::Punct(b':'),
+                    Token::Punct(b':'),
+                    Token::Punct(b'-'),
+                ];
                 if tokens.get(next..next + 4) == Some(&reversed[..])
                     && tokens.get(next + 4) == Some(&Token::Number("1".to_owned()))
                 {
@@ -447,9 +525,17 @@ fn python_line(text: &str, line: usize, symbols: &mut Symbols, emit: &mut dyn Fn
         if tokens[index] == Token::Ident("chr".to_owned()) {
             let mut value = String::new();
             let mut next = index;
-            while let (Some(Token::Ident(name)), Some(Token::Punct(b'(')), Some(Token::Number(n)), Some(Token::Punct(b')'))) =
-                (tokens.get(next), tokens.get(next + 1), tokens.get(next + 2), tokens.get(next + 3))
-            {
+            while let (
+                Some(Token::Ident(name)),
+                Some(Token::Punct(b'(')),
+                Some(Token::Number(n)),
+                Some(Token::Punct(b')')),
+            ) = (
+                tokens.get(next),
+                tokens.get(next + 1),
+                tokens.get(next + 2),
+                tokens.get(next + 3),
+            ) {
                 if name != "chr" {
                     break;
                 }
@@ -458,7 +544,9 @@ fn python_line(text: &str, line: usize, symbols: &mut Symbols, emit: &mut dyn Fn
                     None => break,
                 }
                 next += 4;
-                if tokens.get(next) == Some(&Token::Punct(b'+')) || tokens.get(next) == Some(&Token::Punct(b',')) {
+                if tokens.get(next) == Some(&Token::Punct(b'+'))
+                    || tokens.get(next) == Some(&Token::Punct(b','))
+                {
                     next += 1;
                 }
             }

@@ -15,10 +15,19 @@ use crate::verdict::Action;
 pub const BUILTIN_PACKS: &[(&str, &str)] = &[
     ("deepfake.toml", include_str!("../packs/deepfake.toml")),
     ("mining.toml", include_str!("../packs/mining.toml")),
-    ("password-cracking.toml", include_str!("../packs/password-cracking.toml")),
+    (
+        "password-cracking.toml",
+        include_str!("../packs/password-cracking.toml"),
+    ),
     ("p2p.toml", include_str!("../packs/p2p.toml")),
-    ("remote-access.toml", include_str!("../packs/remote-access.toml")),
-    ("denial-of-service.toml", include_str!("../packs/denial-of-service.toml")),
+    (
+        "remote-access.toml",
+        include_str!("../packs/remote-access.toml"),
+    ),
+    (
+        "denial-of-service.toml",
+        include_str!("../packs/denial-of-service.toml"),
+    ),
     ("free-tier.toml", include_str!("../packs/free-tier.toml")),
 ];
 
@@ -193,8 +202,10 @@ impl std::error::Error for PackError {}
 
 /// Parses one pack from TOML text; `name` is used in error messages.
 pub fn parse_pack(name: &str, toml_text: &str) -> Result<PackSpec, PackError> {
-    toml::from_str(toml_text)
-        .map_err(|err| PackError::Parse { pack: name.to_owned(), message: err.to_string() })
+    toml::from_str(toml_text).map_err(|err| PackError::Parse {
+        pack: name.to_owned(),
+        message: err.to_string(),
+    })
 }
 
 /// A rule ready for matching.
@@ -229,7 +240,10 @@ impl Rule {
 
 /// Folds a term the way the text is folded: ASCII lower case, separators removed.
 pub(crate) fn fold_term(term: &str) -> String {
-    term.bytes().filter(|b| !is_separator(*b)).map(|b| b.to_ascii_lowercase() as char).collect()
+    term.bytes()
+        .filter(|b| !is_separator(*b))
+        .map(|b| b.to_ascii_lowercase() as char)
+        .collect()
 }
 
 /// Bytes removed by folding.
@@ -238,18 +252,29 @@ pub(crate) fn is_separator(byte: u8) -> bool {
 }
 
 fn compile_regex(rule: &str, pattern: &str) -> Result<Regex, PackError> {
-    Regex::new(pattern)
-        .map_err(|err| PackError::Rule { rule: rule.to_owned(), message: err.to_string() })
+    Regex::new(pattern).map_err(|err| PackError::Rule {
+        rule: rule.to_owned(),
+        message: err.to_string(),
+    })
 }
 
 /// Compiles one rule of `pack`.
 pub(crate) fn compile_rule(pack: &PackHeader, spec: &RuleSpec) -> Result<Rule, PackError> {
-    let bad = |message: &str| PackError::Rule { rule: spec.id.clone(), message: message.to_owned() };
+    let bad = |message: &str| PackError::Rule {
+        rule: spec.id.clone(),
+        message: message.to_owned(),
+    };
     if spec.id.is_empty() {
         return Err(bad("empty id"));
     }
-    if spec.terms.is_empty() && spec.literals.is_empty() && spec.sha256.is_empty() && spec.pattern.is_none() {
-        return Err(bad("a rule needs at least one of terms, literals, pattern or sha256"));
+    if spec.terms.is_empty()
+        && spec.literals.is_empty()
+        && spec.sha256.is_empty()
+        && spec.pattern.is_none()
+    {
+        return Err(bad(
+            "a rule needs at least one of terms, literals, pattern or sha256",
+        ));
     }
     if spec.terms.iter().any(|term| fold_term(term).is_empty())
         || spec.literals.iter().any(|literal| literal.is_empty())
@@ -259,11 +284,19 @@ pub(crate) fn compile_rule(pack: &PackHeader, spec: &RuleSpec) -> Result<Rule, P
     if !(0.0..=10.0).contains(&spec.weight) || !(0.0..=10.0).contains(&spec.elsewhere_weight) {
         return Err(bad("weights must lie in 0..=10"));
     }
-    if spec.sha256.iter().any(|digest| digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit())) {
+    if spec
+        .sha256
+        .iter()
+        .any(|digest| digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
         return Err(bad("sha256 digests must be 64 hex digits"));
     }
     let mut action = pack.action.clone();
-    action.extend(spec.action.iter().map(|(tier, action)| (tier.clone(), *action)));
+    action.extend(
+        spec.action
+            .iter()
+            .map(|(tier, action)| (tier.clone(), *action)),
+    );
     let scope = if spec.scope.is_empty() {
         ANY_CODE
     } else {
@@ -272,17 +305,32 @@ pub(crate) fn compile_rule(pack: &PackHeader, spec: &RuleSpec) -> Result<Rule, P
     Ok(Rule {
         id: spec.id.clone(),
         pack: pack.id.clone(),
-        category: spec.category.clone().unwrap_or_else(|| pack.category.clone()),
+        category: spec
+            .category
+            .clone()
+            .unwrap_or_else(|| pack.category.clone()),
         description: spec.description.clone(),
         word: spec.word,
-        pattern: spec.pattern.as_deref().map(|p| compile_regex(&spec.id, p)).transpose()?,
+        pattern: spec
+            .pattern
+            .as_deref()
+            .map(|p| compile_regex(&spec.id, p))
+            .transpose()?,
         scope,
         weight: spec.weight,
         elsewhere_weight: spec.elsewhere_weight,
-        allow: spec.allow.iter().map(|p| compile_regex(&spec.id, p)).collect::<Result<_, _>>()?,
+        allow: spec
+            .allow
+            .iter()
+            .map(|p| compile_regex(&spec.id, p))
+            .collect::<Result<_, _>>()?,
         action,
         shadow: spec.shadow,
         enabled: true,
-        sha256: spec.sha256.iter().map(|digest| digest.to_ascii_lowercase()).collect(),
+        sha256: spec
+            .sha256
+            .iter()
+            .map(|digest| digest.to_ascii_lowercase())
+            .collect(),
     })
 }

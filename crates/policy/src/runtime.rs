@@ -99,12 +99,22 @@ pub struct ProfileLimits {
 
 impl Default for ProfileLimits {
     fn default() -> ProfileLimits {
-        ProfileLimits { saturated_percent_min: 90.0, window_s_min: 900, unattended_s_min: 1800 }
+        ProfileLimits {
+            saturated_percent_min: 90.0,
+            window_s_min: 900,
+            unattended_s_min: 1800,
+        }
     }
 }
 
 /// The profile labels of a resource observation.
-pub(crate) fn profile_labels(window_s: u32, cpu: f32, gpu: Option<f32>, since_execute_s: u32, limits: &ProfileLimits) -> Vec<&'static str> {
+pub(crate) fn profile_labels(
+    window_s: u32,
+    cpu: f32,
+    gpu: Option<f32>,
+    since_execute_s: u32,
+    limits: &ProfileLimits,
+) -> Vec<&'static str> {
     let mut labels = Vec::new();
     if window_s < limits.window_s_min {
         return labels;
@@ -125,7 +135,10 @@ pub(crate) fn profile_labels(window_s: u32, cpu: f32, gpu: Option<f32>, since_ex
 }
 
 /// The texts an observation is matched as, each with its scope bits.
-pub(crate) fn observation_texts(observation: &Observation, limits: &ProfileLimits) -> Vec<(String, crate::pack::ScopeBits)> {
+pub(crate) fn observation_texts(
+    observation: &Observation,
+    limits: &ProfileLimits,
+) -> Vec<(String, crate::pack::ScopeBits)> {
     use crate::pack::{FILE, NETWORK, PROCESS, PROFILE, SHELL};
     match observation {
         Observation::Process { exe, cmdline, .. } => {
@@ -136,7 +149,14 @@ pub(crate) fn observation_texts(observation: &Observation, limits: &ProfileLimit
             texts
         }
         Observation::File { path, .. } => vec![(path.clone(), FILE)],
-        Observation::Connection { direction, protocol, host, ip, port, payload_prefix } => {
+        Observation::Connection {
+            direction,
+            protocol,
+            host,
+            ip,
+            port,
+            payload_prefix,
+        } => {
             let address = host.as_deref().or(ip.as_deref()).unwrap_or("");
             let mut texts = vec![match direction {
                 Direction::Outbound => (format!("connect {protocol} {address}:{port}"), NETWORK),
@@ -147,12 +167,22 @@ pub(crate) fn observation_texts(observation: &Observation, limits: &ProfileLimit
             }
             texts
         }
-        Observation::Resources { window_s, cpu_percent_mean, gpu_percent_mean, since_execute_s, .. } => {
-            profile_labels(*window_s, *cpu_percent_mean, *gpu_percent_mean, *since_execute_s, limits)
-                .into_iter()
-                .map(|label| (label.to_owned(), PROFILE))
-                .collect()
-        }
+        Observation::Resources {
+            window_s,
+            cpu_percent_mean,
+            gpu_percent_mean,
+            since_execute_s,
+            ..
+        } => profile_labels(
+            *window_s,
+            *cpu_percent_mean,
+            *gpu_percent_mean,
+            *since_execute_s,
+            limits,
+        )
+        .into_iter()
+        .map(|label| (label.to_owned(), PROFILE))
+        .collect(),
     }
 }
 
@@ -164,10 +194,23 @@ pub(crate) fn describe(observation: &Observation) -> String {
             None => format!("process ({exe})"),
         },
         Observation::File { path, .. } => format!("file {path}"),
-        Observation::Connection { direction: Direction::Outbound, port, host, ip, .. } => {
-            format!("connection to {}:{port}", host.as_deref().or(ip.as_deref()).unwrap_or("?"))
+        Observation::Connection {
+            direction: Direction::Outbound,
+            port,
+            host,
+            ip,
+            ..
+        } => {
+            format!(
+                "connection to {}:{port}",
+                host.as_deref().or(ip.as_deref()).unwrap_or("?")
+            )
         }
-        Observation::Connection { direction: Direction::Listen, port, .. } => format!("listening on port {port}"),
+        Observation::Connection {
+            direction: Direction::Listen,
+            port,
+            ..
+        } => format!("listening on port {port}"),
         Observation::Resources { window_s, .. } => format!("resource profile over {window_s} s"),
     }
 }

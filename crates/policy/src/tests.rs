@@ -18,13 +18,22 @@ const CATEGORIES: &[&str] = &[
 ];
 
 fn render(verdict: &Verdict) -> String {
-    let mut out = format!("{} {}", verdict.action, verdict.category.as_deref().unwrap_or("-"));
+    let mut out = format!(
+        "{} {}",
+        verdict.action,
+        verdict.category.as_deref().unwrap_or("-")
+    );
     if let Some(shadow) = verdict.shadow_action {
         out.push_str(&format!(" (shadow: {shadow})"));
     }
     out.push('\n');
     for category in &verdict.categories {
-        out.push_str(&format!("  {} {:.2}{}\n", category.category, category.score, if category.decided { " decided" } else { "" }));
+        out.push_str(&format!(
+            "  {} {:.2}{}\n",
+            category.category,
+            category.score,
+            if category.decided { " decided" } else { "" }
+        ));
     }
     for finding in &verdict.findings {
         let via = match &finding.via {
@@ -54,9 +63,12 @@ fn test_data() -> PathBuf {
 
 fn check_runtime(fixture: &str, expect: Expect) {
     let path = test_data().join("runtime").join(fixture);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
     let observations: Vec<Observation> = serde_json::from_str(&text).expect("fixture parses");
-    expect.assert_eq(&render(&Policy::builtin().inspect_runtime(&observations, &CheckContext::new("free"))));
+    expect.assert_eq(&render(
+        &Policy::builtin().inspect_runtime(&observations, &CheckContext::new("free")),
+    ));
 }
 
 #[test]
@@ -65,15 +77,36 @@ fn builtin_packs_load_and_every_rule_is_described() {
     let rules = policy.rules();
     assert!(rules.len() > 60, "{} rules", rules.len());
     for rule in &rules {
-        assert!(CATEGORIES.contains(&rule.category.as_str()), "{}: category {}", rule.id, rule.category);
-        assert!(rule.id.starts_with(&format!("{}.", rule.category)), "{} is not prefixed by its category", rule.id);
-        assert!(rule.description.len() > 20, "{} needs a description a user can read", rule.id);
+        assert!(
+            CATEGORIES.contains(&rule.category.as_str()),
+            "{}: category {}",
+            rule.id,
+            rule.category
+        );
+        assert!(
+            rule.id.starts_with(&format!("{}.", rule.category)),
+            "{} is not prefixed by its category",
+            rule.id
+        );
+        assert!(
+            rule.description.len() > 20,
+            "{} needs a description a user can read",
+            rule.id
+        );
         assert!(rule.enabled && !rule.shadow);
     }
     let packs: Vec<&str> = policy.packs().iter().map(|pack| pack.id.as_str()).collect();
     assert_eq!(
         packs,
-        ["deepfake", "mining", "password-cracking", "p2p", "remote-access", "denial-of-service", "free-tier"]
+        [
+            "deepfake",
+            "mining",
+            "password-cracking",
+            "p2p",
+            "remote-access",
+            "denial-of-service",
+            "free-tier"
+        ]
     );
 }
 
@@ -230,7 +263,10 @@ fn comments_docstrings_and_markdown_magics_are_not_code() {
 fn free_tier_rules_act_only_on_the_free_tier() {
     let policy = Policy::builtin();
     let code = "!git clone https://github.com/AUTOMATIC1111/stable-diffusion-webui\n%cd stable-diffusion-webui\n!python launch.py --share --xformers";
-    assert_eq!(policy.check_cell(code, &CheckContext::new("free")).action, Action::Block);
+    assert_eq!(
+        policy.check_cell(code, &CheckContext::new("free")).action,
+        Action::Block
+    );
     let pro = policy.check_cell(code, &CheckContext::new("pro"));
     assert_eq!(pro.action, Action::Allow);
     assert_eq!(pro.categories[0].category, "sd-webui");
@@ -252,11 +288,17 @@ fn deepfake_detection_is_not_deepfake_creation() {
 #[test]
 fn user_message_names_rules_evidence_and_appeal() {
     let policy = Policy::configured(
-        &PolicyConfig { appeal_url: Some("https://lab.example/appeal".to_owned()), ..PolicyConfig::default() },
+        &PolicyConfig {
+            appeal_url: Some("https://lab.example/appeal".to_owned()),
+            ..PolicyConfig::default()
+        },
         &[],
     )
     .expect("valid config");
-    let verdict = policy.check_cell("!pip install libtorrent\nimport libtorrent as lt", &CheckContext::new("free"));
+    let verdict = policy.check_cell(
+        "!pip install libtorrent\nimport libtorrent as lt",
+        &CheckContext::new("free"),
+    );
     expect![[r#"
         This code was not run because it matches the usage policy's "p2p" rules.
         - rule p2p.torrent-client: Installs, imports or runs a BitTorrent or peer-to-peer client
@@ -291,26 +333,45 @@ fn operator_config_disables_reweights_and_shadows() {
               line 1 mining.pool-host +0.10 `minexmr.com`
         "#]],
     );
-    assert!(policy.check_cell(code, &CheckContext::new("free")).is_shadow_only());
+    assert!(policy
+        .check_cell(code, &CheckContext::new("free"))
+        .is_shadow_only());
 
     let disabled: PolicyConfig = toml::from_str("disable = [\"mining\"]").expect("config parses");
     let policy = Policy::configured(&disabled, &[]).expect("valid config");
-    assert_eq!(policy.check_cell(code, &CheckContext::new("free")).action, Action::Allow);
-    assert!(!policy.packs().iter().find(|pack| pack.id == "mining").expect("mining pack").enabled);
+    assert_eq!(
+        policy.check_cell(code, &CheckContext::new("free")).action,
+        Action::Allow
+    );
+    assert!(
+        !policy
+            .packs()
+            .iter()
+            .find(|pack| pack.id == "mining")
+            .expect("mining pack")
+            .enabled
+    );
 }
 
 #[test]
 fn operator_config_is_checked() {
-    let unknown: PolicyConfig = toml::from_str("disable = [\"mining.no-such-rule\"]").expect("config parses");
+    let unknown: PolicyConfig =
+        toml::from_str("disable = [\"mining.no-such-rule\"]").expect("config parses");
     assert_eq!(
         Policy::configured(&unknown, &[]).err(),
-        Some(PackError::Unknown { id: "mining.no-such-rule".to_owned() })
+        Some(PackError::Unknown {
+            id: "mining.no-such-rule".to_owned()
+        })
     );
-    let typo = toml::from_str::<PolicyConfig>("disabled = [\"mining\"]").expect_err("unknown field is refused");
+    let typo = toml::from_str::<PolicyConfig>("disabled = [\"mining\"]")
+        .expect_err("unknown field is refused");
     assert!(typo.to_string().contains("unknown field"), "{typo}");
     let bad_pack = "[pack]\nid = \"site\"\nname = \"Site\"\ndescription = \"d\"\ncategory = \"mining\"\n[[rule]]\nid = \"site.x\"\ndescription = \"d\"\nweight = 1.0\n";
-    let err = Policy::configured(&PolicyConfig::default(), &[("site.toml".to_owned(), bad_pack.to_owned())])
-        .expect_err("a rule without terms is refused");
+    let err = Policy::configured(
+        &PolicyConfig::default(),
+        &[("site.toml".to_owned(), bad_pack.to_owned())],
+    )
+    .expect_err("a rule without terms is refused");
     expect![[r#"rule site.x: a rule needs at least one of terms, literals, pattern or sha256"#]]
         .assert_eq(&err.to_string());
 }
@@ -361,17 +422,33 @@ fn disguised_documents_are_classified() {
     assert!(entries.len() >= 10);
     let mut failures = Vec::new();
     for path in entries {
-        let name = path.file_name().and_then(|n| n.to_str()).expect("name").to_owned();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("name")
+            .to_owned();
         let expected = if name.starts_with("allowed-") {
             None
         } else {
-            Some(*CATEGORIES.iter().find(|c| name.starts_with(&format!("{c}-"))).expect("name starts with a category"))
+            Some(
+                *CATEGORIES
+                    .iter()
+                    .find(|c| name.starts_with(&format!("{c}-")))
+                    .expect("name starts with a category"),
+            )
         };
         let bytes = std::fs::read(&path).expect("readable");
         let report = policy.scan_document(&name, &bytes, &CheckContext::new("free"));
-        let got = report.verdict.category.as_deref().filter(|_| report.verdict.action > Action::Allow);
+        let got = report
+            .verdict
+            .category
+            .as_deref()
+            .filter(|_| report.verdict.action > Action::Allow);
         if got != expected {
-            failures.push(format!("{name}: expected {expected:?}, got {got:?}\n{}", render(&report.verdict)));
+            failures.push(format!(
+                "{name}: expected {expected:?}, got {got:?}\n{}",
+                render(&report.verdict)
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -470,9 +547,23 @@ fn runtime_face_swap_files() {
 
 #[test]
 fn oversized_cells_are_cut_at_the_limit() {
-    let config = PolicyConfig { cell_bytes_max: Some(64), ..PolicyConfig::default() };
+    let config = PolicyConfig {
+        cell_bytes_max: Some(64),
+        ..PolicyConfig::default()
+    };
     let policy = Policy::configured(&config, &[]).expect("valid config");
-    let code = format!("{}\n!./xmrig -o pool.minexmr.com:4444", "x = 1\n".repeat(20));
-    assert_eq!(policy.check_cell(&code, &CheckContext::new("free")).action, Action::Allow);
-    assert_eq!(Policy::builtin().check_cell(&code, &CheckContext::new("free")).action, Action::Block);
+    let code = format!(
+        "{}\n!./xmrig -o pool.minexmr.com:4444",
+        "x = 1\n".repeat(20)
+    );
+    assert_eq!(
+        policy.check_cell(&code, &CheckContext::new("free")).action,
+        Action::Allow
+    );
+    assert_eq!(
+        Policy::builtin()
+            .check_cell(&code, &CheckContext::new("free"))
+            .action,
+        Action::Block
+    );
 }

@@ -140,7 +140,13 @@ pub struct Verdict {
 impl Verdict {
     /// A verdict with nothing found.
     pub fn allow() -> Verdict {
-        Verdict { action: Action::Allow, category: None, categories: vec![], findings: vec![], shadow_action: None }
+        Verdict {
+            action: Action::Allow,
+            category: None,
+            categories: vec![],
+            findings: vec![],
+            shadow_action: None,
+        }
     }
 
     /// True when the only reason to act comes from shadow-mode rules, which record without acting.
@@ -151,7 +157,11 @@ impl Verdict {
     /// The findings of the deciding category (all findings when none decided).
     pub fn deciding_findings(&self) -> impl Iterator<Item = &Finding> {
         self.findings.iter().filter(move |finding| {
-            !finding.shadow && self.category.as_deref().is_none_or(|category| category == finding.category)
+            !finding.shadow
+                && self
+                    .category
+                    .as_deref()
+                    .is_none_or(|category| category == finding.category)
         })
     }
 
@@ -187,7 +197,11 @@ impl Verdict {
             };
             message.push_str(&format!(
                 "- rule {}: {}\n  matched `{}`{via} at {}: {}\n",
-                finding.rule, finding.description, finding.matched, finding.location, finding.line_text
+                finding.rule,
+                finding.description,
+                finding.matched,
+                finding.location,
+                finding.line_text
             ));
         }
         message.push_str(&format!(

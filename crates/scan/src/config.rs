@@ -28,8 +28,8 @@ pub fn load_policy(config_path: Option<&Path>) -> anyhow::Result<Policy> {
     let mut extra_packs = Vec::new();
     for pack_file in &config.pack_files {
         let path = base.join(pack_file);
-        let text =
-            std::fs::read_to_string(&path).with_context(|| format!("reading rule pack {}", path.display()))?;
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading rule pack {}", path.display()))?;
         extra_packs.push((path.display().to_string(), text));
     }
     Ok(Policy::configured(&config, &extra_packs)?)

@@ -51,12 +51,18 @@ pub struct CategoryResult {
 impl CategoryResult {
     /// TP / (TP + FP); 1 when nothing was predicted.
     pub fn precision(&self) -> f64 {
-        ratio(self.true_positives, self.true_positives + self.false_positives)
+        ratio(
+            self.true_positives,
+            self.true_positives + self.false_positives,
+        )
     }
 
     /// TP / (TP + FN); 1 when nothing is labelled.
     pub fn recall(&self) -> f64 {
-        ratio(self.true_positives, self.true_positives + self.false_negatives)
+        ratio(
+            self.true_positives,
+            self.true_positives + self.false_negatives,
+        )
     }
 }
 
@@ -98,14 +104,18 @@ impl Evaluation {
 
     /// Hard negatives with a verdict other than `allowed`.
     pub fn hard_negative_false_positives(&self) -> usize {
-        self.hard_negatives().filter(|file| file.report.verdict != "allowed").count()
+        self.hard_negatives()
+            .filter(|file| file.report.verdict != "allowed")
+            .count()
     }
 
     /// Other `allowed` files with a verdict other than `allowed`.
     pub fn other_negative_false_positives(&self) -> usize {
         self.files
             .iter()
-            .filter(|file| file.label == "allowed" && !file.hard_negative && file.report.verdict != "allowed")
+            .filter(|file| {
+                file.label == "allowed" && !file.hard_negative && file.report.verdict != "allowed"
+            })
             .count()
     }
 
@@ -127,7 +137,11 @@ impl Evaluation {
             ));
         }
         let hard = self.hard_negatives().count();
-        let other = self.files.iter().filter(|f| f.label == "allowed" && !f.hard_negative).count();
+        let other = self
+            .files
+            .iter()
+            .filter(|f| f.label == "allowed" && !f.hard_negative)
+            .count();
         out.push_str(&format!(
             "\nHard negatives: {} files, {} false positives.\nOther allowed files: {} files, {} false positives.\n",
             hard,
@@ -135,20 +149,32 @@ impl Evaluation {
             other,
             self.other_negative_false_positives()
         ));
-        let wrong: Vec<&FileResult> = self.files.iter().filter(|f| f.report.verdict != f.label).collect();
+        let wrong: Vec<&FileResult> = self
+            .files
+            .iter()
+            .filter(|f| f.report.verdict != f.label)
+            .collect();
         if wrong.is_empty() {
             out.push_str("\nEvery file got its label.\n");
         } else {
             out.push_str("\nMisclassified files:\n\n");
             for file in wrong {
-                let scores: Vec<String> =
-                    file.report.categories.iter().map(|c| format!("{} {:.2}", c.category, c.score)).collect();
+                let scores: Vec<String> = file
+                    .report
+                    .categories
+                    .iter()
+                    .map(|c| format!("{} {:.2}", c.category, c.score))
+                    .collect();
                 out.push_str(&format!(
                     "- `{}`: labelled {}, verdict {} (scores: {})\n",
                     file.path,
                     file.label,
                     file.report.verdict,
-                    if scores.is_empty() { "none".to_owned() } else { scores.join(", ") }
+                    if scores.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        scores.join(", ")
+                    }
                 ));
             }
         }
@@ -164,20 +190,33 @@ pub fn evaluate(policy: &Policy, corpus_dir: &Path, tier: &str) -> anyhow::Resul
     let mut lines = manifest.lines();
     let header: Vec<&str> = lines.next().unwrap_or("").split('\t').collect();
     let column = |name: &str| header.iter().position(|h| *h == name);
-    let (Some(path_col), Some(label_col), Some(hard_col)) = (column("path"), column("label"), column("hard_negative"))
+    let (Some(path_col), Some(label_col), Some(hard_col)) =
+        (column("path"), column("label"), column("hard_negative"))
     else {
-        bail!("{} lacks a path, label or hard_negative column", manifest_path.display());
+        bail!(
+            "{} lacks a path, label or hard_negative column",
+            manifest_path.display()
+        );
     };
     let mut entries = Vec::new();
     for line in lines.filter(|line| !line.trim().is_empty()) {
         let fields: Vec<&str> = line.split('\t').collect();
         let field = |col: usize| fields.get(col).copied().unwrap_or("");
-        entries.push((field(path_col).to_owned(), field(label_col).to_owned(), field(hard_col) == "yes"));
+        entries.push((
+            field(path_col).to_owned(),
+            field(label_col).to_owned(),
+            field(hard_col) == "yes",
+        ));
     }
-    let paths: Vec<PathBuf> = entries.iter().map(|(path, _, _)| corpus_dir.join(path)).collect();
+    let paths: Vec<PathBuf> = entries
+        .iter()
+        .map(|(path, _, _)| corpus_dir.join(path))
+        .collect();
     let reports = scan_paths(policy, &paths, tier, true);
-    let by_path: BTreeMap<String, FileReport> =
-        reports.into_iter().map(|report| (report.path.clone(), report)).collect();
+    let by_path: BTreeMap<String, FileReport> = reports
+        .into_iter()
+        .map(|report| (report.path.clone(), report))
+        .collect();
     let mut files = Vec::new();
     for ((path, label, hard_negative), full) in entries.into_iter().zip(&paths) {
         let report = by_path
@@ -187,18 +226,25 @@ pub fn evaluate(policy: &Policy, corpus_dir: &Path, tier: &str) -> anyhow::Resul
         if let Some(error) = &report.error {
             bail!("{}: {error}", full.display());
         }
-        files.push(FileResult { path, label, hard_negative, report });
+        files.push(FileResult {
+            path,
+            label,
+            hard_negative,
+            report,
+        });
     }
     let mut categories: BTreeMap<String, CategoryResult> = BTreeMap::new();
     for file in &files {
         if file.label != "allowed" {
-            categories.entry(file.label.clone()).or_insert_with(|| CategoryResult {
-                category: file.label.clone(),
-                files: 0,
-                true_positives: 0,
-                false_positives: 0,
-                false_negatives: 0,
-            });
+            categories
+                .entry(file.label.clone())
+                .or_insert_with(|| CategoryResult {
+                    category: file.label.clone(),
+                    files: 0,
+                    true_positives: 0,
+                    false_positives: 0,
+                    false_negatives: 0,
+                });
         }
     }
     for file in &files {
@@ -217,7 +263,10 @@ pub fn evaluate(policy: &Policy, corpus_dir: &Path, tier: &str) -> anyhow::Resul
             }
         }
     }
-    Ok(Evaluation { categories: categories.into_values().collect(), files })
+    Ok(Evaluation {
+        categories: categories.into_values().collect(),
+        files,
+    })
 }
 
 /// Runs the evaluation command.
@@ -227,10 +276,14 @@ pub fn run_eval(args: &EvalArgs) -> anyhow::Result<ExitCode> {
     let markdown = evaluation.to_markdown();
     print!("{markdown}");
     if let Some(output) = &args.output {
-        std::fs::write(output, &markdown).with_context(|| format!("writing {}", output.display()))?;
+        std::fs::write(output, &markdown)
+            .with_context(|| format!("writing {}", output.display()))?;
     }
     if let Some(recall_min) = args.require_recall {
-        let recall_ok = evaluation.categories.iter().all(|category| category.recall() >= recall_min);
+        let recall_ok = evaluation
+            .categories
+            .iter()
+            .all(|category| category.recall() >= recall_min);
         if !recall_ok || evaluation.hard_negative_false_positives() > 0 {
             return Ok(ExitCode::from(1));
         }

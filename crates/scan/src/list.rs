@@ -77,12 +77,19 @@ pub fn run_policy_list(args: &PolicyListArgs) -> anyhow::Result<ExitCode> {
     let mut out = String::new();
     for pack in &packs {
         let state = if pack.enabled { "" } else { " [disabled]" };
-        out.push_str(&format!("{} — {}{state}\n  {}\n", pack.id, pack.name, pack.description));
+        out.push_str(&format!(
+            "{} — {}{state}\n  {}\n",
+            pack.id, pack.name, pack.description
+        ));
         if args.packs_only {
             continue;
         }
         for rule in &pack.rules {
-            let actions: Vec<String> = rule.action.iter().map(|(tier, action)| format!("{tier}={action}")).collect();
+            let actions: Vec<String> = rule
+                .action
+                .iter()
+                .map(|(tier, action)| format!("{tier}={action}"))
+                .collect();
             let mut flags = String::new();
             if !rule.enabled {
                 flags.push_str(" [disabled]");

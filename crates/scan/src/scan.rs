@@ -162,11 +162,19 @@ impl FileReport {
 
 const SCANNED_EXTENSIONS: &[&str] = &["ipynb", "py", "pyw", "ipy", "sh", "bash", "zsh", "ksh"];
 
-fn collect_files(path: &Path, all_files: bool, files: &mut Vec<PathBuf>, errors: &mut Vec<FileReport>) {
+fn collect_files(
+    path: &Path,
+    all_files: bool,
+    files: &mut Vec<PathBuf>,
+    errors: &mut Vec<FileReport>,
+) {
     let metadata = match std::fs::metadata(path) {
         Ok(metadata) => metadata,
         Err(err) => {
-            errors.push(FileReport::error(path.display().to_string(), err.to_string()));
+            errors.push(FileReport::error(
+                path.display().to_string(),
+                err.to_string(),
+            ));
             return;
         }
     };
@@ -177,23 +185,41 @@ fn collect_files(path: &Path, all_files: bool, files: &mut Vec<PathBuf>, errors:
     let entries = match std::fs::read_dir(path) {
         Ok(entries) => entries,
         Err(err) => {
-            errors.push(FileReport::error(path.display().to_string(), err.to_string()));
+            errors.push(FileReport::error(
+                path.display().to_string(),
+                err.to_string(),
+            ));
             return;
         }
     };
-    let mut children: Vec<PathBuf> = entries.filter_map(|entry| entry.ok().map(|entry| entry.path())).collect();
+    let mut children: Vec<PathBuf> = entries
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .collect();
     children.sort();
     for child in children {
         let name = child.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if name.starts_with('.') || name == "node_modules" || name == "target" || name == "__pycache__" {
+        if name.starts_with('.')
+            || name == "node_modules"
+            || name == "target"
+            || name == "__pycache__"
+        {
             continue;
         }
-        let Ok(file_type) = std::fs::symlink_metadata(&child).map(|m| m.file_type()) else { continue };
+        let Ok(file_type) = std::fs::symlink_metadata(&child).map(|m| m.file_type()) else {
+            continue;
+        };
         if file_type.is_dir() {
             collect_files(&child, all_files, files, errors);
         } else if file_type.is_file() {
-            let ext = child.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
-            if all_files || SCANNED_EXTENSIONS.contains(&ext.as_str()) || name.eq_ignore_ascii_case("dockerfile") {
+            let ext = child
+                .extension()
+                .and_then(|e| e.to_str())
+                .unwrap_or("")
+                .to_ascii_lowercase();
+            if all_files
+                || SCANNED_EXTENSIONS.contains(&ext.as_str())
+                || name.eq_ignore_ascii_case("dockerfile")
+            {
                 files.push(child);
             }
         }
@@ -209,7 +235,12 @@ fn read_prefix(path: &Path, bytes_max: usize) -> std::io::Result<Vec<u8>> {
 }
 
 /// Scans `paths` (files, or directories walked) and returns one report per file, sorted by path.
-pub fn scan_paths(policy: &Policy, paths: &[PathBuf], tier: &str, all_files: bool) -> Vec<FileReport> {
+pub fn scan_paths(
+    policy: &Policy,
+    paths: &[PathBuf],
+    tier: &str,
+    all_files: bool,
+) -> Vec<FileReport> {
     let mut files = Vec::new();
     let mut reports = Vec::new();
     for path in paths {
@@ -221,7 +252,10 @@ pub fn scan_paths(policy: &Policy, paths: &[PathBuf], tier: &str, all_files: boo
         .map(|path| {
             let shown = path.display().to_string();
             match read_prefix(path, policy.scan_bytes_max()) {
-                Ok(bytes) => FileReport::from_report(shown.clone(), policy.scan_document(&shown, &bytes, &ctx)),
+                Ok(bytes) => FileReport::from_report(
+                    shown.clone(),
+                    policy.scan_document(&shown, &bytes, &ctx),
+                ),
                 Err(err) => FileReport::error(shown, err.to_string()),
             }
         })
@@ -274,13 +308,33 @@ pub(crate) fn render_human(reports: &[FileReport], verbose: bool) -> String {
             continue;
         }
         flagged += 1;
-        let score = report.categories.iter().find(|c| c.category == report.verdict).map_or(0.0, |c| c.score);
-        out.push_str(&format!("{}: {} ({}, score {score:.2})\n", report.path, report.verdict, report.action));
-        for finding in report.findings.iter().filter(|f| f.category == report.verdict) {
-            let via = if finding.via == "direct" { String::new() } else { format!(" [{}]", finding.via) };
+        let score = report
+            .categories
+            .iter()
+            .find(|c| c.category == report.verdict)
+            .map_or(0.0, |c| c.score);
+        out.push_str(&format!(
+            "{}: {} ({}, score {score:.2})\n",
+            report.path, report.verdict, report.action
+        ));
+        for finding in report
+            .findings
+            .iter()
+            .filter(|f| f.category == report.verdict)
+        {
+            let via = if finding.via == "direct" {
+                String::new()
+            } else {
+                format!(" [{}]", finding.via)
+            };
             out.push_str(&format!(
                 "  {:<18} {} (+{:.2}) `{}`{via}\n  {:<18} | {}\n",
-                finding.location, finding.rule, finding.weight, finding.matched, "", finding.line_text
+                finding.location,
+                finding.rule,
+                finding.weight,
+                finding.matched,
+                "",
+                finding.line_text
             ));
         }
         let others: Vec<String> = report

@@ -1,5 +1,7 @@
 //! The policy evaluation over the labelled dev corpus, with the project's targets.
 
+#![allow(clippy::print_stdout)]
+
 use std::path::PathBuf;
 
 use commonlab_policy::Policy;
@@ -16,13 +18,26 @@ fn corpus_dev() -> PathBuf {
 
 #[test]
 fn dev_corpus_meets_recall_and_hard_negative_targets() {
-    let evaluation = commonlab_scan::evaluate(&Policy::builtin(), &corpus_dev(), "free").expect("evaluation runs");
+    let evaluation = commonlab_scan::evaluate(&Policy::builtin(), &corpus_dev(), "free")
+        .expect("evaluation runs");
     let table = evaluation.to_markdown();
     println!("{table}");
-    assert!(evaluation.categories.len() >= 6, "every positive label is evaluated:\n{table}");
+    assert!(
+        evaluation.categories.len() >= 6,
+        "every positive label is evaluated:\n{table}"
+    );
     for category in &evaluation.categories {
-        assert!(category.recall() >= 0.95, "recall of {} is {:.2}:\n{table}", category.category, category.recall());
+        assert!(
+            category.recall() >= 0.95,
+            "recall of {} is {:.2}:\n{table}",
+            category.category,
+            category.recall()
+        );
     }
-    assert_eq!(evaluation.hard_negative_false_positives(), 0, "hard negatives flagged:\n{table}");
+    assert_eq!(
+        evaluation.hard_negative_false_positives(),
+        0,
+        "hard negatives flagged:\n{table}"
+    );
     assert!(evaluation.hard_negatives().count() >= 10);
 }
