@@ -23,6 +23,8 @@ pub const PATIENCE_S: f64 = 4.0 * 3_600.0;
 pub struct RunOptions {
     /// Check the allocator's invariants after every step (slow on long runs).
     pub check_invariants: bool,
+    /// Changes to the simulated tiers.
+    pub overrides: policies::Overrides,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,7 +94,7 @@ struct Driver<'w> {
 
 impl<'w> Driver<'w> {
     fn new(workload: &'w Workload, policy: PolicyKind, options: RunOptions) -> Driver<'w> {
-        let settings = policies::settings(policy);
+        let settings = policies::settings(policy, options.overrides);
         let grace_s = settings.allocator.reclaim_warning_s as f64;
         let weights: Vec<f64> = workload
             .users

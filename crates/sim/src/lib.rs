@@ -96,6 +96,10 @@ pub struct SimArgs {
     /// Check the allocator's invariants after every step (slower).
     #[arg(long)]
     pub check_invariants: bool,
+    /// Idle seconds before a free-tier GPU can be reclaimed under the Commons policy (pro:
+    /// twice this); the default is the configured tiers' (600 s).
+    #[arg(long)]
+    pub idle_reclaim_after_s: Option<u64>,
 }
 
 impl SimArgs {
@@ -158,6 +162,9 @@ pub fn run_sim(args: &SimArgs) -> anyhow::Result<ExitCode> {
     };
     let options = RunOptions {
         check_invariants: args.check_invariants,
+        overrides: policies::Overrides {
+            idle_reclaim_after_s: args.idle_reclaim_after_s,
+        },
     };
     let results = simulate(&workload, &policies, options)?;
     if args.json {

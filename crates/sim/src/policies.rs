@@ -42,9 +42,22 @@ pub fn commons_tiers() -> TiersConfig {
     tiers
 }
 
+/// Changes to the commons tiers asked for on the command line.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Overrides {
+    /// Replaces every tier's `idle_reclaim_after_s` (pro gets twice this) under the Commons
+    /// policy.
+    pub idle_reclaim_after_s: Option<u64>,
+}
+
 /// The settings a policy runs with in the simulation.
-pub fn settings(policy: PolicyKind) -> Settings {
+pub fn settings(policy: PolicyKind, overrides: Overrides) -> Settings {
     let mut tiers = commons_tiers();
+    if let (PolicyKind::Commons, Some(idle_s)) = (policy, overrides.idle_reclaim_after_s) {
+        for (name, tier) in tiers.iter_mut() {
+            tier.idle_reclaim_after_s = if name == "pro" { 2 * idle_s } else { idle_s };
+        }
+    }
     let mut config = AllocatorConfig {
         policy,
         queue_requests_max: 100_000,

@@ -58,6 +58,7 @@ fn every_policy_keeps_the_allocator_invariants_on_seeded_workloads() {
                 policy,
                 RunOptions {
                     check_invariants: true,
+                    overrides: Default::default(),
                 },
             )
             .unwrap_or_else(|error| panic!("policy {} seed {seed}: {error}", policy.name()));
@@ -85,6 +86,7 @@ fn commons_reclaims_only_idle_gpus_for_waiters_under_their_share() {
             PolicyKind::Commons,
             RunOptions {
                 check_invariants: true,
+                overrides: Default::default(),
             },
         )
         .unwrap_or_else(|error| panic!("seed {seed}: {error}"));
@@ -114,6 +116,7 @@ fn trace_replay_keeps_the_invariants() {
             policy,
             RunOptions {
                 check_invariants: true,
+                overrides: Default::default(),
             },
         )
         .unwrap_or_else(|error| panic!("policy {} seed 7: {error}", policy.name()));
@@ -128,6 +131,7 @@ fn runs_are_deterministic_for_a_seed() {
             PolicyKind::Commons,
             RunOptions {
                 check_invariants: false,
+                overrides: Default::default(),
             },
         )
         .expect("runs"),
@@ -139,6 +143,7 @@ fn runs_are_deterministic_for_a_seed() {
             PolicyKind::Commons,
             RunOptions {
                 check_invariants: false,
+                overrides: Default::default(),
             },
         )
         .expect("runs"),
@@ -151,6 +156,7 @@ fn runs_are_deterministic_for_a_seed() {
             PolicyKind::Commons,
             RunOptions {
                 check_invariants: false,
+                overrides: Default::default(),
             },
         )
         .expect("runs"),
