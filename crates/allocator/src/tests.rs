@@ -196,3 +196,65 @@ fn run_script(script: &str) -> String {
 pub(crate) fn check_decisions(script: &str, expect: expect_test::Expect) {
     expect.assert_eq(&run_script(script));
 }
+
+#[test]
+fn water_fill_gives_leftovers_to_the_heavier_claims_by_weight() {
+    use crate::{water_fill, water_level, ShareClaim};
+    let claims = [
+        ShareClaim {
+            weight: 1.0,
+            demand: 1.0,
+        },
+        ShareClaim {
+            weight: 1.0,
+            demand: 4.0,
+        },
+        ShareClaim {
+            weight: 2.0,
+            demand: 8.0,
+        },
+        ShareClaim {
+            weight: 1.0,
+            demand: 0.0,
+        },
+    ];
+    let shares = water_fill(&claims, 7.0);
+    assert_eq!(shares, vec![1.0, 2.0, 4.0, 0.0]);
+    assert_eq!(water_level(&claims, 7.0), 2.0);
+    assert_eq!(water_level(&claims, 20.0), f64::INFINITY);
+    assert_eq!(water_fill(&claims, 20.0), vec![1.0, 4.0, 8.0, 0.0]);
+}
+
+#[test]
+fn queue_status_answers_positions_past_the_reported_range() {
+    let mut config = test_config(PolicyKind::Commons);
+    config.queue_positions_reported_max = 1;
+    let settings = Settings::new(config, &test_tiers()).expect("valid");
+    let mut allocator = Allocator::new(settings, Inventory::fake(1, "Fake"));
+    let start = |id: u64, user: &str| {
+        Event::StartRequested(StartRequest {
+            request: RequestId(id),
+            user: UserId::new(user),
+            tier: TierName::new("free"),
+            gpus: 1,
+        })
+    };
+    let at = Timestamp::from_secs(10);
+    allocator.handle(at, start(1, "a"));
+    allocator.handle(at, start(2, "b"));
+    let decisions = allocator.handle(at, start(3, "c"));
+    assert_eq!(decisions.len(), 1, "{decisions:?}");
+    let status = allocator.queue_status(RequestId(3)).expect("queued");
+    assert_eq!(status.position, 2);
+    assert_eq!(
+        status.estimate, None,
+        "two GPUs' worth needs more than one lifetime end"
+    );
+    assert_eq!(
+        allocator
+            .queue_status(RequestId(2))
+            .map(|status| status.estimate),
+        Some(Some(Timestamp::from_secs(10 + 4 * 3_600)))
+    );
+    assert_eq!(allocator.queue_status(RequestId(1)), None);
+}
