@@ -335,7 +335,7 @@ impl Allocator {
             .iter()
             .filter(|(_, state)| state.usage.gpus_held + state.gpus_queued > 0)
             .map(|(user, state)| {
-                let demand = f64::from(state.usage.gpus_held + state.gpus_queued);
+                let demand = f64::from(self.demand(state));
                 (
                     user.clone(),
                     state.usage.gpus_held,
@@ -914,7 +914,12 @@ impl Allocator {
                 let already = taken.get(&kernel.user).copied().unwrap_or(0);
                 let state = &self.users[&kernel.user];
                 let held = f64::from(state.usage.gpus_held - already);
-                let demand = f64::from(state.usage.gpus_held + state.gpus_queued - already);
+                let reduction = if self.settings.allocator.idle_gpus_count_as_demand {
+                    already
+                } else {
+                    0
+                };
+                let demand = f64::from(self.demand(state) - reduction);
                 if held - demand.min(self.weight(&kernel.user) * level_now) <= 1e-9 {
                     continue;
                 }
@@ -952,8 +957,35 @@ impl Allocator {
             return 0.0;
         };
         let held = f64::from(state.usage.gpus_held);
-        let demand = f64::from(state.usage.gpus_held + state.gpus_queued);
+        let demand = f64::from(self.demand(state));
         held - demand.min(self.weight(user) * level)
+    }
+
+    /// GPUs a user holds or waits for, less (when so configured) GPUs of kernels idle past
+    /// their tier's threshold.
+    fn demand(&self, state: &UserState) -> u32 {
+        let total = state.usage.gpus_held + state.gpus_queued;
+        if self.settings.allocator.idle_gpus_count_as_demand {
+            return total;
+        }
+        let idle: u32 = state
+            .kernels
+            .iter()
+            .map(|id| &self.kernels[id])
+            .filter(|kernel| self.idle_past_threshold(kernel, self.now))
+            .map(|kernel| kernel.gpus.len() as u32)
+            .sum();
+        total - idle
+    }
+
+    fn idle_past_threshold(&self, kernel: &Kernel, now: Timestamp) -> bool {
+        kernel.activity == Activity::Idle
+            && !kernel.gpus.is_empty()
+            && self
+                .settings
+                .tiers
+                .get(&kernel.tier)
+                .is_some_and(|tier| now >= kernel.idle_since.plus_secs(tier.idle_reclaim_after_s))
     }
 
     fn warn_idle(&mut self, now: Timestamp, out: &mut Vec<Decision>) {
@@ -1145,8 +1177,14 @@ impl Allocator {
     fn share_level_reduced(&self, reductions: &BTreeMap<&UserId, u32>) -> f64 {
         let mut groups: BTreeMap<(u32, u64), f64> = BTreeMap::new();
         for (user, state) in &self.users {
-            let reduction = reductions.get(user).copied().unwrap_or(0);
-            let demand = (state.usage.gpus_held + state.gpus_queued).saturating_sub(reduction);
+            // Reclaimed kernels are idle past their threshold: when such GPUs are not demand,
+            // reclaiming them does not lower it further.
+            let reduction = if self.settings.allocator.idle_gpus_count_as_demand {
+                reductions.get(user).copied().unwrap_or(0)
+            } else {
+                0
+            };
+            let demand = self.demand(state).saturating_sub(reduction);
             if demand > 0 {
                 *groups
                     .entry((demand, self.weight(user).to_bits()))

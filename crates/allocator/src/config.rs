@@ -128,6 +128,11 @@ pub struct AllocatorConfig {
     /// Once the first request in order has waited this many seconds without fitting, smaller
     /// requests behind it are no longer placed ahead of it.
     pub backfill_reserve_after_s: u64,
+    /// Whether GPUs of kernels idle past their tier's `idle_reclaim_after_s` count as their
+    /// user's demand when fair shares are computed. When `false`, such GPUs are leftovers:
+    /// their holder is over their share by them, so they can be reclaimed (after the warning)
+    /// for anyone under their share, even from a user holding a single GPU.
+    pub idle_gpus_count_as_demand: bool,
 }
 
 impl Default for AllocatorConfig {
@@ -140,6 +145,7 @@ impl Default for AllocatorConfig {
             queue_requests_max: 20_000,
             queue_positions_reported_max: 100,
             backfill_reserve_after_s: 900,
+            idle_gpus_count_as_demand: true,
         }
     }
 }

@@ -51,6 +51,7 @@ pub(crate) fn test_config(policy: PolicyKind) -> AllocatorConfig {
         queue_requests_max: 1_000,
         queue_positions_reported_max: 100,
         backfill_reserve_after_s: 900,
+        idle_gpus_count_as_demand: true,
     }
 }
 

@@ -100,6 +100,10 @@ pub struct SimArgs {
     /// twice this); the default is the configured tiers' (600 s).
     #[arg(long)]
     pub idle_reclaim_after_s: Option<u64>,
+    /// Under the Commons policy, treat GPUs of kernels idle past their threshold as leftovers
+    /// rather than as their user's demand (`idle_gpus_count_as_demand = false`).
+    #[arg(long)]
+    pub idle_gpus_are_not_demand: bool,
 }
 
 impl SimArgs {
@@ -164,6 +168,7 @@ pub fn run_sim(args: &SimArgs) -> anyhow::Result<ExitCode> {
         check_invariants: args.check_invariants,
         overrides: policies::Overrides {
             idle_reclaim_after_s: args.idle_reclaim_after_s,
+            idle_gpus_count_as_demand: args.idle_gpus_are_not_demand.then_some(false),
         },
     };
     let results = simulate(&workload, &policies, options)?;

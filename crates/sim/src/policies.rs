@@ -48,21 +48,26 @@ pub struct Overrides {
     /// Replaces every tier's `idle_reclaim_after_s` (pro gets twice this) under the Commons
     /// policy.
     pub idle_reclaim_after_s: Option<u64>,
+    /// Sets `idle_gpus_count_as_demand` under the Commons policy.
+    pub idle_gpus_count_as_demand: Option<bool>,
 }
 
 /// The settings a policy runs with in the simulation.
 pub fn settings(policy: PolicyKind, overrides: Overrides) -> Settings {
     let mut tiers = commons_tiers();
-    if let (PolicyKind::Commons, Some(idle_s)) = (policy, overrides.idle_reclaim_after_s) {
-        for (name, tier) in tiers.iter_mut() {
-            tier.idle_reclaim_after_s = if name == "pro" { 2 * idle_s } else { idle_s };
-        }
-    }
     let mut config = AllocatorConfig {
         policy,
         queue_requests_max: 100_000,
         ..AllocatorConfig::default()
     };
+    if let (PolicyKind::Commons, Some(counts)) = (policy, overrides.idle_gpus_count_as_demand) {
+        config.idle_gpus_count_as_demand = counts;
+    }
+    if let (PolicyKind::Commons, Some(idle_s)) = (policy, overrides.idle_reclaim_after_s) {
+        for (name, tier) in tiers.iter_mut() {
+            tier.idle_reclaim_after_s = if name == "pro" { 2 * idle_s } else { idle_s };
+        }
+    }
     match policy {
         PolicyKind::Fifo | PolicyKind::Commons => {}
         PolicyKind::ColabLike => {

@@ -7,8 +7,9 @@
 use std::collections::BTreeMap;
 
 use crate::{
-    Activity, Allocator, Decision, Event, GpuId, Inventory, PolicyKind, ReclaimReason, RequestId,
-    Settings, StartRequest, StopReason, TierName, Timestamp, UserId, WarnReason,
+    Activity, Allocator, AllocatorConfig, Decision, Event, GpuId, Inventory, PolicyKind,
+    ReclaimReason, RequestId, Settings, StartRequest, StopReason, TierName, Timestamp, UserId,
+    WarnReason,
 };
 
 use super::{test_config, test_tiers};
@@ -40,11 +41,19 @@ struct Shadow {
 }
 
 fn simulate(policy: PolicyKind, seed: u64, steps: usize) {
+    simulate_with(policy, seed, steps, true);
+}
+
+fn simulate_with(policy: PolicyKind, seed: u64, steps: usize, idle_gpus_count_as_demand: bool) {
     let fail = |what: String| -> ! {
         panic!("simulation failed (policy {}, seed {seed}; replay with COMMONLAB_SIM_SEED={seed}): {what}", policy.name())
     };
     let mut rng = Rng(seed);
-    let settings = Settings::new(test_config(policy), &test_tiers()).expect("test config is valid");
+    let config = AllocatorConfig {
+        idle_gpus_count_as_demand,
+        ..test_config(policy)
+    };
+    let settings = Settings::new(config, &test_tiers()).expect("test config is valid");
     let tiers = settings.tiers.clone();
     let mut allocator = Allocator::new(settings, Inventory::fake(4, "Fake"));
     let mut now = Timestamp::ZERO;
@@ -296,5 +305,12 @@ fn random_workloads_keep_invariants_under_colab_like() {
 fn random_workloads_keep_invariants_under_slurm_fair_share() {
     for seed in seeds() {
         simulate(PolicyKind::SlurmFairShare, seed, 2_000);
+    }
+}
+
+#[test]
+fn random_workloads_keep_invariants_when_idle_gpus_are_not_demand() {
+    for seed in seeds() {
+        simulate_with(PolicyKind::Commons, seed, 2_000, false);
     }
 }
