@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 pub(crate) struct Config {
     pub(crate) server: ServerConfig,
     pub(crate) kernel: KernelConfig,
+    /// `[policy]`: rule packs, overrides, shadow mode and the appeal link.
+    pub(crate) policy: commonlab_policy::PolicyConfig,
 }
 
 /// `[server]`: where and how the server listens.
@@ -34,6 +36,8 @@ pub(crate) struct ServerConfig {
     pub(crate) request_body_bytes_max: usize,
     /// Largest WebSocket message accepted from a client.
     pub(crate) ws_message_bytes_max: usize,
+    /// The tier whose policy actions apply to this server's user (e.g. `free` or `pro`).
+    pub(crate) user_tier: String,
 }
 
 impl Default for ServerConfig {
@@ -47,6 +51,7 @@ impl Default for ServerConfig {
             root_dir: None,
             request_body_bytes_max: 100 * 1024 * 1024,
             ws_message_bytes_max: 64 * 1024 * 1024,
+            user_tier: "free".into(),
         }
     }
 }
@@ -87,7 +92,10 @@ impl Default for KernelConfig {
 }
 
 /// Reads the file (if any) and the environment into a validated [`Config`].
-pub(crate) fn load(file: Option<&Path>, env: impl Iterator<Item = (String, String)>) -> anyhow::Result<Config> {
+pub(crate) fn load(
+    file: Option<&Path>,
+    env: impl Iterator<Item = (String, String)>,
+) -> anyhow::Result<Config> {
     let mut table = match file {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -98,8 +106,12 @@ pub(crate) fn load(file: Option<&Path>, env: impl Iterator<Item = (String, Strin
         None => toml::Table::new(),
     };
     for (name, value) in env {
-        let Some(rest) = name.strip_prefix("COMMONLAB_") else { continue };
-        let Some((section, key)) = rest.split_once("__") else { continue };
+        let Some(rest) = name.strip_prefix("COMMONLAB_") else {
+            continue;
+        };
+        let Some((section, key)) = rest.split_once("__") else {
+            continue;
+        };
         let section = section.to_lowercase();
         let key = key.to_lowercase();
         let parsed = format!("v = {value}")
@@ -107,16 +119,24 @@ pub(crate) fn load(file: Option<&Path>, env: impl Iterator<Item = (String, Strin
             .ok()
             .and_then(|mut t| t.remove("v"))
             .unwrap_or(toml::Value::String(value));
-        let entry = table.entry(section.clone()).or_insert_with(|| toml::Value::Table(Default::default()));
+        let entry = table
+            .entry(section.clone())
+            .or_insert_with(|| toml::Value::Table(Default::default()));
         let toml::Value::Table(section_table) = entry else {
-            anyhow::bail!("environment variable {name} sets a key in `{section}`, which is not a section");
+            anyhow::bail!(
+                "environment variable {name} sets a key in `{section}`, which is not a section"
+            );
         };
         section_table.insert(key, parsed);
     }
-    let source = file.map(|p| p.display().to_string()).unwrap_or_else(|| "environment".into());
+    let source = file
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "environment".into());
     let config: Config = toml::Value::Table(table)
         .try_into()
-        .map_err(|e: toml::de::Error| anyhow::anyhow!("invalid configuration ({source}): {}", e.message()))?;
+        .map_err(|e: toml::de::Error| {
+            anyhow::anyhow!("invalid configuration ({source}): {}", e.message())
+        })?;
     Ok(config)
 }
 
@@ -125,7 +145,11 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> impl Iterator<Item = (String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>().into_iter()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<Vec<_>>()
+            .into_iter()
     }
 
     #[test]
@@ -133,7 +157,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
         std::fs::write(&path, "[server]\nport = 9000\nip = \"0.0.0.0\"\n").unwrap();
-        let config = load(Some(&path), env(&[("COMMONLAB_SERVER__PORT", "9100"), ("COMMONLAB_TEST_REQUIRE", "x")])).unwrap();
+        let config = load(
+            Some(&path),
+            env(&[
+                ("COMMONLAB_SERVER__PORT", "9100"),
+                ("COMMONLAB_TEST_REQUIRE", "x"),
+            ]),
+        )
+        .unwrap();
         assert_eq!(config.server.port, 9100);
         assert_eq!(config.server.ip, "0.0.0.0");
         assert_eq!(config.kernel.default_name, "python3");
@@ -146,13 +177,28 @@ mod tests {
         std::fs::write(&path, "[server]\nprot = 9000\n").unwrap();
         let err = load(Some(&path), env(&[])).unwrap_err().to_string();
         assert!(err.contains("unknown field `prot`"), "{err}");
-        let err = load(None, env(&[("COMMONLAB_KERNEL__NOPE", "1")])).unwrap_err().to_string();
+        let err = load(None, env(&[("COMMONLAB_KERNEL__NOPE", "1")]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown field `nope`"), "{err}");
     }
 
     #[test]
+    fn docs_config_md_shows_the_current_defaults() {
+        let defaults = toml::to_string_pretty(&Config::default()).unwrap();
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/config.md");
+        let doc = std::fs::read_to_string(path).unwrap();
+        assert!(
+            doc.contains(&defaults),
+            "docs/config.md is stale: its defaults block must read\n{defaults}"
+        );
+    }
+
+    #[test]
     fn wrong_types_are_rejected() {
-        let err = load(None, env(&[("COMMONLAB_SERVER__PORT", "many")])).unwrap_err().to_string();
+        let err = load(None, env(&[("COMMONLAB_SERVER__PORT", "many")]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("invalid"), "{err}");
     }
 }

@@ -27,6 +27,21 @@ enum Command {
     /// Inspect configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Scan notebooks and scripts against the usage policy, offline.
+    Scan(commonlab_scan::ScanArgs),
+    /// Show or evaluate the usage-policy rule packs.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Replay a GPU workload through the allocator with a virtual clock and compare policies.
+    Sim(commonlab_sim::SimArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCommand {
+    /// List the rule packs and rules in force, with operator overrides applied.
+    List(commonlab_scan::PolicyListArgs),
+    /// Measure precision and recall over a labelled corpus.
+    Eval(commonlab_scan::EvalArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -48,24 +63,35 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Config(ConfigCommand::Check { file }) => {
-            config::load(Some(&file), std::env::vars()).map(|_| {
+            config::load(Some(&file), std::env::vars())
+                .and_then(|config| serve::load_policy(&config).map(|_| config))
+                .map(|_| {
+                    #[allow(clippy::print_stdout)]
+                    {
+                        println!("{}: ok", file.display());
+                    }
+                    ExitCode::SUCCESS
+                })
+        }
+        Command::Scan(args) => commonlab_scan::run_scan(&args),
+        Command::Policy(PolicyCommand::List(args)) => commonlab_scan::run_policy_list(&args),
+        Command::Policy(PolicyCommand::Eval(args)) => commonlab_scan::run_eval(&args),
+        Command::Sim(args) => commonlab_sim::run_sim(&args),
+        Command::Config(ConfigCommand::Show { file }) => {
+            config::load(file.as_deref(), std::env::vars()).map(|mut config| {
+                if !config.server.token.is_empty() {
+                    config.server.token = "<redacted>".into();
+                }
                 #[allow(clippy::print_stdout)]
                 {
-                    println!("{}: ok", file.display());
+                    print!(
+                        "{}",
+                        toml::to_string_pretty(&config).expect("config serializes")
+                    );
                 }
                 ExitCode::SUCCESS
             })
         }
-        Command::Config(ConfigCommand::Show { file }) => config::load(file.as_deref(), std::env::vars()).map(|mut config| {
-            if !config.server.token.is_empty() {
-                config.server.token = "<redacted>".into();
-            }
-            #[allow(clippy::print_stdout)]
-            {
-                print!("{}", toml::to_string_pretty(&config).expect("config serializes"));
-            }
-            ExitCode::SUCCESS
-        }),
     };
     match result {
         Ok(code) => code,

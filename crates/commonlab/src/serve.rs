@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::serve::ListenerExt;
-use commonlab_manager::{find_python, KernelManager, KernelManagerConfig, PythonEnv, PythonSetup, SessionManager};
+use commonlab_manager::{
+    find_python, KernelManager, KernelManagerConfig, PolicyGate, PythonEnv, PythonSetup,
+    SessionManager,
+};
 use commonlab_runtime::{jupyter_data_dirs, LocalBackend};
 use commonlab_server::{AppState, EdgeLimits};
 use commonlab_store::Store;
@@ -126,10 +129,24 @@ fn resolve_python(config: &Config, data_dir: &Path) -> anyhow::Result<PythonEnv>
     Ok(setup.create()?)
 }
 
+/// Builds the policy from the built-in packs, the operator's pack files and overrides.
+pub(crate) fn load_policy(config: &Config) -> anyhow::Result<commonlab_policy::Policy> {
+    let mut extra_packs = Vec::new();
+    for file in &config.policy.pack_files {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("could not read policy pack {file}"))?;
+        extra_packs.push((file.clone(), text));
+    }
+    commonlab_policy::Policy::configured(&config.policy, &extra_packs)
+        .map_err(|e| anyhow::anyhow!("invalid policy configuration: {e}"))
+}
+
 fn init_logging(args: &ServeArgs) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&args.log));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if args.log_json {
         builder.json().init();
     } else {
@@ -141,20 +158,33 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let mut config = config::load(args.config.as_deref(), std::env::vars())?;
     apply_flags(&mut config, &args);
     init_logging(&args);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(serve(config))?;
     Ok(ExitCode::SUCCESS)
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let data_dir = config.server.data_dir.clone().unwrap_or_else(default_data_dir);
-    std::fs::create_dir_all(&data_dir).with_context(|| format!("could not create data directory {}", data_dir.display()))?;
+    let data_dir = config
+        .server
+        .data_dir
+        .clone()
+        .unwrap_or_else(default_data_dir);
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("could not create data directory {}", data_dir.display()))?;
     let root_dir = match &config.server.root_dir {
         Some(dir) => dir.clone(),
         None => std::env::current_dir()?,
     };
-    let root_dir = root_dir.canonicalize().with_context(|| format!("root directory {} does not exist", root_dir.display()))?;
-    let token = if config.server.token.is_empty() { load_or_create_token(&data_dir)? } else { config.server.token.clone() };
+    let root_dir = root_dir
+        .canonicalize()
+        .with_context(|| format!("root directory {} does not exist", root_dir.display()))?;
+    let token = if config.server.token.is_empty() {
+        load_or_create_token(&data_dir)?
+    } else {
+        config.server.token.clone()
+    };
 
     let python = {
         let config = config.clone();
@@ -167,24 +197,36 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 
     let store = Arc::new(Store::open_sqlite(&data_dir.join("commonlab.sqlite"))?);
     let backend = Arc::new(LocalBackend::new(data_dir.join("runtime")));
-    let kernels = Arc::new(KernelManager::new(
-        KernelManagerConfig {
-            root_dir: root_dir.clone(),
-            kernelspec_dirs,
-            default_kernel_name: config.kernel.default_name.clone(),
-            fallback_spec: Some(python.kernelspec()),
-            kernel_start_timeout: Duration::from_secs(config.kernel.start_timeout_s),
-            kernel_shutdown_wait: Duration::from_secs(config.kernel.shutdown_wait_s),
-            ws_send_queue_bytes_max: config.kernel.ws_send_queue_bytes_max,
-            ws_buffer_bytes_max: config.kernel.ws_buffer_bytes_max,
-            ws_buffer_messages_max: config.kernel.ws_buffer_messages_max,
-        },
-        backend,
-        store.clone(),
-    ));
+    let policy = load_policy(&config)?;
+    let kernels = Arc::new(
+        KernelManager::new(
+            KernelManagerConfig {
+                root_dir: root_dir.clone(),
+                kernelspec_dirs,
+                default_kernel_name: config.kernel.default_name.clone(),
+                fallback_spec: Some(python.kernelspec()),
+                kernel_start_timeout: Duration::from_secs(config.kernel.start_timeout_s),
+                kernel_shutdown_wait: Duration::from_secs(config.kernel.shutdown_wait_s),
+                ws_send_queue_bytes_max: config.kernel.ws_send_queue_bytes_max,
+                ws_buffer_bytes_max: config.kernel.ws_buffer_bytes_max,
+                ws_buffer_messages_max: config.kernel.ws_buffer_messages_max,
+            },
+            backend,
+            store.clone(),
+        )
+        .with_policy_gate(PolicyGate::new(
+            Arc::new(policy),
+            config.server.user_tier.clone(),
+            store.clone(),
+        )),
+    );
     let (reattached, cleaned) = kernels.recover().await?;
     if reattached + cleaned > 0 {
-        tracing::info!(reattached, cleaned, "recovered kernels from the previous run");
+        tracing::info!(
+            reattached,
+            cleaned,
+            "recovered kernels from the previous run"
+        );
     }
     let sessions = Arc::new(SessionManager::new(kernels.clone(), store));
     let mut base_url = config.server.base_url.clone();
@@ -207,9 +249,18 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let app = commonlab_server::app(state);
     let listener = tokio::net::TcpListener::bind((config.server.ip.as_str(), config.server.port))
         .await
-        .with_context(|| format!("could not listen on {}:{}", config.server.ip, config.server.port))?;
+        .with_context(|| {
+            format!(
+                "could not listen on {}:{}",
+                config.server.ip, config.server.port
+            )
+        })?;
     let addr = listener.local_addr()?;
-    let host = if addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { addr.ip().to_string() };
+    let host = if addr.ip().is_unspecified() {
+        "127.0.0.1".to_owned()
+    } else {
+        addr.ip().to_string()
+    };
     tracing::info!(root = %root_dir.display(), data = %data_dir.display(), "Commonlab is running");
     #[allow(clippy::print_stderr)]
     {
@@ -220,7 +271,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }
     });
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
     tracing::info!("shutting down: stopping kernels");
     kernels.shutdown_all().await;
     tracing::info!("stopped");

@@ -21,7 +21,12 @@ use zeromq::{
 fn rand_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
     hasher.finish()
 }
 
@@ -29,9 +34,17 @@ fn rand_u64() -> u64 {
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
     #[error("could not connect to the kernel's {channel} channel at {endpoint} within {waited_ms} ms: {detail}")]
-    Connect { channel: &'static str, endpoint: String, waited_ms: u128, detail: String },
+    Connect {
+        channel: &'static str,
+        endpoint: String,
+        waited_ms: u128,
+        detail: String,
+    },
     #[error("sending on the kernel's {channel} channel failed: {detail}")]
-    Send { channel: &'static str, detail: String },
+    Send {
+        channel: &'static str,
+        detail: String,
+    },
     #[error("channel {0} cannot be used to send")]
     NotSendable(&'static str),
 }
@@ -39,7 +52,10 @@ pub enum KernelError {
 /// One message received from the kernel, or a frame sequence that was rejected.
 #[derive(Debug)]
 pub enum Incoming {
-    Message { channel: Channel, message: RawMessage },
+    Message {
+        channel: Channel,
+        message: RawMessage,
+    },
     /// A message that failed signature or framing checks; it is dropped, this says why.
     Rejected { channel: Channel, reason: String },
     /// A receive loop ended (the socket closed).
@@ -65,12 +81,16 @@ impl KernelSender {
             other => return Err(KernelError::NotSendable(other.as_str())),
         };
         let frames = self.signer.to_frames(&[], message);
-        let zmq_message =
-            ZmqMessage::try_from(frames).expect("a signed message always has frames");
-        socket.lock().await.send(zmq_message).await.map_err(|e| KernelError::Send {
-            channel: channel.as_str(),
-            detail: e.to_string(),
-        })
+        let zmq_message = ZmqMessage::try_from(frames).expect("a signed message always has frames");
+        socket
+            .lock()
+            .await
+            .send(zmq_message)
+            .await
+            .map_err(|e| KernelError::Send {
+                channel: channel.as_str(),
+                detail: e.to_string(),
+            })
     }
 }
 
@@ -93,18 +113,22 @@ impl KernelChannels {
         let signer = Signer::new(info.key.as_bytes());
         let mut iopub = SubSocket::new();
         connect_with_retry(&mut iopub, info, Channel::Iopub, deadline).await?;
-        iopub.subscribe("").await.map_err(|e| KernelError::Connect {
-            channel: "iopub",
-            endpoint: info.endpoint(Channel::Iopub),
-            waited_ms: 0,
-            detail: e.to_string(),
-        })?;
+        iopub
+            .subscribe("")
+            .await
+            .map_err(|e| KernelError::Connect {
+                channel: "iopub",
+                endpoint: info.endpoint(Channel::Iopub),
+                waited_ms: 0,
+                detail: e.to_string(),
+            })?;
         let mut tasks = JoinSet::new();
         let mut dealers = Vec::new();
         // Shell and stdin must share one identity: the kernel addresses `input_request` on its
         // stdin ROUTER to the identity that sent the `execute_request` on shell.
-        let identity = PeerIdentity::try_from(Bytes::from(format!("commonlab-{:016x}", rand_u64())))
-            .expect("a short identity is valid");
+        let identity =
+            PeerIdentity::try_from(Bytes::from(format!("commonlab-{:016x}", rand_u64())))
+                .expect("a short identity is valid");
         for channel in [Channel::Shell, Channel::Control, Channel::Stdin] {
             let mut options = SocketOptions::default();
             options.peer_identity(identity.clone());
@@ -138,7 +162,15 @@ impl KernelChannels {
         let stdin = dealers.pop().expect("three dealers");
         let control = dealers.pop().expect("three dealers");
         let shell = dealers.pop().expect("three dealers");
-        Ok(KernelChannels { sender: KernelSender { signer, shell, control, stdin }, tasks })
+        Ok(KernelChannels {
+            sender: KernelSender {
+                signer,
+                shell,
+                control,
+                stdin,
+            },
+            tasks,
+        })
     }
 
     /// Stops the receive loops and closes the sockets.
@@ -156,7 +188,10 @@ async fn forward(
     let item = match received {
         Ok(zmq_message) => match signer.from_frames(zmq_message.into_vec()) {
             Ok((_identities, message)) => Incoming::Message { channel, message },
-            Err(e) => Incoming::Rejected { channel, reason: e.to_string() },
+            Err(e) => Incoming::Rejected {
+                channel,
+                reason: e.to_string(),
+            },
         },
         Err(e) => {
             tracing::debug!(channel = channel.as_str(), error = %e, "kernel channel closed");
@@ -198,8 +233,14 @@ async fn connect_with_retry<S: Socket>(
 pub async fn heartbeat(info: &ConnectionInfo, timeout: Duration) -> bool {
     let probe = async {
         let mut socket = ReqSocket::new();
-        socket.connect(&info.endpoint(Channel::Heartbeat)).await.ok()?;
-        socket.send(ZmqMessage::from(Bytes::from_static(b"ping"))).await.ok()?;
+        socket
+            .connect(&info.endpoint(Channel::Heartbeat))
+            .await
+            .ok()?;
+        socket
+            .send(ZmqMessage::from(Bytes::from_static(b"ping")))
+            .await
+            .ok()?;
         socket.recv().await.ok()
     };
     matches!(tokio::time::timeout(timeout, probe).await, Ok(Some(_)))

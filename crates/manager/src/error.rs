@@ -28,7 +28,12 @@ pub struct ManagerError {
 
 impl ManagerError {
     pub fn new(kind: ErrorKind, code: &'static str, message: impl Into<String>) -> ManagerError {
-        ManagerError { kind, code, message: message.into(), short_message: None }
+        ManagerError {
+            kind,
+            code,
+            message: message.into(),
+            short_message: None,
+        }
     }
 
     /// The named kernelspec does not exist (jupyter_server answers 501 for sessions).
@@ -42,7 +47,11 @@ impl ManagerError {
     }
 
     pub fn kernel_not_found(id: &str) -> ManagerError {
-        ManagerError::new(ErrorKind::NotFound, "kernel_not_found", format!("Kernel does not exist: {id}"))
+        ManagerError::new(
+            ErrorKind::NotFound,
+            "kernel_not_found",
+            format!("Kernel does not exist: {id}"),
+        )
     }
 
     pub fn internal(code: &'static str, message: impl Into<String>) -> ManagerError {

@@ -22,9 +22,15 @@ pub enum WireProtocol {
 /// A frame for the edge to write to one client's WebSocket.
 #[derive(Debug, Clone)]
 pub enum Outgoing {
-    Frame { binary: bool, data: Bytes },
+    Frame {
+        binary: bool,
+        data: Bytes,
+    },
     /// Close the connection with this code and reason.
-    Close { code: u16, reason: String },
+    Close {
+        code: u16,
+        reason: String,
+    },
 }
 
 impl Outgoing {
@@ -47,14 +53,29 @@ pub(crate) struct Encoded {
 }
 
 impl Encoded {
-    pub(crate) fn new(channel: Channel, msg_id: String, msg_type: String, message: RawMessage) -> Encoded {
-        Encoded { channel, msg_id, msg_type, message, v1: None, legacy: None }
+    pub(crate) fn new(
+        channel: Channel,
+        msg_id: String,
+        msg_type: String,
+        message: RawMessage,
+    ) -> Encoded {
+        Encoded {
+            channel,
+            msg_id,
+            msg_type,
+            message,
+            v1: None,
+            legacy: None,
+        }
     }
 
     fn frame(&mut self, protocol: WireProtocol) -> Outgoing {
         match protocol {
             WireProtocol::V1 => {
-                let data = self.v1.get_or_insert_with(|| encode_v1(self.channel, &self.message)).clone();
+                let data = self
+                    .v1
+                    .get_or_insert_with(|| encode_v1(self.channel, &self.message))
+                    .clone();
                 Outgoing::Frame { binary: true, data }
             }
             WireProtocol::Legacy => {
@@ -118,17 +139,29 @@ impl ClientHandle {
         session_id: String,
         queued_bytes: Arc<AtomicUsize>,
     ) -> ClientHandle {
-        ClientHandle { kernel, client_id, session_id, queued_bytes }
+        ClientHandle {
+            kernel,
+            client_id,
+            session_id,
+            queued_bytes,
+        }
     }
 
     /// The edge calls this after writing a frame, so the queue bound tracks what is in flight.
     pub fn written(&self, outgoing: &Outgoing) {
-        self.queued_bytes.fetch_sub(outgoing.len_bytes(), Ordering::Relaxed);
+        self.queued_bytes
+            .fetch_sub(outgoing.len_bytes(), Ordering::Relaxed);
     }
 
     /// Forwards a message from this client to the kernel.
-    pub async fn send(&self, channel: Channel, message: RawMessage) -> Result<(), crate::ManagerError> {
-        self.kernel.send_from_client(self.client_id, &self.session_id, channel, message).await
+    pub async fn send(
+        &self,
+        channel: Channel,
+        message: RawMessage,
+    ) -> Result<(), crate::ManagerError> {
+        self.kernel
+            .send_from_client(self.client_id, &self.session_id, channel, message)
+            .await
     }
 
     pub fn kernel(&self) -> &Arc<crate::Kernel> {
@@ -180,21 +213,34 @@ impl Hub {
                 }
             }
         }
-        self.clients.insert(client_id, Client { session_id, protocol, tx, queued_bytes: queued_bytes.clone() });
+        self.clients.insert(
+            client_id,
+            Client {
+                session_id,
+                protocol,
+                tx,
+                queued_bytes: queued_bytes.clone(),
+            },
+        );
         (client_id, queued_bytes, rx)
     }
 
     /// Removes a client; its session's messages are buffered until it reconnects.
     pub(crate) fn disconnect(&mut self, client_id: u64) {
         if let Some(client) = self.clients.remove(&client_id) {
-            let still_connected = self.clients.values().any(|c| c.session_id == client.session_id);
+            let still_connected = self
+                .clients
+                .values()
+                .any(|c| c.session_id == client.session_id);
             if !still_connected && !client.session_id.is_empty() {
-                self.buffers.entry(client.session_id).or_insert(SessionBuffer {
-                    protocol: client.protocol,
-                    frames: VecDeque::new(),
-                    bytes: 0,
-                    dropped: 0,
-                });
+                self.buffers
+                    .entry(client.session_id)
+                    .or_insert(SessionBuffer {
+                        protocol: client.protocol,
+                        frames: VecDeque::new(),
+                        bytes: 0,
+                        dropped: 0,
+                    });
             }
         }
     }
@@ -202,7 +248,10 @@ impl Hub {
     /// Closes every client (the kernel is gone) and forgets buffers.
     pub(crate) fn close_all(&mut self, code: u16, reason: &str) {
         for client in self.clients.values() {
-            let _ = client.tx.send(Outgoing::Close { code, reason: reason.to_owned() });
+            let _ = client.tx.send(Outgoing::Close {
+                code,
+                reason: reason.to_owned(),
+            });
         }
         self.clients.clear();
         self.buffers.clear();
@@ -264,7 +313,9 @@ impl Hub {
             }
             return;
         }
-        let Some(session) = parent_session else { return };
+        let Some(session) = parent_session else {
+            return;
+        };
         if let Some(client) = self.clients.values().find(|c| c.session_id == session) {
             let frame = encoded.frame(client.protocol);
             let _ = push(client, frame, self.limits.send_queue_bytes_max);
@@ -299,7 +350,9 @@ fn push(client: &Client, frame: Outgoing, limit: usize) -> bool {
 
 fn buffer_push(buffer: &mut SessionBuffer, frame: Outgoing, limits: HubLimits) {
     let len = frame.len_bytes();
-    if buffer.frames.len() >= limits.buffer_messages_max || buffer.bytes + len > limits.buffer_bytes_max {
+    if buffer.frames.len() >= limits.buffer_messages_max
+        || buffer.bytes + len > limits.buffer_bytes_max
+    {
         buffer.dropped += 1;
         return;
     }

@@ -12,6 +12,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::gate::{GateDecision, PolicyGate};
 use crate::hub::{Encoded, Hub, HubLimits};
 use crate::{iso_now, ClientHandle, ErrorKind, ManagerError, Outgoing, WireProtocol};
 
@@ -59,13 +60,23 @@ pub struct Kernel {
     /// Serializes lifecycle operations (restart, shutdown).
     pub(crate) lifecycle: tokio::sync::Mutex<()>,
     builder: MessageBuilder,
+    gate: Option<Arc<PolicyGate>>,
 }
 
 impl Kernel {
-    pub(crate) fn new(id: String, name: String, interrupt_mode: InterruptMode, limits: HubLimits) -> Arc<Kernel> {
+    pub(crate) fn new(
+        id: String,
+        name: String,
+        interrupt_mode: InterruptMode,
+        limits: HubLimits,
+        gate: Option<Arc<PolicyGate>>,
+    ) -> Arc<Kernel> {
         let (readiness, _) = watch::channel(Readiness::Starting);
         Arc::new(Kernel {
-            builder: MessageBuilder { session: uuid::Uuid::new_v4().simple().to_string(), username: "commonlab".into() },
+            builder: MessageBuilder {
+                session: uuid::Uuid::new_v4().simple().to_string(),
+                username: "commonlab".into(),
+            },
             id,
             name,
             interrupt_mode,
@@ -78,11 +89,14 @@ impl Kernel {
             }),
             readiness,
             lifecycle: tokio::sync::Mutex::new(()),
+            gate,
         })
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().expect("kernel state lock is never poisoned")
+        self.state
+            .lock()
+            .expect("kernel state lock is never poisoned")
     }
 
     pub fn model(&self) -> KernelModel {
@@ -113,22 +127,37 @@ impl Kernel {
     ) -> Result<(), ManagerError> {
         let _ = self.readiness.send(Readiness::Starting);
         let (tx, rx) = mpsc::channel(256);
-        let channels = KernelChannels::connect(connection, timeout, tx).await.map_err(|e| {
-            ManagerError::new(ErrorKind::Unavailable, "kernel_connect_failed", format!("The kernel started but could not be reached: {e}"))
-        })?;
+        let channels = KernelChannels::connect(connection, timeout, tx)
+            .await
+            .map_err(|e| {
+                ManagerError::new(
+                    ErrorKind::Unavailable,
+                    "kernel_connect_failed",
+                    format!("The kernel started but could not be reached: {e}"),
+                )
+            })?;
         let sender = channels.sender.clone();
         let router = tokio::spawn(route(Arc::downgrade(self), rx));
         let watcher = tokio::spawn(watch_exit(Arc::downgrade(self), runtime.wait()));
         let mut state = self.state();
         state.expecting_exit = false;
         state.execution_state = "starting".into();
-        state.live = Some(Live { runtime, channels: Some(channels), sender, router, watcher });
+        state.live = Some(Live {
+            runtime,
+            channels: Some(channels),
+            sender,
+            router,
+            watcher,
+        });
         Ok(())
     }
 
     /// Pokes the kernel with `kernel_info_request` until it has answered on shell and said
     /// anything on iopub (the slow-joiner problem), or until `timeout`.
-    pub(crate) async fn wait_ready(self: &Arc<Self>, timeout: Duration) -> Result<(), ManagerError> {
+    pub(crate) async fn wait_ready(
+        self: &Arc<Self>,
+        timeout: Duration,
+    ) -> Result<(), ManagerError> {
         let mut readiness = self.readiness.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
         let mut interval = Duration::from_millis(20);
@@ -136,13 +165,22 @@ impl Kernel {
             match readiness.borrow_and_update().clone() {
                 Readiness::Ready => return Ok(()),
                 Readiness::Failed(why) => {
-                    return Err(ManagerError::new(ErrorKind::Unavailable, "kernel_died", why))
+                    return Err(ManagerError::new(
+                        ErrorKind::Unavailable,
+                        "kernel_died",
+                        why,
+                    ))
                 }
                 Readiness::Starting => {}
             }
             let sender = self.state().live.as_ref().map(|l| l.sender.clone());
             if let Some(sender) = sender {
-                let request = self.builder.message("kernel_info_request", iso_now(), Bytes::from_static(b"{}"), &serde_json::json!({}));
+                let request = self.builder.message(
+                    "kernel_info_request",
+                    iso_now(),
+                    Bytes::from_static(b"{}"),
+                    &serde_json::json!({}),
+                );
                 let _ = sender.send(Channel::Shell, &request).await;
             }
             let now = tokio::time::Instant::now();
@@ -165,7 +203,10 @@ impl Kernel {
         protocol: WireProtocol,
     ) -> (ClientHandle, mpsc::UnboundedReceiver<Outgoing>) {
         let (client_id, queued_bytes, rx) = self.state().hub.connect(session_id.clone(), protocol);
-        (ClientHandle::from_parts(self.clone(), client_id, session_id, queued_bytes), rx)
+        (
+            ClientHandle::from_parts(self.clone(), client_id, session_id, queued_bytes),
+            rx,
+        )
     }
 
     pub(crate) fn disconnect_client(&self, client_id: u64) {
@@ -180,10 +221,18 @@ impl Kernel {
         message: RawMessage,
     ) -> Result<(), ManagerError> {
         let header = message.parse_header().map_err(|e| {
-            ManagerError::new(ErrorKind::BadRequest, "bad_message", format!("Message rejected: {e}"))
+            ManagerError::new(
+                ErrorKind::BadRequest,
+                "bad_message",
+                format!("Message rejected: {e}"),
+            )
         })?;
         if !matches!(channel, Channel::Shell | Channel::Control | Channel::Stdin) {
-            return Err(ManagerError::new(ErrorKind::BadRequest, "bad_channel", format!("Clients cannot send on the {} channel", channel.as_str())));
+            return Err(ManagerError::new(
+                ErrorKind::BadRequest,
+                "bad_channel",
+                format!("Clients cannot send on the {} channel", channel.as_str()),
+            ));
         }
         // Wait for readiness so nothing sent during start is lost to the slow joiner.
         let mut readiness = self.readiness.subscribe();
@@ -191,10 +240,47 @@ impl Kernel {
             let current = readiness.borrow_and_update().clone();
             match current {
                 Readiness::Ready => break,
-                Readiness::Failed(why) => return Err(ManagerError::new(ErrorKind::Unavailable, "kernel_dead", why)),
+                Readiness::Failed(why) => {
+                    return Err(ManagerError::new(
+                        ErrorKind::Unavailable,
+                        "kernel_dead",
+                        why,
+                    ))
+                }
                 Readiness::Starting => {
                     if readiness.changed().await.is_err() {
-                        return Err(ManagerError::new(ErrorKind::Unavailable, "kernel_dead", "The kernel is gone"));
+                        return Err(ManagerError::new(
+                            ErrorKind::Unavailable,
+                            "kernel_dead",
+                            "The kernel is gone",
+                        ));
+                    }
+                }
+            }
+        }
+        if channel == Channel::Shell && header.msg_type == "execute_request" {
+            if let Some(gate) = &self.gate {
+                #[derive(serde::Deserialize)]
+                struct Execute {
+                    #[serde(default)]
+                    code: String,
+                }
+                let code = serde_json::from_slice::<Execute>(&message.content)
+                    .map(|e| e.code)
+                    .unwrap_or_default();
+                match gate.check(&self.id, &header.msg_id, &code) {
+                    GateDecision::Run => {}
+                    GateDecision::RunWithWarning(text) => {
+                        self.emit(
+                            Channel::Iopub,
+                            "stream",
+                            &message.header,
+                            serde_json::json!({ "name": "stderr", "text": format!("{text}\n") }),
+                        );
+                    }
+                    GateDecision::Refuse(text) => {
+                        self.refuse(client_id, &header.msg_id, &message.header, &text);
+                        return Ok(());
                     }
                 }
             }
@@ -207,23 +293,93 @@ impl Kernel {
             state.last_activity = iso_now();
             state.live.as_ref().map(|l| l.sender.clone())
         };
-        let sender = sender.ok_or_else(|| ManagerError::new(ErrorKind::Unavailable, "kernel_dead", "The kernel is not running"))?;
+        let sender = sender.ok_or_else(|| {
+            ManagerError::new(
+                ErrorKind::Unavailable,
+                "kernel_dead",
+                "The kernel is not running",
+            )
+        })?;
         sender.send(channel, &message).await.map_err(|e| {
             ManagerError::new(ErrorKind::Unavailable, "kernel_send_failed", e.to_string())
         })
     }
 
     /// Sends a message the server wrote itself to the kernel (interrupt or shutdown requests).
-    pub(crate) async fn send_own(&self, channel: Channel, msg_type: &str, content: serde_json::Value) -> bool {
+    pub(crate) async fn send_own(
+        &self,
+        channel: Channel,
+        msg_type: &str,
+        content: serde_json::Value,
+    ) -> bool {
         let sender = self.state().live.as_ref().map(|l| l.sender.clone());
         let Some(sender) = sender else { return false };
-        let message = self.builder.message(msg_type, iso_now(), Bytes::from_static(b"{}"), &content);
+        let message =
+            self.builder
+                .message(msg_type, iso_now(), Bytes::from_static(b"{}"), &content);
         sender.send(channel, &message).await.is_ok()
+    }
+
+    /// Sends a message the server wrote, parented to a client's request: iopub to every client,
+    /// replies to the client that asked.
+    fn emit(
+        &self,
+        channel: Channel,
+        msg_type: &str,
+        parent_header: &Bytes,
+        content: serde_json::Value,
+    ) {
+        let message = self
+            .builder
+            .message(msg_type, iso_now(), parent_header.clone(), &content);
+        let header = message.parse_header().expect("own header parses");
+        let (parent_msg_id, parent_session) = message.parent_ids();
+        let mut encoded = Encoded::new(channel, header.msg_id, header.msg_type, message);
+        let mut state = self.state();
+        match channel {
+            Channel::Iopub => state.hub.broadcast(&mut encoded),
+            _ => state.hub.reply(
+                parent_msg_id.as_deref(),
+                parent_session.as_deref(),
+                true,
+                &mut encoded,
+            ),
+        }
+    }
+
+    /// Answers an `execute_request` the policy refused, as a kernel would answer a failing cell,
+    /// so every Jupyter client shows the explanation.
+    fn refuse(&self, client_id: u64, msg_id: &str, parent_header: &Bytes, text: &str) {
+        self.state()
+            .hub
+            .remember_request(msg_id.to_owned(), client_id);
+        let evalue = text.lines().next().unwrap_or(text).to_owned();
+        let traceback: Vec<&str> = text.lines().collect();
+        let error = serde_json::json!({ "ename": "PolicyViolation", "evalue": evalue, "traceback": traceback });
+        self.emit(
+            Channel::Iopub,
+            "status",
+            parent_header,
+            serde_json::json!({ "execution_state": "busy" }),
+        );
+        self.emit(Channel::Iopub, "error", parent_header, error.clone());
+        let mut reply = error;
+        reply["status"] = "error".into();
+        reply["execution_count"] = serde_json::Value::Null;
+        self.emit(Channel::Shell, "execute_reply", parent_header, reply);
+        self.emit(
+            Channel::Iopub,
+            "status",
+            parent_header,
+            serde_json::json!({ "execution_state": "idle" }),
+        );
     }
 
     /// Broadcasts a status the server decided (e.g. `restarting`, `dead`) to every client.
     pub(crate) fn broadcast_status(&self, execution_state: &str) {
-        let message = self.builder.status(execution_state, iso_now(), Bytes::from_static(b"{}"));
+        let message = self
+            .builder
+            .status(execution_state, iso_now(), Bytes::from_static(b"{}"));
         let header = message.parse_header().expect("own header parses");
         let mut encoded = Encoded::new(Channel::Iopub, header.msg_id, header.msg_type, message);
         let mut state = self.state();
@@ -263,8 +419,12 @@ impl Kernel {
         };
         let (parent_msg_id, parent_session) = message.parent_ids();
         let mut state = self.state();
-        if parent_session.as_deref() == Some(self.builder.session.as_str()) && channel == Channel::Shell {
-            if header.msg_type == "kernel_info_reply" && *self.readiness.borrow() == Readiness::Starting {
+        if parent_session.as_deref() == Some(self.builder.session.as_str())
+            && channel == Channel::Shell
+        {
+            if header.msg_type == "kernel_info_reply"
+                && *self.readiness.borrow() == Readiness::Starting
+            {
                 let iopub_seen = state.execution_state != "starting";
                 if iopub_seen {
                     let _ = self.readiness.send(Readiness::Ready);
@@ -290,8 +450,18 @@ impl Kernel {
         let mut encoded = Encoded::new(channel, header.msg_id, header.msg_type, message);
         match channel {
             Channel::Iopub => state.hub.broadcast(&mut encoded),
-            Channel::Stdin => state.hub.reply(parent_msg_id.as_deref(), parent_session.as_deref(), false, &mut encoded),
-            _ => state.hub.reply(parent_msg_id.as_deref(), parent_session.as_deref(), true, &mut encoded),
+            Channel::Stdin => state.hub.reply(
+                parent_msg_id.as_deref(),
+                parent_session.as_deref(),
+                false,
+                &mut encoded,
+            ),
+            _ => state.hub.reply(
+                parent_msg_id.as_deref(),
+                parent_session.as_deref(),
+                true,
+                &mut encoded,
+            ),
         }
     }
 
@@ -301,14 +471,18 @@ impl Kernel {
             return;
         }
         tracing::warn!(kernel = %self.id, %exit, "kernel died");
-        let _ = self.readiness.send(Readiness::Failed(format!("The kernel {exit}.")));
+        let _ = self
+            .readiness
+            .send(Readiness::Failed(format!("The kernel {exit}.")));
         self.broadcast_status("dead");
     }
 }
 
 async fn route(kernel: std::sync::Weak<Kernel>, mut rx: mpsc::Receiver<Incoming>) {
     while let Some(incoming) = rx.recv().await {
-        let Some(kernel) = kernel.upgrade() else { return };
+        let Some(kernel) = kernel.upgrade() else {
+            return;
+        };
         match incoming {
             Incoming::Message { channel, message } => kernel.on_message(channel, message),
             Incoming::Rejected { channel, reason } => {

@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use commonlab_protocol::{Channel, ConnectionInfo, Transport};
 use commonlab_runtime::{
-    find_kernelspecs, free_tcp_ports, InterruptMode, KernelSpec, LaunchSpec, Runtime, RuntimeBackend,
-    RuntimeRecord,
+    find_kernelspecs, free_tcp_ports, InterruptMode, KernelSpec, LaunchSpec, Runtime,
+    RuntimeBackend, RuntimeRecord,
 };
 use commonlab_store::{KernelRecord, Store};
 
+use crate::gate::PolicyGate;
 use crate::hub::HubLimits;
 use crate::{iso_now, ErrorKind, Kernel, KernelModel, ManagerError};
 
@@ -60,11 +61,29 @@ pub struct KernelManager {
     store: Arc<Store>,
     kernels: RwLock<HashMap<String, Arc<Kernel>>>,
     started_at: String,
+    gate: Option<Arc<PolicyGate>>,
 }
 
 impl KernelManager {
-    pub fn new(config: KernelManagerConfig, backend: Arc<dyn RuntimeBackend>, store: Arc<Store>) -> KernelManager {
-        KernelManager { config, backend, store, kernels: RwLock::new(HashMap::new()), started_at: iso_now() }
+    pub fn new(
+        config: KernelManagerConfig,
+        backend: Arc<dyn RuntimeBackend>,
+        store: Arc<Store>,
+    ) -> KernelManager {
+        KernelManager {
+            config,
+            backend,
+            store,
+            kernels: RwLock::new(HashMap::new()),
+            started_at: iso_now(),
+            gate: None,
+        }
+    }
+
+    /// Checks every `execute_request` against the policy before it reaches a kernel.
+    pub fn with_policy_gate(mut self, gate: PolicyGate) -> KernelManager {
+        self.gate = Some(Arc::new(gate));
+        self
     }
 
     pub fn started_at(&self) -> &str {
@@ -79,7 +98,9 @@ impl KernelManager {
     pub fn kernelspecs(&self) -> BTreeMap<String, KernelSpec> {
         let mut specs = find_kernelspecs(&self.config.kernelspec_dirs);
         if let Some(fallback) = &self.config.fallback_spec {
-            specs.entry(fallback.name.clone()).or_insert_with(|| fallback.clone());
+            specs
+                .entry(fallback.name.clone())
+                .or_insert_with(|| fallback.clone());
         }
         specs
     }
@@ -117,12 +138,20 @@ impl KernelManager {
     }
 
     pub fn connection_count(&self) -> usize {
-        self.kernels.read().expect("not poisoned").values().map(|k| k.model().connections).sum()
+        self.kernels
+            .read()
+            .expect("not poisoned")
+            .values()
+            .map(|k| k.model().connections)
+            .sum()
     }
 
     fn new_connection(&self, key: &str) -> Result<ConnectionInfo, ManagerError> {
         let ports = free_tcp_ports("127.0.0.1", 5).map_err(|e| {
-            ManagerError::internal("no_free_ports", format!("Could not find free ports for a kernel: {e}"))
+            ManagerError::internal(
+                "no_free_ports",
+                format!("Could not find free ports for a kernel: {e}"),
+            )
         })?;
         Ok(ConnectionInfo {
             transport: Transport::Tcp,
@@ -138,9 +167,13 @@ impl KernelManager {
         })
     }
 
-    async fn launch(&self, kernel_id: &str, spec: &KernelSpec, connection: &ConnectionInfo) -> Result<Arc<dyn Runtime>, ManagerError> {
-        let mut env: BTreeMap<String, String> = spec.spec.env.clone();
-        env.insert("JPY_PARENT_PID".into(), std::process::id().to_string());
+    async fn launch(
+        &self,
+        kernel_id: &str,
+        spec: &KernelSpec,
+        connection: &ConnectionInfo,
+    ) -> Result<Arc<dyn Runtime>, ManagerError> {
+        let env: BTreeMap<String, String> = spec.spec.env.clone();
         let launch = LaunchSpec {
             kernel_id: kernel_id.to_owned(),
             argv: spec.spec.argv.clone(),
@@ -149,21 +182,36 @@ impl KernelManager {
             connection: connection.clone(),
         };
         let runtime = self.backend.launch(launch).await.map_err(|e| {
-            ManagerError::new(ErrorKind::Unavailable, "kernel_launch_failed", format!("The kernel could not be started: {e}"))
+            ManagerError::new(
+                ErrorKind::Unavailable,
+                "kernel_launch_failed",
+                format!("The kernel could not be started: {e}"),
+            )
         })?;
         Ok(Arc::from(runtime))
     }
 
     /// Starts a kernel and returns once it has answered `kernel_info_request`.
     pub async fn start(&self, name: Option<&str>) -> Result<Arc<Kernel>, ManagerError> {
-        let name = name.filter(|n| !n.is_empty()).unwrap_or(&self.config.default_kernel_name).to_lowercase();
-        let spec = self.kernelspec(&name).ok_or_else(|| ManagerError::kernelspec_not_found(&name))?;
+        let name = name
+            .filter(|n| !n.is_empty())
+            .unwrap_or(&self.config.default_kernel_name)
+            .to_lowercase();
+        let spec = self
+            .kernelspec(&name)
+            .ok_or_else(|| ManagerError::kernelspec_not_found(&name))?;
         let kernel_id = uuid::Uuid::new_v4().to_string();
         let key = uuid::Uuid::new_v4().to_string();
         let connection = self.new_connection(&key)?;
         let runtime = self.launch(&kernel_id, &spec, &connection).await?;
         let interrupt_mode = spec.spec.interrupt_mode;
-        let kernel = Kernel::new(kernel_id.clone(), name.clone(), interrupt_mode, self.config.hub_limits());
+        let kernel = Kernel::new(
+            kernel_id.clone(),
+            name.clone(),
+            interrupt_mode,
+            self.config.hub_limits(),
+            self.gate.clone(),
+        );
         let record = KernelRecord {
             id: kernel_id.clone(),
             name: name.clone(),
@@ -173,7 +221,13 @@ impl KernelManager {
         };
         let result = async {
             self.store.insert_kernel(&record)?;
-            kernel.attach(runtime.clone(), &connection, self.config.kernel_start_timeout).await?;
+            kernel
+                .attach(
+                    runtime.clone(),
+                    &connection,
+                    self.config.kernel_start_timeout,
+                )
+                .await?;
             kernel.wait_ready(self.config.kernel_start_timeout).await
         }
         .await;
@@ -186,7 +240,10 @@ impl KernelManager {
             return Err(e);
         }
         tracing::info!(kernel = %kernel_id, %name, "kernel started");
-        self.kernels.write().expect("not poisoned").insert(kernel_id, kernel.clone());
+        self.kernels
+            .write()
+            .expect("not poisoned")
+            .insert(kernel_id, kernel.clone());
         Ok(kernel)
     }
 
@@ -195,15 +252,26 @@ impl KernelManager {
         let kernel = self.get(id)?;
         match kernel.interrupt_mode {
             InterruptMode::Message => {
-                kernel.send_own(Channel::Control, "interrupt_request", serde_json::json!({})).await;
+                kernel
+                    .send_own(Channel::Control, "interrupt_request", serde_json::json!({}))
+                    .await;
             }
             InterruptMode::Signal => {
                 let runtime = kernel.runtime().ok_or_else(|| {
-                    ManagerError::new(ErrorKind::Unavailable, "kernel_dead", "The kernel is not running")
+                    ManagerError::new(
+                        ErrorKind::Unavailable,
+                        "kernel_dead",
+                        "The kernel is not running",
+                    )
                 })?;
-                runtime.signal(nix::sys::signal::Signal::SIGINT as i32).map_err(|e| {
-                    ManagerError::internal("interrupt_failed", format!("Could not interrupt the kernel: {e}"))
-                })?;
+                runtime
+                    .signal(nix::sys::signal::Signal::SIGINT as i32)
+                    .map_err(|e| {
+                        ManagerError::internal(
+                            "interrupt_failed",
+                            format!("Could not interrupt the kernel: {e}"),
+                        )
+                    })?;
             }
         }
         Ok(())
@@ -212,9 +280,20 @@ impl KernelManager {
     /// Ends the kernel's runtime: a polite `shutdown_request`, then a kill after the wait.
     async fn stop_runtime(&self, kernel: &Arc<Kernel>, restart: bool) {
         kernel.expect_exit();
-        let Some(runtime) = kernel.runtime() else { return };
-        kernel.send_own(Channel::Control, "shutdown_request", serde_json::json!({ "restart": restart })).await;
-        if tokio::time::timeout(self.config.kernel_shutdown_wait, runtime.wait()).await.is_err() {
+        let Some(runtime) = kernel.runtime() else {
+            return;
+        };
+        kernel
+            .send_own(
+                Channel::Control,
+                "shutdown_request",
+                serde_json::json!({ "restart": restart }),
+            )
+            .await;
+        if tokio::time::timeout(self.config.kernel_shutdown_wait, runtime.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!(kernel = %kernel.id, "kernel ignored shutdown_request; killing it");
             let _ = runtime.kill();
             let _ = tokio::time::timeout(Duration::from_secs(5), runtime.wait()).await;
@@ -230,7 +309,11 @@ impl KernelManager {
         kernel.broadcast_status("restarting");
         self.stop_runtime(&kernel, true).await;
         let spec = self.kernelspec(&kernel.name).ok_or_else(|| {
-            ManagerError::new(ErrorKind::NotFound, "kernelspec_not_found", format!("No such kernel named {}", kernel.name))
+            ManagerError::new(
+                ErrorKind::NotFound,
+                "kernelspec_not_found",
+                format!("No such kernel named {}", kernel.name),
+            )
         })?;
         let key = uuid::Uuid::new_v4().to_string();
         let connection = self.new_connection(&key)?;
@@ -242,7 +325,9 @@ impl KernelManager {
             runtime: serde_json::to_string(&runtime.record()).expect("serializes"),
             started_at: iso_now(),
         })?;
-        kernel.attach(runtime, &connection, self.config.kernel_start_timeout).await?;
+        kernel
+            .attach(runtime, &connection, self.config.kernel_start_timeout)
+            .await?;
         kernel.wait_ready(self.config.kernel_start_timeout).await?;
         tracing::info!(kernel = %id, "kernel restarted");
         drop(_guard);
@@ -264,7 +349,13 @@ impl KernelManager {
 
     /// Shuts down every kernel (server exit).
     pub async fn shutdown_all(&self) {
-        let ids: Vec<String> = self.kernels.read().expect("not poisoned").keys().cloned().collect();
+        let ids: Vec<String> = self
+            .kernels
+            .read()
+            .expect("not poisoned")
+            .keys()
+            .cloned()
+            .collect();
         let stops = ids.iter().map(|id| self.shutdown(id));
         for result in futures_util::future::join_all(stops).await {
             if let Err(e) = result {
@@ -279,28 +370,43 @@ impl KernelManager {
         let mut reattached = 0;
         let mut cleaned = 0;
         for record in self.store.kernels()? {
-            let parsed: Option<(ConnectionInfo, RuntimeRecord)> = serde_json::from_str(&record.connection)
-                .ok()
-                .zip(serde_json::from_str(&record.runtime).ok());
+            let parsed: Option<(ConnectionInfo, RuntimeRecord)> =
+                serde_json::from_str(&record.connection)
+                    .ok()
+                    .zip(serde_json::from_str(&record.runtime).ok());
             let Some((connection, runtime_record)) = parsed else {
                 self.store.delete_kernel(&record.id)?;
                 cleaned += 1;
                 continue;
             };
-            let spec_mode = self.kernelspec(&record.name).map(|s| s.spec.interrupt_mode).unwrap_or_default();
+            let spec_mode = self
+                .kernelspec(&record.name)
+                .map(|s| s.spec.interrupt_mode)
+                .unwrap_or_default();
             match self.backend.reattach(&runtime_record) {
                 Some(runtime) => {
                     let runtime: Arc<dyn Runtime> = Arc::from(runtime);
-                    let kernel = Kernel::new(record.id.clone(), record.name.clone(), spec_mode, self.config.hub_limits());
+                    let kernel = Kernel::new(
+                        record.id.clone(),
+                        record.name.clone(),
+                        spec_mode,
+                        self.config.hub_limits(),
+                        self.gate.clone(),
+                    );
                     let attached = async {
-                        kernel.attach(runtime.clone(), &connection, Duration::from_secs(5)).await?;
+                        kernel
+                            .attach(runtime.clone(), &connection, Duration::from_secs(5))
+                            .await?;
                         kernel.wait_ready(Duration::from_secs(10)).await
                     }
                     .await;
                     match attached {
                         Ok(()) => {
                             tracing::info!(kernel = %record.id, "reattached to a kernel from a previous run");
-                            self.kernels.write().expect("not poisoned").insert(record.id.clone(), kernel);
+                            self.kernels
+                                .write()
+                                .expect("not poisoned")
+                                .insert(record.id.clone(), kernel);
                             reattached += 1;
                         }
                         Err(e) => {

@@ -6,21 +6,25 @@
 //! rebuilt from it when the server starts.
 
 mod error;
+mod gate;
 mod hub;
 mod kernel;
 mod kernels;
 mod python;
 mod sessions;
 
+pub use commonlab_runtime::KernelSpec;
 pub use error::{ErrorKind, ManagerError};
+pub use gate::PolicyGate;
 pub use hub::{ClientHandle, Outgoing, WireProtocol};
 pub use kernel::{Kernel, KernelModel};
-pub use commonlab_runtime::KernelSpec;
 pub use kernels::{KernelManager, KernelManagerConfig, KernelSpecView};
 pub use python::{find_python, PythonEnv, PythonSetup};
 pub use sessions::{SessionManager, SessionModel, SessionRequest};
 
 /// The current time as Jupyter writes it: ISO 8601 in UTC with microseconds and `Z`.
 pub fn iso_now() -> String {
-    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+    chrono::Utc::now()
+        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .to_string()
 }

@@ -56,7 +56,10 @@ fn probe(python: &Path) -> Option<PythonEnv> {
         return None;
     }
     let prefix = String::from_utf8(output.stdout).ok()?.trim().to_owned();
-    Some(PythonEnv { python: python.to_owned(), prefix: PathBuf::from(prefix) })
+    Some(PythonEnv {
+        python: python.to_owned(),
+        prefix: PathBuf::from(prefix),
+    })
 }
 
 /// Sets up a managed environment under the data directory when no Python with ipykernel exists.
@@ -97,7 +100,9 @@ impl PythonSetup {
                     .map(|s| s.success())
                     .unwrap_or(false)
             })
-            .ok_or_else(|| fail("No Python 3 with the venv and ensurepip modules was found".into()))?;
+            .ok_or_else(|| {
+                fail("No Python 3 with the venv and ensurepip modules was found".into())
+            })?;
         tracing::info!(env = %self.env_dir.display(), python = %base.display(), "no Python with ipykernel found: creating a managed environment");
         let status = std::process::Command::new(base)
             .args(["-m", "venv"])
@@ -105,18 +110,33 @@ impl PythonSetup {
             .status()
             .map_err(|e| fail(format!("Could not run {}: {e}", base.display())))?;
         if !status.success() {
-            return Err(fail(format!("Creating the environment at {} failed", self.env_dir.display())));
+            return Err(fail(format!(
+                "Creating the environment at {} failed",
+                self.env_dir.display()
+            )));
         }
         let python = self.env_dir.join("bin/python");
         tracing::info!(packages = ?self.packages, "installing packages into the managed environment (this takes a minute)");
         let status = std::process::Command::new(&python)
-            .args(["-m", "pip", "install", "--disable-pip-version-check", "--progress-bar", "off"])
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                "--progress-bar",
+                "off",
+            ])
             .args(&self.packages)
             .status()
             .map_err(|e| fail(format!("Could not run pip: {e}")))?;
         if !status.success() {
-            return Err(fail(format!("Installing {} failed (see pip's output above)", self.packages.join(", "))));
+            return Err(fail(format!(
+                "Installing {} failed (see pip's output above)",
+                self.packages.join(", ")
+            )));
         }
-        probe(&python).ok_or_else(|| fail("The managed environment was created but cannot import ipykernel".into()))
+        probe(&python).ok_or_else(|| {
+            fail("The managed environment was created but cannot import ipykernel".into())
+        })
     }
 }

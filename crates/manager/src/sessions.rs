@@ -61,7 +61,10 @@ impl SessionManager {
             name: record.name.clone(),
             kind: record.kind.clone(),
             kernel,
-            notebook: NotebookRef { path: record.path.clone(), name: record.name.clone() },
+            notebook: NotebookRef {
+                path: record.path.clone(),
+                name: record.name.clone(),
+            },
         })
     }
 
@@ -78,7 +81,13 @@ impl SessionManager {
     }
 
     pub fn get(&self, id: &str) -> Result<SessionModel, ManagerError> {
-        let not_found = || ManagerError::new(ErrorKind::NotFound, "session_not_found", format!("Session not found: session_id='{id}'"));
+        let not_found = || {
+            ManagerError::new(
+                ErrorKind::NotFound,
+                "session_not_found",
+                format!("Session not found: session_id='{id}'"),
+            )
+        };
         let record = self.store.session(id)?.ok_or_else(not_found)?;
         match self.model(&record) {
             Some(model) => Ok(model),
@@ -92,7 +101,9 @@ impl SessionManager {
     async fn kernel_for(&self, kernel: Option<&KernelRef>) -> Result<String, ManagerError> {
         match kernel {
             Some(KernelRef { id: Some(id), .. }) => Ok(self.kernels.get(id)?.id.clone()),
-            Some(KernelRef { name, .. }) => Ok(self.kernels.start(name.as_deref()).await?.id.clone()),
+            Some(KernelRef { name, .. }) => {
+                Ok(self.kernels.start(name.as_deref()).await?.id.clone())
+            }
             None => Ok(self.kernels.start(None).await?.id.clone()),
         }
     }
@@ -100,7 +111,11 @@ impl SessionManager {
     /// Creates a session, or returns the existing one for the same path (as jupyter_server does).
     pub async fn create(&self, request: SessionRequest) -> Result<SessionModel, ManagerError> {
         let path = request.path.filter(|p| !p.is_empty()).ok_or_else(|| {
-            ManagerError::new(ErrorKind::BadRequest, "session_path_missing", "Missing field in JSON data: path")
+            ManagerError::new(
+                ErrorKind::BadRequest,
+                "session_path_missing",
+                "Missing field in JSON data: path",
+            )
         })?;
         for model in self.list()? {
             if model.path == path {
@@ -120,9 +135,17 @@ impl SessionManager {
     }
 
     /// Renames, retypes, or moves a session to another kernel.
-    pub async fn update(&self, id: &str, request: SessionRequest) -> Result<SessionModel, ManagerError> {
+    pub async fn update(
+        &self,
+        id: &str,
+        request: SessionRequest,
+    ) -> Result<SessionModel, ManagerError> {
         let mut record = self.store.session(id)?.ok_or_else(|| {
-            ManagerError::new(ErrorKind::NotFound, "session_not_found", format!("Session not found: session_id='{id}'"))
+            ManagerError::new(
+                ErrorKind::NotFound,
+                "session_not_found",
+                format!("Session not found: session_id='{id}'"),
+            )
         })?;
         if let Some(path) = request.path {
             record.path = path;
@@ -139,7 +162,11 @@ impl SessionManager {
         }
         self.store.upsert_session(&record)?;
         if record.kernel_id != old_kernel {
-            let still_used = self.store.sessions()?.iter().any(|s| s.kernel_id == old_kernel);
+            let still_used = self
+                .store
+                .sessions()?
+                .iter()
+                .any(|s| s.kernel_id == old_kernel);
             if !still_used {
                 let _ = self.kernels.shutdown(&old_kernel).await;
             }
@@ -150,7 +177,11 @@ impl SessionManager {
     /// Deletes a session and shuts down its kernel.
     pub async fn delete(&self, id: &str) -> Result<(), ManagerError> {
         let record = self.store.session(id)?.ok_or_else(|| {
-            ManagerError::new(ErrorKind::NotFound, "session_not_found", format!("Session not found: session_id='{id}'"))
+            ManagerError::new(
+                ErrorKind::NotFound,
+                "session_not_found",
+                format!("Session not found: session_id='{id}'"),
+            )
         })?;
         self.store.delete_session(id)?;
         match self.kernels.shutdown(&record.kernel_id).await {

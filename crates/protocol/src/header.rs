@@ -91,6 +91,11 @@ impl MessageBuilder {
 
     /// An iopub `status` message with the given `execution_state`.
     pub fn status(&self, state: &str, date: String, parent_header: Bytes) -> RawMessage {
-        self.message("status", date, parent_header, &serde_json::json!({ "execution_state": state }))
+        self.message(
+            "status",
+            date,
+            parent_header,
+            &serde_json::json!({ "execution_state": state }),
+        )
     }
 }

@@ -105,7 +105,9 @@ pub struct Signer {
 
 impl std::fmt::Debug for Signer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Signer").field("enabled", &self.mac.is_some()).finish()
+        f.debug_struct("Signer")
+            .field("enabled", &self.mac.is_some())
+            .finish()
     }
 }
 
@@ -180,7 +182,16 @@ impl Signer {
                 return Err(WireError::BadSignature);
             }
         }
-        Ok((identities, RawMessage { header, parent_header, metadata, content, buffers }))
+        Ok((
+            identities,
+            RawMessage {
+                header,
+                parent_header,
+                metadata,
+                content,
+                buffers,
+            },
+        ))
     }
 }
 
@@ -235,7 +246,10 @@ mod tests {
     #[test]
     fn short_and_undelimited_messages_are_rejected() {
         let signer = Signer::new(b"k");
-        assert_eq!(signer.from_frames(vec![Bytes::from_static(b"x")]), Err(WireError::NoDelimiter));
+        assert_eq!(
+            signer.from_frames(vec![Bytes::from_static(b"x")]),
+            Err(WireError::NoDelimiter)
+        );
         let frames = vec![Bytes::from_static(DELIMITER), Bytes::new(), Bytes::new()];
         assert_eq!(signer.from_frames(frames), Err(WireError::TooFewFrames(2)));
     }

@@ -32,8 +32,12 @@ pub enum WsError {
 /// Encodes a message for the v1 protocol.
 pub fn encode_v1(channel: Channel, message: &RawMessage) -> Bytes {
     let channel_name = channel.as_str().as_bytes();
-    let parts: [&Bytes; 4] =
-        [&message.header, &message.parent_header, &message.metadata, &message.content];
+    let parts: [&Bytes; 4] = [
+        &message.header,
+        &message.parent_header,
+        &message.metadata,
+        &message.content,
+    ];
     let n_parts = 4 + message.buffers.len();
     let n_offsets = 2 + n_parts;
     let header_len = 8 * (1 + n_offsets);
@@ -81,8 +85,11 @@ pub fn decode_v1(frame: Bytes) -> Result<(Channel, RawMessage), WsError> {
         .map_err(|_| WsError::UnknownChannel("<not utf-8>".into()))?;
     let channel =
         Channel::parse(channel_name).ok_or_else(|| WsError::UnknownChannel(channel_name.into()))?;
-    let mut parts: Vec<Bytes> =
-        offsets.windows(2).skip(1).map(|w| frame.slice(w[0]..w[1])).collect();
+    let mut parts: Vec<Bytes> = offsets
+        .windows(2)
+        .skip(1)
+        .map(|w| frame.slice(w[0]..w[1]))
+        .collect();
     if parts.len() < 4 {
         return Err(WsError::TooFewParts(parts.len()));
     }
@@ -178,7 +185,11 @@ pub fn decode_legacy_binary(frame: Bytes) -> Result<(Channel, RawMessage), WsErr
         return Err(WsError::BadOffsets);
     }
     let json = frame.slice(offsets[0]..offsets[1]);
-    let buffers = offsets.windows(2).skip(1).map(|w| frame.slice(w[0]..w[1])).collect();
+    let buffers = offsets
+        .windows(2)
+        .skip(1)
+        .map(|w| frame.slice(w[0]..w[1]))
+        .collect();
     decode_legacy_json(&json, buffers)
 }
 
@@ -195,7 +206,9 @@ fn decode_legacy_json(text: &[u8], buffers: Vec<Bytes>) -> Result<(Channel, RawM
         Channel::parse(&channel_name).ok_or(WsError::UnknownChannel(channel_name.clone()))?;
     let mut part = |name: &'static str, required: bool| -> Result<Bytes, WsError> {
         match value.remove(name) {
-            Some(v) if v.is_object() => Ok(Bytes::from(serde_json::to_vec(&v).expect("serializes"))),
+            Some(v) if v.is_object() => {
+                Ok(Bytes::from(serde_json::to_vec(&v).expect("serializes")))
+            }
             None | Some(serde_json::Value::Null) if !required => Ok(Bytes::from_static(b"{}")),
             _ => Err(WsError::MissingField(name)),
         }
@@ -253,9 +266,19 @@ mod tests {
         let cases: Vec<Vec<u8>> = vec![
             vec![],
             vec![0xff; 8],
-            [2u64.to_le_bytes(), 0u64.to_le_bytes(), 1000u64.to_le_bytes()].concat(),
-            [3u64.to_le_bytes(), 32u64.to_le_bytes(), 37u64.to_le_bytes(), 33u64.to_le_bytes()]
-                .concat(),
+            [
+                2u64.to_le_bytes(),
+                0u64.to_le_bytes(),
+                1000u64.to_le_bytes(),
+            ]
+            .concat(),
+            [
+                3u64.to_le_bytes(),
+                32u64.to_le_bytes(),
+                37u64.to_le_bytes(),
+                33u64.to_le_bytes(),
+            ]
+            .concat(),
         ];
         for case in cases {
             assert!(decode_v1(Bytes::from(case)).is_err());
@@ -276,7 +299,10 @@ mod tests {
 
     #[test]
     fn legacy_binary_round_trips_buffers() {
-        let original = message(vec![Bytes::from_static(b"\x01\x02"), Bytes::from_static(b"z")]);
+        let original = message(vec![
+            Bytes::from_static(b"\x01\x02"),
+            Bytes::from_static(b"z"),
+        ]);
         let (binary, frame) = encode_legacy(Channel::Shell, "m1", "stream", &original);
         assert!(binary);
         let (channel, back) = decode_legacy_binary(frame).unwrap();
@@ -286,8 +312,14 @@ mod tests {
 
     #[test]
     fn legacy_rejects_bad_json_and_channels() {
-        assert!(matches!(decode_legacy_text(b"{nope"), Err(WsError::BadJson(_))));
-        assert_eq!(decode_legacy_text(br#"{"header":{}}"#).unwrap().0, Channel::Shell);
+        assert!(matches!(
+            decode_legacy_text(b"{nope"),
+            Err(WsError::BadJson(_))
+        ));
+        assert_eq!(
+            decode_legacy_text(br#"{"header":{}}"#).unwrap().0,
+            Channel::Shell
+        );
         assert_eq!(
             decode_legacy_text(br#"{"header":{},"channel":7}"#),
             Err(WsError::MissingField("channel"))

@@ -80,23 +80,40 @@ pub fn jupyter_data_dirs(env_prefixes: &[PathBuf]) -> Vec<PathBuf> {
 pub fn find_kernelspecs(dirs: &[PathBuf]) -> BTreeMap<String, KernelSpec> {
     let mut specs = BTreeMap::new();
     for dir in dirs {
-        let Ok(entries) = std::fs::read_dir(dir.join("kernels")) else { continue };
+        let Ok(entries) = std::fs::read_dir(dir.join("kernels")) else {
+            continue;
+        };
         let mut entries: Vec<_> = entries.filter_map(|e| e.ok()).collect();
         entries.sort_by_key(|e| e.file_name());
         for entry in entries {
-            let Ok(name) = entry.file_name().into_string() else { continue };
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
             let name = name.to_lowercase();
             if specs.contains_key(&name) {
                 continue;
             }
             let path = entry.path().join("kernel.json");
-            let Ok(text) = std::fs::read(&path) else { continue };
+            let Ok(text) = std::fs::read(&path) else {
+                continue;
+            };
             match serde_json::from_slice::<KernelSpecFile>(&text) {
                 Ok(spec) if !spec.argv.is_empty() => {
-                    specs.insert(name.clone(), KernelSpec { name, resource_dir: entry.path(), spec });
+                    specs.insert(
+                        name.clone(),
+                        KernelSpec {
+                            name,
+                            resource_dir: entry.path(),
+                            spec,
+                        },
+                    );
                 }
-                Ok(_) => tracing::warn!(path = %path.display(), "kernelspec has an empty argv; skipped"),
-                Err(e) => tracing::warn!(path = %path.display(), error = %e, "invalid kernelspec; skipped"),
+                Ok(_) => {
+                    tracing::warn!(path = %path.display(), "kernelspec has an empty argv; skipped")
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "invalid kernelspec; skipped")
+                }
             }
         }
     }
@@ -116,11 +133,23 @@ mod tests {
             std::fs::create_dir_all(&dir).unwrap();
             std::fs::write(dir.join("kernel.json"), body).unwrap();
         };
-        write(first.path(), "python3", r#"{"argv":["a","-f","{connection_file}"],"display_name":"First"}"#);
-        write(second.path(), "python3", r#"{"argv":["b"],"display_name":"Second"}"#);
+        write(
+            first.path(),
+            "python3",
+            r#"{"argv":["a","-f","{connection_file}"],"display_name":"First"}"#,
+        );
+        write(
+            second.path(),
+            "python3",
+            r#"{"argv":["b"],"display_name":"Second"}"#,
+        );
         write(second.path(), "broken", "{not json");
         write(second.path(), "empty", r#"{"argv":[],"display_name":"E"}"#);
-        write(second.path(), "Julia", r#"{"argv":["julia"],"display_name":"Julia","interrupt_mode":"message"}"#);
+        write(
+            second.path(),
+            "Julia",
+            r#"{"argv":["julia"],"display_name":"Julia","interrupt_mode":"message"}"#,
+        );
         let specs = find_kernelspecs(&[first.path().to_owned(), second.path().to_owned()]);
         assert_eq!(specs.keys().collect::<Vec<_>>(), vec!["julia", "python3"]);
         assert_eq!(specs["python3"].spec.display_name, "First");

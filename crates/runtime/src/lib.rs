@@ -15,7 +15,9 @@ use std::path::PathBuf;
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
-pub use kernelspec::{find_kernelspecs, jupyter_data_dirs, InterruptMode, KernelSpec, KernelSpecFile};
+pub use kernelspec::{
+    find_kernelspecs, jupyter_data_dirs, InterruptMode, KernelSpec, KernelSpecFile,
+};
 pub use local::LocalBackend;
 pub use ports::free_tcp_ports;
 

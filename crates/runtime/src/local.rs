@@ -26,7 +26,9 @@ impl LocalBackend {
     }
 
     fn write_connection_file(&self, spec: &LaunchSpec) -> Result<PathBuf, RuntimeError> {
-        let path = self.runtime_dir.join(format!("kernel-{}.json", spec.kernel_id));
+        let path = self
+            .runtime_dir
+            .join(format!("kernel-{}.json", spec.kernel_id));
         let err = |e: std::io::Error| RuntimeError::ConnectionFile {
             path: path.display().to_string(),
             detail: e.to_string(),
@@ -69,7 +71,8 @@ impl Runtime for LocalRuntime {
             return Ok(());
         }
         let signal = Signal::try_from(signal).map_err(|e| RuntimeError::Signal(e.to_string()))?;
-        killpg(Pid::from_raw(self.record.pid), signal).map_err(|e| RuntimeError::Signal(e.to_string()))
+        killpg(Pid::from_raw(self.record.pid), signal)
+            .map_err(|e| RuntimeError::Signal(e.to_string()))
     }
 
     fn wait(&self) -> BoxFuture<'static, ExitInfo> {
@@ -80,7 +83,10 @@ impl Runtime for LocalRuntime {
                     return info;
                 }
                 if exit.changed().await.is_err() {
-                    return exit.borrow().clone().unwrap_or(ExitInfo { code: None, signal: None });
+                    return exit.borrow().clone().unwrap_or(ExitInfo {
+                        code: None,
+                        signal: None,
+                    });
                 }
             }
         })
@@ -99,8 +105,11 @@ impl RuntimeBackend for LocalBackend {
             }
             let connection_file = self.write_connection_file(&spec)?;
             let file = connection_file.display().to_string();
-            let argv: Vec<String> =
-                spec.argv.iter().map(|a| a.replace("{connection_file}", &file)).collect();
+            let argv: Vec<String> = spec
+                .argv
+                .iter()
+                .map(|a| a.replace("{connection_file}", &file))
+                .collect();
             let mut command = tokio::process::Command::new(&argv[0]);
             command
                 .args(&argv[1..])
@@ -120,15 +129,29 @@ impl RuntimeBackend for LocalBackend {
                 let info = match child.wait().await {
                     Ok(status) => {
                         use std::os::unix::process::ExitStatusExt;
-                        ExitInfo { code: status.code(), signal: status.signal() }
+                        ExitInfo {
+                            code: status.code(),
+                            signal: status.signal(),
+                        }
                     }
-                    Err(_) => ExitInfo { code: None, signal: None },
+                    Err(_) => ExitInfo {
+                        code: None,
+                        signal: None,
+                    },
                 };
                 let _ = tx.send(Some(info));
             });
-            let record = RuntimeRecord { backend: "local".into(), pid, start_ticks, connection_file };
-            Ok(Box::new(LocalRuntime { record, exit: rx, watcher: Mutex::new(Some(watcher)) })
-                as Box<dyn Runtime>)
+            let record = RuntimeRecord {
+                backend: "local".into(),
+                pid,
+                start_ticks,
+                connection_file,
+            };
+            Ok(Box::new(LocalRuntime {
+                record,
+                exit: rx,
+                watcher: Mutex::new(Some(watcher)),
+            }) as Box<dyn Runtime>)
         })
     }
 
@@ -143,15 +166,23 @@ impl RuntimeBackend for LocalBackend {
             while process_start_ticks(pid) == Some(start_ticks) {
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
-            let _ = tx.send(Some(ExitInfo { code: None, signal: None }));
+            let _ = tx.send(Some(ExitInfo {
+                code: None,
+                signal: None,
+            }));
         });
-        Some(Box::new(LocalRuntime { record: record.clone(), exit: rx, watcher: Mutex::new(Some(watcher)) }))
+        Some(Box::new(LocalRuntime {
+            record: record.clone(),
+            exit: rx,
+            watcher: Mutex::new(Some(watcher)),
+        }))
     }
 }
 
 /// Field 22 of `/proc/<pid>/stat`, or `None` when the process is gone (or a zombie).
 pub(crate) fn process_start_ticks(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("stat")).ok()?;
+    let stat =
+        std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("stat")).ok()?;
     let after_comm = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = after_comm.split_whitespace().collect();
     if fields.first() == Some(&"Z") {

@@ -17,7 +17,9 @@ fn token_from_request(request: &Request) -> Option<String> {
         }
     }
     let query = request.uri().query()?;
-    form_pairs(query).find(|(k, _)| k == "token").map(|(_, v)| v)
+    form_pairs(query)
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v)
 }
 
 pub(crate) fn form_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
@@ -56,9 +58,15 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Rejects requests without the server's token with 403, as jupyter_server does for the API.
-pub(crate) async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub(crate) async fn require_token(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
     let authorized = match token_from_request(&request) {
-        Some(token) => !state.token.is_empty() && constant_time_eq(token.as_bytes(), state.token.as_bytes()),
+        Some(token) => {
+            !state.token.is_empty() && constant_time_eq(token.as_bytes(), state.token.as_bytes())
+        }
         None => state.token.is_empty(),
     };
     if !authorized {

@@ -16,7 +16,12 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into(), short_message: None }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            short_message: None,
+        }
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
@@ -33,7 +38,12 @@ impl From<ManagerError> for ApiError {
             ErrorKind::KernelUnavailable => StatusCode::NOT_IMPLEMENTED,
             ErrorKind::Unavailable | ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        ApiError { status, code: e.code, message: e.message, short_message: e.short_message }
+        ApiError {
+            status,
+            code: e.code,
+            message: e.message,
+            short_message: e.short_message,
+        }
     }
 }
 

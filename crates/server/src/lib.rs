@@ -39,8 +39,13 @@ pub struct AppState {
 pub fn app(state: AppState) -> Router {
     let base = state.base_url.trim_end_matches('/').to_owned();
     let api = api::router(state.clone())
-        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token))
-        .layer(axum::extract::DefaultBodyLimit::max(state.limits.request_body_bytes_max));
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            state.limits.request_body_bytes_max,
+        ));
     let public = api::public_router();
     let routes = Router::new().merge(public).merge(api).with_state(state);
     if base.is_empty() {

@@ -26,6 +26,17 @@ const MIGRATIONS: &[&str] = &[
         kernel_id TEXT NOT NULL
     );
     CREATE INDEX sessions_by_path ON sessions(path);",
+    "CREATE TABLE findings (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at TEXT NOT NULL,
+        kernel_id TEXT NOT NULL,
+        msg_id TEXT NOT NULL,
+        action TEXT NOT NULL,
+        category TEXT,
+        shadow INTEGER NOT NULL,
+        verdict TEXT NOT NULL
+    );
+    CREATE INDEX findings_by_kernel ON findings(kernel_id);",
 ];
 
 /// Why the store failed.
@@ -34,7 +45,11 @@ pub enum StoreError {
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("database at {path} was written by a newer version (schema {found}, this build knows {known})")]
-    TooNew { path: String, found: i64, known: usize },
+    TooNew {
+        path: String,
+        found: i64,
+        known: usize,
+    },
 }
 
 /// A kernel the server started, with what is needed to reconnect to it.
@@ -57,6 +72,20 @@ pub struct SessionRecord {
     pub name: String,
     pub kind: String,
     pub kernel_id: String,
+}
+
+/// A policy verdict about one cell or runtime, with its evidence.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FindingRecord {
+    pub at: String,
+    pub kernel_id: String,
+    pub msg_id: String,
+    pub action: String,
+    pub category: Option<String>,
+    /// True when only shadow-mode rules matched: recorded, not acted on.
+    pub shadow: bool,
+    /// The whole verdict, as JSON.
+    pub verdict: String,
 }
 
 /// The store. Cheap operations run under one lock; it is never held across an await.
@@ -82,7 +111,11 @@ impl Store {
     fn migrate(mut connection: Connection, path: &str) -> Result<Store, StoreError> {
         let version: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
         if version as usize > MIGRATIONS.len() {
-            return Err(StoreError::TooNew { path: path.into(), found: version, known: MIGRATIONS.len() });
+            return Err(StoreError::TooNew {
+                path: path.into(),
+                found: version,
+                known: MIGRATIONS.len(),
+            });
         }
         for (idx, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
             let tx = connection.transaction()?;
@@ -90,11 +123,16 @@ impl Store {
             tx.pragma_update(None, "user_version", (idx + 1) as i64)?;
             tx.commit()?;
         }
-        Ok(Store { connection: Mutex::new(connection) })
+        Ok(Store {
+            connection: Mutex::new(connection),
+        })
     }
 
     fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
-        let connection = self.connection.lock().expect("store lock is never poisoned");
+        let connection = self
+            .connection
+            .lock()
+            .expect("store lock is never poisoned");
         Ok(f(&connection)?)
     }
 
@@ -109,16 +147,27 @@ impl Store {
     }
 
     pub fn update_kernel_runtime(&self, id: &str, runtime: &str) -> Result<(), StoreError> {
-        self.with(|c| c.execute("UPDATE kernels SET runtime = ?2 WHERE id = ?1", params![id, runtime]).map(|_| ()))
+        self.with(|c| {
+            c.execute(
+                "UPDATE kernels SET runtime = ?2 WHERE id = ?1",
+                params![id, runtime],
+            )
+            .map(|_| ())
+        })
     }
 
     pub fn delete_kernel(&self, id: &str) -> Result<(), StoreError> {
-        self.with(|c| c.execute("DELETE FROM kernels WHERE id = ?1", params![id]).map(|_| ()))
+        self.with(|c| {
+            c.execute("DELETE FROM kernels WHERE id = ?1", params![id])
+                .map(|_| ())
+        })
     }
 
     pub fn kernels(&self) -> Result<Vec<KernelRecord>, StoreError> {
         self.with(|c| {
-            let mut stmt = c.prepare("SELECT id, name, connection, runtime, started_at FROM kernels ORDER BY started_at")?;
+            let mut stmt = c.prepare(
+                "SELECT id, name, connection, runtime, started_at FROM kernels ORDER BY started_at",
+            )?;
             let rows = stmt.query_map([], |row| {
                 Ok(KernelRecord {
                     id: row.get(0)?,
@@ -143,7 +192,10 @@ impl Store {
     }
 
     pub fn delete_session(&self, id: &str) -> Result<(), StoreError> {
-        self.with(|c| c.execute("DELETE FROM sessions WHERE id = ?1", params![id]).map(|_| ()))
+        self.with(|c| {
+            c.execute("DELETE FROM sessions WHERE id = ?1", params![id])
+                .map(|_| ())
+        })
     }
 
     pub fn session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
@@ -159,8 +211,42 @@ impl Store {
 
     pub fn sessions(&self) -> Result<Vec<SessionRecord>, StoreError> {
         self.with(|c| {
-            let mut stmt = c.prepare("SELECT id, path, name, type, kernel_id FROM sessions ORDER BY rowid")?;
+            let mut stmt =
+                c.prepare("SELECT id, path, name, type, kernel_id FROM sessions ORDER BY rowid")?;
             let rows = stmt.query_map([], session_from_row)?;
+            rows.collect()
+        })
+    }
+}
+
+impl Store {
+    pub fn insert_finding(&self, record: &FindingRecord) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO findings (at, kernel_id, msg_id, action, category, shadow, verdict) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![record.at, record.kernel_id, record.msg_id, record.action, record.category, record.shadow, record.verdict],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Findings about one kernel, oldest first.
+    pub fn findings_for_kernel(&self, kernel_id: &str) -> Result<Vec<FindingRecord>, StoreError> {
+        self.with(|c| {
+            let mut stmt = c.prepare(
+                "SELECT at, kernel_id, msg_id, action, category, shadow, verdict FROM findings WHERE kernel_id = ?1 ORDER BY id",
+            )?;
+            let rows = stmt.query_map(params![kernel_id], |row| {
+                Ok(FindingRecord {
+                    at: row.get(0)?,
+                    kernel_id: row.get(1)?,
+                    msg_id: row.get(2)?,
+                    action: row.get(3)?,
+                    category: row.get(4)?,
+                    shadow: row.get(5)?,
+                    verdict: row.get(6)?,
+                })
+            })?;
             rows.collect()
         })
     }

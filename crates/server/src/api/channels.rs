@@ -28,7 +28,11 @@ pub(crate) async fn channels(
         .max_frame_size(state.limits.ws_message_bytes_max)
         .read_buffer_size(4096)
         .write_buffer_size(0);
-    let protocol = if upgrade.selected_protocol().is_some() { WireProtocol::V1 } else { WireProtocol::Legacy };
+    let protocol = if upgrade.selected_protocol().is_some() {
+        WireProtocol::V1
+    } else {
+        WireProtocol::Legacy
+    };
     Ok(upgrade.on_upgrade(move |socket| serve(socket, kernel, session_id, protocol)))
 }
 
@@ -37,7 +41,12 @@ async fn serve(socket: WebSocket, kernel: Arc<Kernel>, session_id: String, proto
     relay(socket, handle, rx, protocol).await;
 }
 
-async fn relay(socket: WebSocket, handle: ClientHandle, mut rx: mpsc::UnboundedReceiver<Outgoing>, protocol: WireProtocol) {
+async fn relay(
+    socket: WebSocket,
+    handle: ClientHandle,
+    mut rx: mpsc::UnboundedReceiver<Outgoing>,
+    protocol: WireProtocol,
+) {
     let (mut ws_tx, mut ws_rx) = socket.split();
     loop {
         tokio::select! {

@@ -15,11 +15,18 @@ fn model(state: &AppState, spec: &commonlab_manager::KernelSpecView) -> Value {
     for file in &spec.resources {
         let key = match file.rsplit_once('.') {
             Some((stem, _)) if stem.starts_with("logo-") => {
-                if file.ends_with(".svg") { "logo-svg".to_owned() } else { stem.to_owned() }
+                if file.ends_with(".svg") {
+                    "logo-svg".to_owned()
+                } else {
+                    stem.to_owned()
+                }
             }
             _ => file.clone(),
         };
-        resources.insert(key, json!(format!("{base}/kernelspecs/{}/{file}", spec.name)));
+        resources.insert(
+            key,
+            json!(format!("{base}/kernelspecs/{}/{file}", spec.name)),
+        );
     }
     json!({ "name": spec.name, "spec": spec.spec, "resources": resources })
 }
@@ -36,11 +43,20 @@ pub(crate) async fn list(State(state): State<AppState>) -> Json<Value> {
     Json(json!({ "default": state.kernels.default_kernel_name(), "kernelspecs": specs }))
 }
 
-pub(crate) async fn get(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn get(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let view = views(&state.kernels)
         .into_iter()
         .find(|v| v.name == name.to_lowercase())
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "kernelspec_not_found", format!("Kernel spec {name} not found")))?;
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "kernelspec_not_found",
+                format!("Kernel spec {name} not found"),
+            )
+        })?;
     Ok(Json(model(&state, &view)))
 }
 
@@ -48,7 +64,13 @@ pub(crate) async fn resource(
     State(state): State<AppState>,
     Path((name, resource)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let not_found = || ApiError::new(StatusCode::NOT_FOUND, "kernelspec_resource_not_found", format!("Kernel spec resource {name}/{resource} not found"));
+    let not_found = || {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "kernelspec_resource_not_found",
+            format!("Kernel spec resource {name}/{resource} not found"),
+        )
+    };
     let spec = state.kernels.kernelspec(&name).ok_or_else(not_found)?;
     if resource.contains('/') || resource.contains("..") {
         return Err(not_found());
@@ -56,7 +78,9 @@ pub(crate) async fn resource(
     if !spec.resources().contains(&resource) {
         return Err(not_found());
     }
-    let bytes = tokio::fs::read(spec.resource_dir.join(&resource)).await.map_err(|_| not_found())?;
+    let bytes = tokio::fs::read(spec.resource_dir.join(&resource))
+        .await
+        .map_err(|_| not_found())?;
     let mime = match resource.rsplit_once('.').map(|(_, ext)| ext) {
         Some("png") => "image/png",
         Some("svg") => "image/svg+xml",

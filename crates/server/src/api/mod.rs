@@ -21,29 +21,48 @@ pub(crate) fn router(_state: AppState) -> Router<AppState> {
         .route("/api/kernelspecs/{name}", get(kernelspecs::get))
         .route("/kernelspecs/{name}/{resource}", get(kernelspecs::resource))
         .route("/api/kernels", get(kernels::list).post(kernels::start))
-        .route("/api/kernels/{id}", get(kernels::get).delete(kernels::shutdown))
+        .route(
+            "/api/kernels/{id}",
+            get(kernels::get).delete(kernels::shutdown),
+        )
         .route("/api/kernels/{id}/interrupt", post(kernels::interrupt))
         .route("/api/kernels/{id}/restart", post(kernels::restart))
         .route("/api/kernels/{id}/channels", get(channels::channels))
         .route("/api/sessions", get(sessions::list).post(sessions::create))
-        .route("/api/sessions/{id}", get(sessions::get).patch(sessions::update).delete(sessions::delete))
+        .route(
+            "/api/sessions/{id}",
+            get(sessions::get)
+                .patch(sessions::update)
+                .delete(sessions::delete),
+        )
 }
 
 /// Routes open to anyone, as in jupyter_server.
 pub(crate) fn public_router() -> Router<AppState> {
-    Router::new().route("/api", get(status::version)).route("/api/", get(status::version))
+    Router::new()
+        .route("/api", get(status::version))
+        .route("/api/", get(status::version))
 }
 
 /// Parses a JSON body; an empty body is `T::default()`-like only when `allow_empty`.
-pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8], allow_empty: bool) -> Result<Option<T>, ApiError> {
+pub(crate) fn parse_json<T: DeserializeOwned>(
+    body: &[u8],
+    allow_empty: bool,
+) -> Result<Option<T>, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return if allow_empty {
             Ok(None)
         } else {
-            Err(ApiError::bad_request("body_missing", "No JSON data provided"))
+            Err(ApiError::bad_request(
+                "body_missing",
+                "No JSON data provided",
+            ))
         };
     }
-    serde_json::from_slice(body)
-        .map(Some)
-        .map_err(|e| ApiError::bad_request("invalid_json", format!("Invalid JSON in body of request: {e}")))
+    serde_json::from_slice(body).map(Some).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_json",
+            format!("Invalid JSON in body of request: {e}"),
+        )
+    })
 }

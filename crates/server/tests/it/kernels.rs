@@ -1,0 +1,326 @@
+//! Kernels through the REST API and the kernel WebSocket, in both framings.
+
+use std::time::Duration;
+
+use commonlab_protocol::Channel;
+use reqwest::Method;
+
+use crate::harness::{spawn_app, stdout, TOKEN};
+
+#[tokio::test]
+async fn print_runs_over_v1_and_legacy_framings() {
+    let Some(app) = spawn_app().await else { return };
+    let kernel_id = app.start_kernel().await;
+    for v1 in [true, false] {
+        let mut client = app.connect(&kernel_id, &format!("s-{v1}"), v1).await;
+        let msg_id = client.execute("print(1+1)").await;
+        let messages = client.until_idle(&msg_id).await;
+        assert_eq!(stdout(&messages), "2\n", "v1={v1}: {messages:?}");
+        let reply = messages
+            .iter()
+            .find(|m| m.msg_type == "execute_reply")
+            .expect("execute_reply");
+        assert_eq!(reply.content["status"], "ok");
+    }
+    let (status, body) = app
+        .request(Method::GET, &format!("/api/kernels/{kernel_id}"), None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["execution_state"], "idle");
+    let (status, _) = app
+        .request(Method::DELETE, &format!("/api/kernels/{kernel_id}"), None)
+        .await;
+    assert_eq!(status, 204);
+    let (status, _) = app
+        .request(Method::GET, &format!("/api/kernels/{kernel_id}"), None)
+        .await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn every_client_of_a_kernel_receives_iopub() {
+    let Some(app) = spawn_app().await else { return };
+    let kernel_id = app.start_kernel().await;
+    let mut first = app.connect(&kernel_id, "first", true).await;
+    let mut second = app.connect(&kernel_id, "second", false).await;
+    let msg_id = first.execute("print('shared')").await;
+    assert_eq!(stdout(&first.until_idle(&msg_id).await), "shared\n");
+    let mut seen = Vec::new();
+    while let Some(received) = second.recv(Duration::from_secs(10)).await {
+        let idle = received.parent_msg_id == msg_id
+            && received.msg_type == "status"
+            && received.content["execution_state"] == "idle";
+        seen.push(received);
+        if idle {
+            break;
+        }
+    }
+    assert_eq!(
+        stdout(
+            &seen
+                .into_iter()
+                .filter(|m| m.parent_msg_id == msg_id)
+                .collect::<Vec<_>>()
+        ),
+        "shared\n"
+    );
+}
+
+#[tokio::test]
+async fn input_round_trips_over_stdin() {
+    let Some(app) = spawn_app().await else { return };
+    let kernel_id = app.start_kernel().await;
+    let mut client = app.connect(&kernel_id, "stdin", true).await;
+    let msg_id = client
+        .execute("name = input('who? ')\nprint('hello', name)")
+        .await;
+    loop {
+        let received = client
+            .recv(Duration::from_secs(20))
+            .await
+            .expect("input_request");
+        if received.msg_type == "input_request" {
+            assert_eq!(received.channel, Channel::Stdin);
+            assert_eq!(received.content["prompt"], "who? ");
+            break;
+        }
+    }
+    client
+        .send(
+            Channel::Stdin,
+            "input_reply",
+            serde_json::json!({ "value": "ada" }),
+        )
+        .await;
+    assert_eq!(stdout(&client.until_idle(&msg_id).await), "hello ada\n");
+}
+
+#[tokio::test]
+async fn messages_missed_while_disconnected_are_delivered_on_reconnect() {
+    let Some(app) = spawn_app().await else { return };
+    let kernel_id = app.start_kernel().await;
+    let mut client = app.connect(&kernel_id, "away", true).await;
+    let msg_id = client
+        .execute("import time; time.sleep(0.5); print('while you were away')")
+        .await;
+    client.ws.close(None).await.unwrap();
+    drop(client);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let mut client = app.connect(&kernel_id, "away", true).await;
+    let messages = client.until_idle(&msg_id).await;
+    assert_eq!(stdout(&messages), "while you were away\n");
+}
+
+#[tokio::test]
+async fn interrupt_stops_a_sleeping_cell_and_restart_clears_state() {
+    let Some(app) = spawn_app().await else { return };
+    let kernel_id = app.start_kernel().await;
+    let mut client = app.connect(&kernel_id, "int", true).await;
+    let msg_id = client.execute("x = 41\nimport time\ntime.sleep(100)").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, _) = app
+        .request(
+            Method::POST,
+            &format!("/api/kernels/{kernel_id}/interrupt"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    let messages = tokio::time::timeout(Duration::from_secs(10), client.until_idle(&msg_id))
+        .await
+        .expect("interrupt is prompt");
+    let error = messages
+        .iter()
+        .find(|m| m.msg_type == "error")
+        .expect("an error for the interrupted cell");
+    assert_eq!(error.content["ename"], "KeyboardInterrupt");
+
+    let (status, body) = app
+        .request(
+            Method::POST,
+            &format!("/api/kernels/{kernel_id}/restart"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let msg_id = client.execute("print(x)").await;
+    let messages = client.until_idle(&msg_id).await;
+    let error = messages
+        .iter()
+        .find(|m| m.msg_type == "error")
+        .expect("x is gone after restart");
+    assert_eq!(error.content["ename"], "NameError");
+}
+
+#[tokio::test]
+async fn a_dying_kernel_is_reported_dead() {
+    let Some(app) = spawn_app().await else { return };
+    let kernel_id = app.start_kernel().await;
+    let mut client = app.connect(&kernel_id, "dies", true).await;
+    client.execute("import os; os._exit(3)").await;
+    let mut dead = false;
+    while let Some(received) = client.recv(Duration::from_secs(15)).await {
+        if received.msg_type == "status" && received.content["execution_state"] == "dead" {
+            dead = true;
+            break;
+        }
+    }
+    assert!(dead, "clients see status dead");
+    let (_, body) = app
+        .request(Method::GET, &format!("/api/kernels/{kernel_id}"), None)
+        .await;
+    assert_eq!(body["execution_state"], "dead");
+    let (status, _) = app
+        .request(
+            Method::POST,
+            &format!("/api/kernels/{kernel_id}/restart"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "a dead kernel can be restarted");
+}
+
+#[tokio::test]
+async fn bad_input_gets_clear_errors_and_the_server_stays_healthy() {
+    let Some(app) = spawn_app().await else { return };
+    let http = reqwest::Client::new();
+    let base = &app.base;
+    // Token: missing, wrong; `/api` is public as in jupyter_server.
+    assert_eq!(
+        http.get(format!("{base}/api/kernels"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    let wrong = http
+        .get(format!("{base}/api/kernels"))
+        .header("Authorization", "token nope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 403);
+    let body: serde_json::Value = wrong.json().await.unwrap();
+    assert_eq!(body["code"], "not_authenticated");
+    assert_eq!(
+        http.get(format!("{base}/api"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        http.get(format!("{base}/api/status?token={TOKEN}"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // Malformed JSON, empty bodies, unknown ids and kernelspecs.
+    let (status, body) = app
+        .request(Method::POST, "/api/sessions", Some("{nope"))
+        .await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("invalid_json")));
+    let (status, _) = app.request(Method::POST, "/api/sessions", Some("")).await;
+    assert_eq!(status, 400);
+    let (status, body) = app
+        .request(
+            Method::POST,
+            "/api/sessions",
+            Some(r#"{"path":"a.ipynb","kernel":{"name":"nope"}}"#),
+        )
+        .await;
+    assert_eq!(
+        (status, body["short_message"].as_str()),
+        (501, Some("nope not found"))
+    );
+    let (status, body) = app
+        .request(
+            Method::GET,
+            "/api/kernels/00000000-0000-0000-0000-000000000000",
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("kernel_not_found"))
+    );
+    let (status, _) = app.request(Method::GET, "/api/sessions/none", None).await;
+    assert_eq!(status, 404);
+    let (status, _) = app
+        .request(Method::GET, "/api/kernelspecs/none", None)
+        .await;
+    assert_eq!(status, 404);
+    // Hostile websocket frames: garbage, bad offsets, and one over the size limit.
+    let kernel_id = app.start_kernel().await;
+    let mut client = app.connect(&kernel_id, "hostile", true).await;
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    client
+        .ws
+        .send(Message::Binary(vec![0xff; 64].into()))
+        .await
+        .unwrap();
+    client
+        .ws
+        .send(Message::Text("not json".into()))
+        .await
+        .unwrap();
+    let msg_id = client.execute("print('still fine')").await;
+    assert_eq!(stdout(&client.until_idle(&msg_id).await), "still fine\n");
+    let _ = client
+        .ws
+        .send(Message::Binary(vec![0u8; 2 << 20].into()))
+        .await;
+    assert!(
+        client.recv(Duration::from_secs(5)).await.is_none(),
+        "an oversized frame closes that connection"
+    );
+    let mut client = app.connect(&kernel_id, "after", true).await;
+    let msg_id = client.execute("print('healthy')").await;
+    assert_eq!(stdout(&client.until_idle(&msg_id).await), "healthy\n");
+}
+
+#[tokio::test]
+async fn sessions_create_reuse_rename_and_delete() {
+    let Some(app) = spawn_app().await else { return };
+    let (status, created) = app
+        .request(
+            Method::POST,
+            "/api/sessions",
+            Some(r#"{"path":"a.ipynb","name":"a","type":"notebook","kernel":{"name":"python3"}}"#),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    let kernel_id = created["kernel"]["id"].as_str().unwrap().to_owned();
+    let (_, again) = app
+        .request(
+            Method::POST,
+            "/api/sessions",
+            Some(r#"{"path":"a.ipynb","type":"notebook"}"#),
+        )
+        .await;
+    assert_eq!(again["id"], created["id"], "same path, same session");
+    let (status, patched) = app
+        .request(
+            Method::PATCH,
+            &format!("/api/sessions/{id}"),
+            Some(r#"{"path":"b.ipynb"}"#),
+        )
+        .await;
+    assert_eq!((status, patched["path"].as_str()), (200, Some("b.ipynb")));
+    let (_, list) = app.request(Method::GET, "/api/sessions", None).await;
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    let (status, _) = app
+        .request(Method::DELETE, &format!("/api/sessions/{id}"), None)
+        .await;
+    assert_eq!(status, 204);
+    let (status, _) = app
+        .request(Method::GET, &format!("/api/kernels/{kernel_id}"), None)
+        .await;
+    assert_eq!(status, 404, "deleting a session shuts down its kernel");
+}
