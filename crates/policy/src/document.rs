@@ -1,9 +1,10 @@
 //! Documents into units of code: notebooks into cells, scripts into one unit; and the
 //! per-line reading of a unit: comments blanked, shell lines found, each line's contexts.
 
-use std::sync::OnceLock;
+use std::borrow::Cow;
+use std::fmt;
 
-use aho_corasick::{AhoCorasick, MatchKind};
+use serde::de::{self, DeserializeSeed, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 
 use crate::pack::{ScopeBits, CLONE, CODE, DOWNLOAD, IMPORT, INSTALL, SHELL};
@@ -63,9 +64,9 @@ pub(crate) fn doc_kind(path_hint: &str, bytes: &[u8]) -> DocKind {
 
 /// One cell or script to scan.
 #[derive(Debug, Clone)]
-pub(crate) struct Unit {
+pub(crate) struct Unit<'a> {
     pub(crate) cell: Option<u32>,
-    pub(crate) source: String,
+    pub(crate) source: Cow<'a, str>,
     pub(crate) lang: Lang,
 }
 
@@ -83,34 +84,87 @@ struct Worksheet {
     cells: Vec<NotebookCell>,
 }
 
+/// A cell: only its type and source are read; outputs and metadata are skipped unparsed.
 #[derive(Deserialize)]
 struct NotebookCell {
     #[serde(default)]
-    cell_type: String,
+    cell_type: CellType,
     #[serde(default)]
     source: Option<Source>,
     #[serde(default)]
     input: Option<Source>,
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Source {
-    Text(String),
-    Lines(Vec<String>),
+/// Whether a cell's type is `code`, read without allocating.
+#[derive(Default)]
+struct CellType(bool);
+
+impl<'de> Deserialize<'de> for CellType {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl Visitor<'_> for Visit {
+            type Value = CellType;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a cell type")
+            }
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<CellType, E> {
+                Ok(CellType(value == "code"))
+            }
+        }
+        deserializer.deserialize_str(Visit)
+    }
 }
 
-impl Source {
-    fn into_string(self) -> String {
-        match self {
-            Source::Text(text) => text,
-            Source::Lines(lines) => lines.concat(),
+/// A cell's source, a string or a list of lines, joined into one string as it is read.
+struct Source(String);
+
+impl<'de> Deserialize<'de> for Source {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> Visitor<'de> for Visit {
+            type Value = Source;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string or a list of strings")
+            }
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<Source, E> {
+                Ok(Source(value.to_owned()))
+            }
+            fn visit_string<E: de::Error>(self, value: String) -> Result<Source, E> {
+                Ok(Source(value))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Source, A::Error> {
+                let mut text = String::new();
+                while seq.next_element_seed(Append(&mut text))?.is_some() {}
+                Ok(Source(text))
+            }
         }
+        deserializer.deserialize_any(Visit)
+    }
+}
+
+/// Appends one string of a list to the text read so far.
+struct Append<'t>(&'t mut String);
+
+impl<'de> DeserializeSeed<'de> for Append<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl Visitor<'_> for Append<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+    fn visit_str<E: de::Error>(self, value: &str) -> Result<(), E> {
+        self.0.push_str(value);
+        Ok(())
     }
 }
 
 /// Splits a document into units. A notebook that does not parse is read as text.
-pub(crate) fn units(path_hint: &str, bytes: &[u8]) -> Vec<Unit> {
+pub(crate) fn units<'a>(path_hint: &str, bytes: &'a [u8]) -> Vec<Unit<'a>> {
     let text = || String::from_utf8_lossy(bytes);
     match doc_kind(path_hint, bytes) {
         DocKind::Notebook => match serde_json::from_slice::<Notebook>(bytes) {
@@ -127,27 +181,28 @@ pub(crate) fn units(path_hint: &str, bytes: &[u8]) -> Vec<Unit> {
                 cells
                     .into_iter()
                     .enumerate()
-                    .filter(|(_, cell)| cell.cell_type == "code")
+                    .filter(|(_, cell)| cell.cell_type.0)
                     .map(|(index, cell)| Unit {
                         cell: Some(u32::try_from(index).unwrap_or(u32::MAX)),
-                        source: cell
-                            .source
-                            .or(cell.input)
-                            .map(Source::into_string)
-                            .unwrap_or_default(),
+                        source: Cow::Owned(
+                            cell.source
+                                .or(cell.input)
+                                .map(|source| source.0)
+                                .unwrap_or_default(),
+                        ),
                         lang: Lang::Python,
                     })
                     .collect()
             }
             Err(_) => vec![Unit {
                 cell: None,
-                source: text().into_owned(),
+                source: text(),
                 lang: Lang::Text,
             }],
         },
         DocKind::Script(lang) => vec![Unit {
             cell: None,
-            source: text().into_owned(),
+            source: text(),
             lang,
         }],
     }
@@ -175,6 +230,8 @@ pub(crate) struct LineInfo {
 #[derive(Debug)]
 pub(crate) struct Prepared {
     pub(crate) text: String,
+    /// `text` in ASCII lower case.
+    pub(crate) lower: String,
     pub(crate) lines: Vec<LineInfo>,
     pub(crate) strings: Vec<StrLit>,
 }
@@ -203,7 +260,7 @@ const M_DOWNLOAD: u16 = 128;
 const M_IMPORT: u16 = 256;
 
 /// Substrings that give a line a context: `(lower-case text, mark, whole word only)`.
-const MARKERS: &[(&str, u16, bool)] = &[
+pub(crate) const MARKERS: &[(&str, u16, bool)] = &[
     ("os.system(", M_SHELL_CALL, false),
     ("subprocess.", M_SHELL_CALL, false),
     ("system_raw(", M_SHELL_CALL, false),
@@ -254,17 +311,6 @@ const MARKERS: &[(&str, u16, bool)] = &[
     (" import ", M_IMPORT, false),
 ];
 
-fn markers() -> &'static AhoCorasick {
-    static MARKER_AUTOMATON: OnceLock<AhoCorasick> = OnceLock::new();
-    MARKER_AUTOMATON.get_or_init(|| {
-        AhoCorasick::builder()
-            .match_kind(MatchKind::Standard)
-            .kind(Some(aho_corasick::AhoCorasickKind::DFA))
-            .build(MARKERS.iter().map(|(pattern, _, _)| pattern))
-            .expect("marker patterns are valid")
-    })
-}
-
 const BARE_SHELL_COMMANDS: &[&str] = &[
     "./",
     "sudo ",
@@ -291,7 +337,7 @@ const BARE_SHELL_COMMANDS: &[&str] = &[
 
 /// Blanks comments and docstrings and gives each line its contexts.
 pub(crate) fn prepare(unit: &Unit) -> Prepared {
-    let mut text = unit.source.clone().into_bytes();
+    let mut text = unit.source.as_bytes().to_vec();
     let mut strings = Vec::new();
     let mut line_spans = Vec::new();
     let mut start = 0;
@@ -343,7 +389,8 @@ pub(crate) fn prepare(unit: &Unit) -> Prepared {
                 "html" | "javascript" | "js" | "markdown" | "latex" | "svg" => {
                     // Not code that runs in the kernel; nothing to scan.
                     return Prepared {
-                        text: " ".repeat(0),
+                        text: String::new(),
+                        lower: String::new(),
                         lines: vec![LineInfo {
                             start: 0,
                             end: 0,
@@ -364,7 +411,6 @@ pub(crate) fn prepare(unit: &Unit) -> Prepared {
 
     let mut lines = Vec::with_capacity(line_spans.len());
     let mut lexer = PyLexer::default();
-    let mut shell_call_depth: i32 = 0;
     for (index, (start, end)) in line_spans.iter().copied().enumerate() {
         if index < first_code_line {
             lines.push(LineInfo {
@@ -412,76 +458,91 @@ pub(crate) fn prepare(unit: &Unit) -> Prepared {
         });
     }
 
-    // Line contexts from what each line does, from one pass of a marker automaton.
-    let lower = text.to_ascii_lowercase();
-    let mut marks = vec![0u16; lines.len()];
-    let mut line_index = 0;
-    for found in markers().find_overlapping_iter(&lower[..]) {
-        let (pattern, bit, word) = MARKERS[found.pattern().as_usize()];
-        if word {
-            let before = found.start().checked_sub(1).map(|i| lower[i]);
-            let after = lower.get(found.end()).copied();
-            let is_word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
-            if before.is_some_and(is_word) || after.is_some_and(is_word) {
-                continue;
-            }
-        }
-        debug_assert!(!pattern.is_empty());
-        while line_index + 1 < lines.len() && lines[line_index].end < found.start() {
-            line_index += 1;
-        }
-        marks[line_index] |= bit;
-    }
-    for (line, mark) in lines.iter_mut().zip(marks) {
-        if line.ctx == 0 {
-            continue;
-        }
-        let line_lower = &lower[line.start..line.end];
-        if line.lang == Lang::Python {
-            let first = line_lower
-                .iter()
-                .position(|b| !b.is_ascii_whitespace())
-                .unwrap_or(line_lower.len());
-            let trimmed = &line_lower[first..];
-            if trimmed.starts_with(b"import ")
-                || (trimmed.starts_with(b"from ") && mark & M_IMPORT != 0)
-            {
-                line.ctx |= IMPORT;
-            }
-            let opens_shell_call = mark & M_SHELL_CALL != 0;
-            if opens_shell_call || shell_call_depth > 0 {
-                line.ctx |= SHELL;
-                shell_call_depth += paren_balance(line_lower);
-                if shell_call_depth < 0 || !opens_shell_call && shell_call_depth == 0 {
-                    shell_call_depth = 0;
-                }
-            }
-            if mark & M_PY_DOWNLOAD != 0 {
-                line.ctx |= DOWNLOAD;
-            }
-            if mark & M_PY_INSTALL != 0 {
-                line.ctx |= INSTALL;
-            }
-        }
-        if line.ctx & SHELL != 0 {
-            if mark & M_INSTALL_WORD != 0 && mark & M_PKG_TOOL != 0 || mark & M_DPKG != 0 {
-                line.ctx |= INSTALL;
-            }
-            if mark & M_CLONE != 0 {
-                line.ctx |= CLONE;
-            }
-            if mark & M_DOWNLOAD != 0 {
-                line.ctx |= DOWNLOAD;
-            }
-        }
-    }
-
     let text = String::from_utf8(text)
         .unwrap_or_else(|err| String::from_utf8_lossy(err.as_bytes()).into_owned());
+    let lower = text.to_ascii_lowercase();
     Prepared {
         text,
+        lower,
         lines,
         strings,
+    }
+}
+
+/// Whether a marker found at `start..end` of `lower` counts: word markers must stand alone.
+pub(crate) fn marker_counts(lower: &[u8], marker: usize, start: usize, end: usize) -> bool {
+    if !MARKERS[marker].2 {
+        return true;
+    }
+    let before = start.checked_sub(1).map(|i| lower[i]);
+    let after = lower.get(end).copied();
+    let is_word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    !(before.is_some_and(is_word) || after.is_some_and(is_word))
+}
+
+impl Prepared {
+    /// Gives each line its contexts from what it does, from the markers found in the lower-cased
+    /// text: `(marker index, start, end)` in the order the matcher reports them.
+    pub(crate) fn set_contexts(&mut self, found: &[(u16, u32, u32)]) {
+        let lower = self.lower.as_bytes();
+        let lines = &mut self.lines;
+        let mut marks = vec![0u16; lines.len()];
+        let mut line_index = 0;
+        for &(marker, start, end) in found {
+            let (marker, start, end) = (usize::from(marker), start as usize, end as usize);
+            if !marker_counts(lower, marker, start, end) {
+                continue;
+            }
+            let bit = MARKERS[marker].1;
+            while line_index + 1 < lines.len() && lines[line_index].end < start {
+                line_index += 1;
+            }
+            marks[line_index] |= bit;
+        }
+        let mut shell_call_depth: i32 = 0;
+        for (line, mark) in lines.iter_mut().zip(marks) {
+            if line.ctx == 0 {
+                continue;
+            }
+            let line_lower = &lower[line.start..line.end];
+            if line.lang == Lang::Python {
+                let first = line_lower
+                    .iter()
+                    .position(|b| !b.is_ascii_whitespace())
+                    .unwrap_or(line_lower.len());
+                let trimmed = &line_lower[first..];
+                if trimmed.starts_with(b"import ")
+                    || (trimmed.starts_with(b"from ") && mark & M_IMPORT != 0)
+                {
+                    line.ctx |= IMPORT;
+                }
+                let opens_shell_call = mark & M_SHELL_CALL != 0;
+                if opens_shell_call || shell_call_depth > 0 {
+                    line.ctx |= SHELL;
+                    shell_call_depth += paren_balance(line_lower);
+                    if shell_call_depth < 0 || !opens_shell_call && shell_call_depth == 0 {
+                        shell_call_depth = 0;
+                    }
+                }
+                if mark & M_PY_DOWNLOAD != 0 {
+                    line.ctx |= DOWNLOAD;
+                }
+                if mark & M_PY_INSTALL != 0 {
+                    line.ctx |= INSTALL;
+                }
+            }
+            if line.ctx & SHELL != 0 {
+                if mark & M_INSTALL_WORD != 0 && mark & M_PKG_TOOL != 0 || mark & M_DPKG != 0 {
+                    line.ctx |= INSTALL;
+                }
+                if mark & M_CLONE != 0 {
+                    line.ctx |= CLONE;
+                }
+                if mark & M_DOWNLOAD != 0 {
+                    line.ctx |= DOWNLOAD;
+                }
+            }
+        }
     }
 }
 

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 
-use crate::document::{prepare, Lang, Prepared, Unit};
+use crate::document::{prepare, Lang, Prepared, Unit, MARKERS};
 use crate::normalize::{derive, Derived, Symbols};
 use crate::pack::{fold_term, is_separator, PackError, Rule, ScopeBits, ANY_CODE, SHELL};
 use crate::verdict::{Action, CategoryScore, Finding, Location, Verdict, Via};
@@ -68,6 +68,8 @@ impl Matcher {
                 literal_rules.push(index);
             }
         }
+        // The line-context markers share the literal automaton: one pass finds both.
+        literal.extend(MARKERS.iter().map(|(marker, _, _)| (*marker).to_owned()));
         Ok(Matcher {
             folded: build(&folded)?,
             folded_rules,
@@ -77,13 +79,15 @@ impl Matcher {
         })
     }
 
-    /// Calls `hit(rule, start, end)` for every term or literal found in `text`, word checks applied.
+    /// Calls `hit(rule, start, end)` for every term or literal found in `text`, word checks
+    /// applied; line-context markers found in `lower` go to `markers` when it is given.
     fn find(
         &self,
         rules: &[Rule],
         text: &str,
         lower: &str,
         scratch: &mut Scratch,
+        markers: Option<&mut Vec<(u16, u32, u32)>>,
         hit: &mut dyn FnMut(usize, usize, usize),
     ) {
         let bytes = text.as_bytes();
@@ -92,14 +96,7 @@ impl Matcher {
             (start == 0 || !is_word(bytes[start - 1]))
                 && (end >= bytes.len() || !is_word(bytes[end]))
         };
-        scratch.folded.clear();
-        scratch.map.clear();
-        for (index, byte) in lower.bytes().enumerate() {
-            if !is_separator(byte) {
-                scratch.folded.push(byte);
-                scratch.map.push(index as u32);
-            }
-        }
+        fold(lower.as_bytes(), scratch);
         for found in self.folded.find_overlapping_iter(&scratch.folded[..]) {
             let rule = self.folded_rules[found.pattern().as_usize()];
             let start = scratch.map[found.start()] as usize;
@@ -108,11 +105,20 @@ impl Matcher {
                 hit(rule, start, end);
             }
         }
+        let lower_bytes = lower.as_bytes();
+        let literals = self.literal_rules.len();
+        let mut markers = markers;
         for found in self.literal.find_overlapping_iter(lower) {
-            let rule = self.literal_rules[found.pattern().as_usize()];
+            let pattern = found.pattern().as_usize();
             let (start, end) = (found.start(), found.end());
-            let literal_edges_are_words =
-                is_word(lower.as_bytes()[start]) || is_word(lower.as_bytes()[end - 1]);
+            if pattern >= literals {
+                if let Some(markers) = markers.as_deref_mut() {
+                    markers.push(((pattern - literals) as u16, start as u32, end as u32));
+                }
+                continue;
+            }
+            let rule = self.literal_rules[pattern];
+            let literal_edges_are_words = is_word(lower_bytes[start]) || is_word(lower_bytes[end - 1]);
             if !rules[rule].word || !literal_edges_are_words || bounded(start, end) {
                 hit(rule, start, end);
             }
@@ -125,6 +131,22 @@ impl Matcher {
             }
         }
     }
+}
+
+/// Folds `lower` into `scratch`: separators removed, with the offset of each kept byte.
+fn fold(lower: &[u8], scratch: &mut Scratch) {
+    scratch.folded.clear();
+    scratch.map.clear();
+    scratch.folded.resize(lower.len(), 0);
+    scratch.map.resize(lower.len(), 0);
+    let mut kept = 0;
+    for (index, &byte) in lower.iter().enumerate() {
+        scratch.folded[kept] = byte;
+        scratch.map[kept] = index as u32;
+        kept += usize::from(!is_separator(byte));
+    }
+    scratch.folded.truncate(kept);
+    scratch.map.truncate(kept);
 }
 
 /// Reusable buffers for folding.
@@ -314,6 +336,8 @@ pub(crate) struct DocState {
     pub(crate) symbols: Symbols,
     pub(crate) scratch: Scratch,
     derived: Vec<Derived>,
+    hits: Vec<(usize, usize, usize)>,
+    markers: Vec<(u16, u32, u32)>,
 }
 
 /// Matches one text whose every byte has the contexts `ctx`, e.g. a command line or a path.
@@ -331,7 +355,7 @@ pub(crate) fn match_line(
 ) {
     let lower = text.to_ascii_lowercase();
     let mut hits = Vec::new();
-    matcher.find(rules, text, &lower, scratch, &mut |rule, start, end| {
+    matcher.find(rules, text, &lower, scratch, None, &mut |rule, start, end| {
         hits.push((rule, start, end))
     });
     for (rule_index, start, end) in hits {
@@ -394,22 +418,28 @@ pub(crate) fn match_unit(
     state: &mut DocState,
     unit: &Unit,
 ) {
-    let prepared = prepare(unit);
-    let lower = prepared.text.to_ascii_lowercase();
+    let mut prepared = prepare(unit);
     let location = |line: usize| Location {
         cell: unit.cell,
         line: line as u32 + 1,
     };
-    let mut hits = Vec::new();
+    let mut hits = std::mem::take(&mut state.hits);
+    hits.clear();
+    let mut markers = std::mem::take(&mut state.markers);
+    markers.clear();
     matcher.find(
         rules,
         &prepared.text,
-        &lower,
+        &prepared.lower,
         &mut state.scratch,
+        Some(&mut markers),
         &mut |rule, start, end| hits.push((rule, start, end)),
     );
+    prepared.set_contexts(&markers);
+    state.markers = markers;
+    let lower = &prepared.lower;
     let mut matched_lines: Vec<(usize, usize, f32, String)> = Vec::new();
-    for (rule_index, start, end) in hits {
+    for &(rule_index, start, end) in &hits {
         let rule = &rules[rule_index];
         let line_index = prepared.line_of(start);
         let line = &prepared.lines[line_index];
@@ -440,6 +470,7 @@ pub(crate) fn match_unit(
         }
     }
 
+    state.hits = hits;
     state.derived.clear();
     derive(&prepared, &mut state.symbols, &mut state.derived);
     let derived = std::mem::take(&mut state.derived);
@@ -458,6 +489,7 @@ pub(crate) fn match_unit(
             &item.text,
             &derived_lower,
             &mut state.scratch,
+            None,
             &mut |rule, start, end| derived_hits.push((rule, start, end)),
         );
         for (rule_index, start, end) in derived_hits {

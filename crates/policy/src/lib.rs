@@ -270,7 +270,7 @@ impl Policy {
         let code = truncate_at_char(code, self.cell_bytes_max);
         let unit = document::Unit {
             cell: None,
-            source: code.to_owned(),
+            source: std::borrow::Cow::Borrowed(code),
             lang: document::Lang::Python,
         };
         let mut collector = Collector::new(&self.rules);
