@@ -325,6 +325,16 @@ impl Hub {
         }
     }
 
+    /// Sends to one client only.
+    pub(crate) fn send_to(&mut self, client_id: u64, encoded: &mut Encoded) {
+        if let Some(client) = self.clients.get(&client_id) {
+            let frame = encoded.frame(client.protocol);
+            if !push(client, frame, self.limits.send_queue_bytes_max) {
+                self.drop_slow(client_id);
+            }
+        }
+    }
+
     fn drop_slow(&mut self, client_id: u64) {
         if let Some(client) = self.clients.get(&client_id) {
             tracing::warn!(session = %client.session_id, "client is not reading its messages; disconnecting it");

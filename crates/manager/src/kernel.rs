@@ -48,6 +48,11 @@ struct State {
     expecting_exit: bool,
     live: Option<Live>,
     hub: Hub,
+    /// Whether the kernel has said anything on iopub since it started (the subscription is live).
+    iopub_seen: bool,
+    /// The content of the kernel's own `kernel_info_reply` to the server's poke, once received:
+    /// static for the life of the kernel process, so clients' requests are answered from it.
+    kernel_info: Option<Bytes>,
 }
 
 /// A running kernel.
@@ -86,6 +91,8 @@ impl Kernel {
                 expecting_exit: false,
                 live: None,
                 hub: Hub::new(limits),
+                iopub_seen: false,
+                kernel_info: None,
             }),
             readiness,
             lifecycle: tokio::sync::Mutex::new(()),
@@ -142,6 +149,8 @@ impl Kernel {
         let mut state = self.state();
         state.expecting_exit = false;
         state.execution_state = "starting".into();
+        state.iopub_seen = false;
+        state.kernel_info = None;
         state.live = Some(Live {
             runtime,
             channels: Some(channels),
@@ -192,7 +201,7 @@ impl Kernel {
                 ));
             }
             let _ = tokio::time::timeout(interval.min(deadline - now), readiness.changed()).await;
-            interval = (interval * 2).min(Duration::from_millis(200));
+            interval = (interval * 2).min(Duration::from_millis(100));
         }
     }
 
@@ -257,6 +266,12 @@ impl Kernel {
                     }
                 }
             }
+        }
+        if channel == Channel::Shell
+            && header.msg_type == "kernel_info_request"
+            && self.answer_kernel_info(client_id, &message.header)
+        {
+            return Ok(());
         }
         if channel == Channel::Shell && header.msg_type == "execute_request" {
             if let Some(gate) = &self.gate {
@@ -422,17 +437,17 @@ impl Kernel {
         if parent_session.as_deref() == Some(self.builder.session.as_str())
             && channel == Channel::Shell
         {
-            if header.msg_type == "kernel_info_reply"
-                && *self.readiness.borrow() == Readiness::Starting
-            {
-                let iopub_seen = state.execution_state != "starting";
-                if iopub_seen {
-                    let _ = self.readiness.send(Readiness::Ready);
-                }
+            if header.msg_type == "kernel_info_reply" && state.kernel_info.is_none() {
+                state.kernel_info = Some(message.content.clone());
             }
+            self.update_readiness(&state);
             return;
         }
         if channel == Channel::Iopub {
+            if !state.iopub_seen {
+                state.iopub_seen = true;
+                self.update_readiness(&state);
+            }
             if state.execution_state == "starting" {
                 state.execution_state = "idle".into();
             }
@@ -463,6 +478,54 @@ impl Kernel {
                 &mut encoded,
             ),
         }
+    }
+
+    /// Ready once the kernel has answered a poke on shell and spoken on iopub, in either order.
+    fn update_readiness(&self, state: &State) {
+        if state.iopub_seen
+            && state.kernel_info.is_some()
+            && *self.readiness.borrow() == Readiness::Starting
+        {
+            let _ = self.readiness.send(Readiness::Ready);
+        }
+    }
+
+    /// Answers a client's `kernel_info_request` from the kernel's own reply, to that client only:
+    /// connecting clients then cost the kernel and the other clients nothing.
+    fn answer_kernel_info(&self, client_id: u64, parent_header: &Bytes) -> bool {
+        let Some(content) = self.state().kernel_info.clone() else {
+            return false;
+        };
+        for (channel, msg_type, content) in [
+            (
+                Channel::Iopub,
+                "status",
+                Bytes::from_static(br#"{"execution_state":"busy"}"#),
+            ),
+            (Channel::Shell, "kernel_info_reply", content),
+            (
+                Channel::Iopub,
+                "status",
+                Bytes::from_static(br#"{"execution_state":"idle"}"#),
+            ),
+        ] {
+            let header = commonlab_protocol::Header::new(
+                msg_type,
+                &self.builder.session,
+                &self.builder.username,
+                iso_now(),
+            );
+            let message = RawMessage {
+                header: Bytes::from(serde_json::to_vec(&header).expect("header serializes")),
+                parent_header: parent_header.clone(),
+                metadata: Bytes::from_static(b"{}"),
+                content,
+                buffers: Vec::new(),
+            };
+            let mut encoded = Encoded::new(channel, header.msg_id, header.msg_type, message);
+            self.state().hub.send_to(client_id, &mut encoded);
+        }
+        true
     }
 
     fn on_exit(&self, exit: commonlab_runtime::ExitInfo) {

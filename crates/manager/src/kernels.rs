@@ -347,6 +347,17 @@ impl KernelManager {
         Ok(())
     }
 
+    /// Kills every kernel's runtime at once, without waiting (for tests and emergencies; a normal
+    /// exit uses [`KernelManager::shutdown_all`]).
+    pub fn kill_all(&self) {
+        for kernel in self.kernels.read().expect("not poisoned").values() {
+            kernel.expect_exit();
+            if let Some(runtime) = kernel.runtime() {
+                let _ = runtime.kill();
+            }
+        }
+    }
+
     /// Shuts down every kernel (server exit).
     pub async fn shutdown_all(&self) {
         let ids: Vec<String> = self

@@ -43,6 +43,7 @@ pub(crate) fn python() -> Option<PathBuf> {
 
 pub(crate) struct TestApp {
     pub(crate) base: String,
+    kernels: Arc<KernelManager>,
     pub(crate) data_dir: tempfile::TempDir,
     pub(crate) http: reqwest::Client,
     server: tokio::task::JoinHandle<()>,
@@ -50,6 +51,7 @@ pub(crate) struct TestApp {
 
 impl Drop for TestApp {
     fn drop(&mut self) {
+        self.kernels.kill_all();
         self.server.abort();
     }
 }
@@ -112,6 +114,7 @@ pub(crate) async fn spawn_app_with_policy(
     });
     Some(TestApp {
         base: format!("http://{addr}"),
+        kernels,
         data_dir,
         http: reqwest::Client::new(),
         server,
@@ -161,7 +164,14 @@ impl TestApp {
                 "v1.kernel.websocket.jupyter.org".parse().unwrap(),
             );
         }
-        let (ws, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+        // Large outputs arrive as one frame, as from jupyter_server; lift the client's default caps.
+        let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+            .max_message_size(Some(256 << 20))
+            .max_frame_size(Some(256 << 20));
+        let (ws, response) =
+            tokio_tungstenite::connect_async_with_config(request, Some(config), false)
+                .await
+                .unwrap();
         let negotiated = response
             .headers()
             .get("Sec-WebSocket-Protocol")

@@ -324,3 +324,22 @@ async fn sessions_create_reuse_rename_and_delete() {
         .await;
     assert_eq!(status, 404, "deleting a session shuts down its kernel");
 }
+
+#[tokio::test]
+async fn a_cell_printing_50_mb_is_delivered_whole_and_the_server_stays_up() {
+    let Some(app) = spawn_app().await else { return };
+    let kernel_id = app.start_kernel().await;
+    let mut client = app.connect(&kernel_id, "flood", true).await;
+    let msg_id = client
+        .execute("import sys; sys.stdout.write('x' * 50_000_000); sys.stdout.flush()")
+        .await;
+    let messages = client.until_idle(&msg_id).await;
+    let text = stdout(&messages);
+    assert_eq!(text.len(), 50_000_000);
+    assert!(text.bytes().all(|b| b == b'x'));
+    let msg_id = client.execute("print('after the flood')").await;
+    assert_eq!(
+        stdout(&client.until_idle(&msg_id).await),
+        "after the flood\n"
+    );
+}

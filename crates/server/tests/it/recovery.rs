@@ -12,8 +12,8 @@ async fn a_restarted_manager_reattaches_live_kernels_and_forgets_dead_ones() {
         let first = manager(&python, data_dir.path());
         let survivor = first.start(None).await.unwrap();
         let victim = first.start(None).await.unwrap();
-        (survivor.id.clone(), victim.id.clone())
         // `first` is dropped without shutting its kernels down, as when the server is killed.
+        (survivor.id.clone(), victim.id.clone())
     };
     let pid = |id: &str| -> i32 {
         let record = std::fs::read_to_string(
