@@ -341,11 +341,9 @@ pub(crate) fn prepare(unit: &Unit) -> Prepared {
     let mut strings = Vec::new();
     let mut line_spans = Vec::new();
     let mut start = 0;
-    for (index, byte) in text.iter().enumerate() {
-        if *byte == b'\n' {
-            line_spans.push((start, index));
-            start = index + 1;
-        }
+    for index in memchr::memchr_iter(b'\n', &text) {
+        line_spans.push((start, index));
+        start = index + 1;
     }
     line_spans.push((start, text.len()));
 
@@ -580,13 +578,20 @@ fn is_line_magic(rest: &[u8]) -> bool {
 }
 
 fn is_bare_shell(rest: &[u8]) -> bool {
+    if rest.starts_with(b"./") {
+        return true;
+    }
+    // Every other command is a word followed by a space.
+    let Some(space) = rest.iter().position(|b| *b == b' ') else {
+        return false;
+    };
+    let word = &rest[..=space];
     BARE_SHELL_COMMANDS.iter().any(|command| {
-        rest.starts_with(command.as_bytes()) && {
+        command.as_bytes() == word && {
             let after = rest[command.len()..]
                 .iter()
                 .find(|b| !b.is_ascii_whitespace());
-            command.ends_with('/')
-                || after.is_some_and(|b| !matches!(b, b'=' | b'(' | b'.' | b',' | b')' | b'['))
+            after.is_some_and(|b| !matches!(b, b'=' | b'(' | b'.' | b',' | b')' | b'['))
         }
     })
 }

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
+use memchr::memmem;
 
 use crate::document::{prepare, Lang, Prepared, Unit, MARKERS};
 use crate::normalize::{derive, Derived, Symbols};
@@ -118,7 +119,8 @@ impl Matcher {
                 continue;
             }
             let rule = self.literal_rules[pattern];
-            let literal_edges_are_words = is_word(lower_bytes[start]) || is_word(lower_bytes[end - 1]);
+            let literal_edges_are_words =
+                is_word(lower_bytes[start]) || is_word(lower_bytes[end - 1]);
             if !rules[rule].word || !literal_edges_are_words || bounded(start, end) {
                 hit(rule, start, end);
             }
@@ -355,9 +357,14 @@ pub(crate) fn match_line(
 ) {
     let lower = text.to_ascii_lowercase();
     let mut hits = Vec::new();
-    matcher.find(rules, text, &lower, scratch, None, &mut |rule, start, end| {
-        hits.push((rule, start, end))
-    });
+    matcher.find(
+        rules,
+        text,
+        &lower,
+        scratch,
+        None,
+        &mut |rule, start, end| hits.push((rule, start, end)),
+    );
     for (rule_index, start, end) in hits {
         let rule = &rules[rule_index];
         let Some(weight) = weight_in(rule, ctx) else {
@@ -561,13 +568,20 @@ fn follow_renames(
         return;
     }
     let aliases = collector.aliases.clone();
+    let finders: Vec<memmem::Finder<'_>> = aliases
+        .iter()
+        .map(|alias| memmem::Finder::new(alias.name.as_bytes()))
+        .collect();
     for (line_index, line) in prepared.lines.iter().enumerate() {
         if line.ctx & SHELL == 0 || line.lang == Lang::Text {
             continue;
         }
         let text = prepared.line_text(line_index);
-        for alias in &aliases {
+        for (alias, finder) in aliases.iter().zip(&finders) {
             if alias.cell == cell && alias.line == line_index as u32 + 1 {
+                continue;
+            }
+            if finder.find(text.as_bytes()).is_none() {
                 continue;
             }
             let uses = text.match_indices(alias.name.as_str()).any(|(at, _)| {

@@ -1,6 +1,7 @@
 //! Normalisation before matching: joined strings, substituted variables, decoded base64 and
 //! hex, reversed strings. Each produces a derived text tied to the line it came from.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use crate::document::{Lang, Prepared};
@@ -163,7 +164,8 @@ fn decode_words(text: &str, line: usize, depth: u8, emit: &mut dyn FnMut(usize, 
             continue;
         }
         // Words, paths and identifiers rarely mix case and digits the way base64 does.
-        if !(has_upper && has_lower || has_digit && (has_upper || has_lower)) || word.contains("//")
+        if !(has_upper && has_lower || has_digit && (has_upper || has_lower))
+            || word.as_bytes().windows(2).any(|pair| pair == b"//")
         {
             continue;
         }
@@ -178,14 +180,14 @@ fn decode_words(text: &str, line: usize, depth: u8, emit: &mut dyn FnMut(usize, 
 }
 
 #[derive(Debug, Clone, PartialEq)]
-enum Token {
-    Str { content: String, format: bool },
-    Ident(String),
-    Number(String),
+enum Token<'a> {
+    Str { content: Cow<'a, str>, format: bool },
+    Ident(&'a str),
+    Number(&'a str),
     Punct(u8),
 }
 
-fn tokenize(line: &str) -> Vec<Token> {
+fn tokenize(line: &str) -> Vec<Token<'_>> {
     let bytes = line.as_bytes();
     let mut tokens = Vec::new();
     let mut index = 0;
@@ -194,14 +196,16 @@ fn tokenize(line: &str) -> Vec<Token> {
         if byte.is_ascii_whitespace() {
             index += 1;
         } else if byte == b'\'' || byte == b'"' {
-            let mut prefix = String::new();
+            let mut prefix: &str = "";
             if let Some(Token::Ident(name)) = tokens.last() {
                 let ends_here = index > 0 && bytes[index - 1].is_ascii_alphabetic();
                 if ends_here && name.len() <= 2 && name.bytes().all(|b| b"rRbBfFuU".contains(&b)) {
-                    prefix = name.to_ascii_lowercase();
+                    prefix = name;
                     tokens.pop();
                 }
             }
+            let raw_prefix = prefix.bytes().any(|b| b.eq_ignore_ascii_case(&b'r'));
+            let format_prefix = prefix.bytes().any(|b| b.eq_ignore_ascii_case(&b'f'));
             let triple =
                 index + 2 < bytes.len() && bytes[index + 1] == byte && bytes[index + 2] == byte;
             let quote_len = if triple { 3 } else { 1 };
@@ -209,7 +213,7 @@ fn tokenize(line: &str) -> Vec<Token> {
             let mut end = body;
             let mut closed = false;
             while end < bytes.len() {
-                if bytes[end] == b'\\' && end + 1 < bytes.len() && !prefix.contains('r') {
+                if bytes[end] == b'\\' && end + 1 < bytes.len() && !raw_prefix {
                     end += 2;
                     continue;
                 }
@@ -226,13 +230,13 @@ fn tokenize(line: &str) -> Vec<Token> {
             // Escapes are handled by the lexer; here only joins matter, so take the text as written.
             let raw = &line[body..end];
             let content = if raw.contains('\\') {
-                content_from_escapes(raw)
+                Cow::Owned(content_from_escapes(raw))
             } else {
-                raw.to_owned()
+                Cow::Borrowed(raw)
             };
             tokens.push(Token::Str {
                 content,
-                format: prefix.contains('f'),
+                format: format_prefix,
             });
             index = end + quote_len;
         } else if byte.is_ascii_alphabetic() || byte == b'_' {
@@ -242,13 +246,13 @@ fn tokenize(line: &str) -> Vec<Token> {
             {
                 index += 1;
             }
-            tokens.push(Token::Ident(line[start..index].to_owned()));
+            tokens.push(Token::Ident(&line[start..index]));
         } else if byte.is_ascii_digit() {
             let start = index;
             while index < bytes.len() && bytes[index].is_ascii_alphanumeric() {
                 index += 1;
             }
-            tokens.push(Token::Number(line[start..index].to_owned()));
+            tokens.push(Token::Number(&line[start..index]));
         } else {
             tokens.push(Token::Punct(byte));
             index += 1;
@@ -398,21 +402,24 @@ fn python_line(
     symbols: &mut Symbols,
     emit: &mut dyn FnMut(usize, String, Via),
 ) {
-    let interesting =
-        text.contains('\'') || text.contains('"') || text.contains("chr(") || text.contains('+');
+    let bytes = text.as_bytes();
+    let interesting = bytes.iter().enumerate().any(|(index, &byte)| {
+        matches!(byte, b'\'' | b'"' | b'+') || byte == b'(' && bytes[..index].ends_with(b"chr")
+    });
     if !interesting {
         return;
     }
     let tokens = tokenize(text);
-    let value_of = |token: &Token, symbols: &Symbols| -> Option<(String, bool)> {
+    let value_of = |token: &Token<'_>, symbols: &Symbols| -> Option<(String, bool)> {
         match token {
             Token::Str {
                 content,
                 format: true,
             } => Some(
-                substitute_braces(content, symbols).map_or((content.clone(), false), |s| (s, true)),
+                substitute_braces(content, symbols)
+                    .map_or_else(|| (content.clone().into_owned(), false), |s| (s, true)),
             ),
-            Token::Str { content, .. } => Some((content.clone(), false)),
+            Token::Str { content, .. } => Some((content.clone().into_owned(), false)),
             Token::Ident(name) => symbols.get(name).map(|value| (value.to_owned(), true)),
             _ => None,
         }
@@ -492,12 +499,12 @@ fn python_line(
                 if let (Some(Token::Punct(b'.')), Some(Token::Ident(method))) =
                     (tokens.get(index + 1), tokens.get(index + 2))
                 {
-                    if method == "join" {
+                    if *method == "join" {
                         let pieces: Vec<&str> = tokens[index + 3..]
                             .iter()
                             .take_while(|t| !matches!(t, Token::Punct(b')')))
                             .filter_map(|t| match t {
-                                Token::Str { content, .. } => Some(content.as_str()),
+                                Token::Str { content, .. } => Some(content.as_ref()),
                                 _ => None,
                             })
                             .collect();
@@ -513,7 +520,7 @@ fn python_line(
                     Token::Punct(b'-'),
                 ];
                 if tokens.get(next..next + 4) == Some(&reversed[..])
-                    && tokens.get(next + 4) == Some(&Token::Number("1".to_owned()))
+                    && tokens.get(next + 4) == Some(&Token::Number("1"))
                 {
                     emit(line, value.chars().rev().collect(), Via::Reversed);
                 }
@@ -522,7 +529,7 @@ fn python_line(
             continue;
         }
         // `chr(120) + chr(109) + ...`.
-        if tokens[index] == Token::Ident("chr".to_owned()) {
+        if tokens[index] == Token::Ident("chr") {
             let mut value = String::new();
             let mut next = index;
             while let (
@@ -536,7 +543,7 @@ fn python_line(
                 tokens.get(next + 2),
                 tokens.get(next + 3),
             ) {
-                if name != "chr" {
+                if *name != "chr" {
                     break;
                 }
                 match n.parse::<u32>().ok().and_then(char::from_u32) {
