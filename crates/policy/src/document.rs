@@ -679,7 +679,7 @@ impl PyLexer {
                     if !open.docstring {
                         strings.push(StrLit {
                             line: open.line,
-                            content: String::from_utf8_lossy(&open.content).into_owned(),
+                            content: string_from(open.content),
                             had_hex_escapes: open.hex,
                         });
                     }
@@ -696,6 +696,16 @@ impl PyLexer {
         }
         let mut statement_start = text[start..index].iter().all(|b| b.is_ascii_whitespace());
         while index < end {
+            // Only comments and strings matter: jump to the next `#` or quote.
+            let next =
+                memchr::memchr3(b'#', b'\'', b'"', &text[index..end]).map_or(end, |p| index + p);
+            if statement_start && text[index..next].iter().any(|b| !b.is_ascii_whitespace()) {
+                statement_start = false;
+            }
+            index = next;
+            if index == end {
+                break;
+            }
             let byte = text[index];
             if byte == b'#' {
                 blank(text, index, end);
@@ -732,7 +742,7 @@ impl PyLexer {
                         } else {
                             strings.push(StrLit {
                                 line: line_index,
-                                content: String::from_utf8_lossy(&content).into_owned(),
+                                content: string_from(content),
                                 had_hex_escapes: hex,
                             });
                         }
@@ -758,12 +768,13 @@ impl PyLexer {
                 statement_start = false;
                 continue;
             }
-            if !byte.is_ascii_whitespace() {
-                statement_start = false;
-            }
-            index += 1;
         }
     }
+}
+
+fn string_from(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes)
+        .unwrap_or_else(|err| String::from_utf8_lossy(err.as_bytes()).into_owned())
 }
 
 /// Scans a string body from `index`; returns the offset after the closing quote.
@@ -779,6 +790,13 @@ fn scan_string_body(
     hex: &mut bool,
 ) -> Option<usize> {
     while index < end {
+        // Copy the run up to the next escape or quote at once.
+        let run = memchr::memchr2(b'\\', quote, &text[index..end]).unwrap_or(end - index);
+        content.extend_from_slice(&text[index..index + run]);
+        index += run;
+        if index == end {
+            break;
+        }
         let byte = text[index];
         if byte == b'\\' && index + 1 < end {
             let next = text[index + 1];

@@ -22,6 +22,7 @@
 //! independent weak signals do.
 
 pub mod config;
+pub mod docs;
 mod document;
 mod engine;
 mod normalize;
