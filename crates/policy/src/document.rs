@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{self, DeserializeSeed, Deserializer, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
 use crate::pack::{ScopeBits, CLONE, CODE, DOWNLOAD, IMPORT, INSTALL, SHELL};
@@ -84,15 +84,126 @@ struct Worksheet {
     cells: Vec<NotebookCell>,
 }
 
-/// A cell: only its type and source are read; outputs and metadata are skipped unparsed.
-#[derive(Deserialize)]
+/// A cell: only its type and source are read; outputs and metadata are skipped unparsed, and
+/// so is the source of a cell already known not to be code (`cell_type` usually comes first).
+#[derive(Default)]
 struct NotebookCell {
-    #[serde(default)]
     cell_type: CellType,
-    #[serde(default)]
     source: Option<Source>,
-    #[serde(default)]
     input: Option<Source>,
+}
+
+impl<'de> Deserialize<'de> for NotebookCell {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> Visitor<'de> for Visit {
+            type Value = NotebookCell;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a notebook cell")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<NotebookCell, A::Error> {
+                let mut cell = NotebookCell::default();
+                let mut type_seen = false;
+                let (mut source_seen, mut input_seen) = (false, false);
+                while let Some(key) = map.next_key::<CellKey>()? {
+                    // Duplicate keys are refused, as a derived reader would.
+                    let seen = match key {
+                        CellKey::CellType => &mut type_seen,
+                        CellKey::Source => &mut source_seen,
+                        CellKey::Input => &mut input_seen,
+                        CellKey::Other => &mut false,
+                    };
+                    if std::mem::replace(seen, true) {
+                        return Err(de::Error::custom("duplicate field in a notebook cell"));
+                    }
+                    match key {
+                        CellKey::CellType => cell.cell_type = map.next_value()?,
+                        CellKey::Source | CellKey::Input if type_seen && !cell.cell_type.0 => {
+                            map.next_value::<Option<IgnoredSource>>()?;
+                        }
+                        CellKey::Source => cell.source = map.next_value()?,
+                        CellKey::Input => cell.input = map.next_value()?,
+                        CellKey::Other => {
+                            map.next_value::<de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(cell)
+            }
+        }
+        deserializer.deserialize_map(Visit)
+    }
+}
+
+/// The keys of a cell that are read.
+enum CellKey {
+    CellType,
+    Source,
+    Input,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for CellKey {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl Visitor<'_> for Visit {
+            type Value = CellKey;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a cell key")
+            }
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<CellKey, E> {
+                Ok(match value {
+                    "cell_type" => CellKey::CellType,
+                    "source" => CellKey::Source,
+                    "input" => CellKey::Input,
+                    _ => CellKey::Other,
+                })
+            }
+        }
+        deserializer.deserialize_identifier(Visit)
+    }
+}
+
+/// A source that is not read, checked to have a source's shape: a string or a list of strings.
+struct IgnoredSource;
+
+impl<'de> Deserialize<'de> for IgnoredSource {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> Visitor<'de> for Visit {
+            type Value = IgnoredSource;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string or a list of strings")
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<IgnoredSource, E> {
+                Ok(IgnoredSource)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<IgnoredSource, A::Error> {
+                while seq.next_element::<IgnoredStr>()?.is_some() {}
+                Ok(IgnoredSource)
+            }
+        }
+        deserializer.deserialize_any(Visit)
+    }
+}
+
+/// A string that is not read.
+struct IgnoredStr;
+
+impl<'de> Deserialize<'de> for IgnoredStr {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl Visitor<'_> for Visit {
+            type Value = IgnoredStr;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<IgnoredStr, E> {
+                Ok(IgnoredStr)
+            }
+        }
+        deserializer.deserialize_str(Visit)
+    }
 }
 
 /// Whether a cell's type is `code`, read without allocating.
