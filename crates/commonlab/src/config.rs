@@ -38,6 +38,9 @@ pub(crate) struct ServerConfig {
     pub(crate) ws_message_bytes_max: usize,
     /// The tier whose policy actions apply to this server's user (e.g. `free` or `pro`).
     pub(crate) user_tier: String,
+    /// Threads serving HTTP, WebSockets and kernel channels: 0 for one per core, 1 for a single
+    /// thread (everything on one event loop, as jupyter_server runs).
+    pub(crate) worker_threads: usize,
 }
 
 impl Default for ServerConfig {
@@ -52,6 +55,7 @@ impl Default for ServerConfig {
             request_body_bytes_max: 100 * 1024 * 1024,
             ws_message_bytes_max: 64 * 1024 * 1024,
             user_tier: "free".into(),
+            worker_threads: 0,
         }
     }
 }

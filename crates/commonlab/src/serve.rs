@@ -158,9 +158,11 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let mut config = config::load(args.config.as_deref(), std::env::vars())?;
     apply_flags(&mut config, &args);
     init_logging(&args);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = match config.server.worker_threads {
+        0 => tokio::runtime::Builder::new_multi_thread().enable_all().build()?,
+        1 => tokio::runtime::Builder::new_current_thread().enable_all().build()?,
+        n => tokio::runtime::Builder::new_multi_thread().worker_threads(n).enable_all().build()?,
+    };
     runtime.block_on(serve(config))?;
     Ok(ExitCode::SUCCESS)
 }
