@@ -7,6 +7,10 @@ pub enum ErrorKind {
     NotFound,
     BadRequest,
     Conflict,
+    /// The file system refused (permissions).
+    Forbidden,
+    /// More bytes than the configured limit.
+    TooLarge,
     Unavailable,
     /// The requested kernelspec is not installed.
     KernelUnavailable,
@@ -51,6 +55,55 @@ impl ManagerError {
             ErrorKind::NotFound,
             "kernel_not_found",
             format!("Kernel does not exist: {id}"),
+        )
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> ManagerError {
+        ManagerError::new(ErrorKind::BadRequest, code, message)
+    }
+
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> ManagerError {
+        ManagerError::new(ErrorKind::Conflict, code, message)
+    }
+
+    /// A contents path that does not exist (or is not served).
+    pub fn contents_not_found(message: impl Into<String>) -> ManagerError {
+        ManagerError::new(ErrorKind::NotFound, "contents_not_found", message)
+    }
+
+    /// A contents path that leaves the root, by `..` or through a symlink.
+    pub fn path_outside_root(path: &str) -> ManagerError {
+        ManagerError::new(
+            ErrorKind::NotFound,
+            "path_outside_root",
+            format!("{path} is outside root contents directory"),
+        )
+    }
+
+    pub fn permission_denied(path: &str) -> ManagerError {
+        ManagerError::new(
+            ErrorKind::Forbidden,
+            "permission_denied",
+            format!("Permission denied: {path}"),
+        )
+    }
+
+    /// A notebook that is not valid nbformat 4; nothing was written.
+    pub fn invalid_notebook(path: &str, problem: &str) -> ManagerError {
+        ManagerError {
+            kind: ErrorKind::BadRequest,
+            code: "invalid_notebook",
+            message: format!("Notebook {path} is invalid and was not saved: {problem}"),
+            short_message: Some("Invalid notebook".into()),
+        }
+    }
+
+    /// A save or upload larger than the configured `upload_bytes_max`; nothing was written.
+    pub fn upload_too_large(bytes: u64, limit: u64) -> ManagerError {
+        ManagerError::new(
+            ErrorKind::TooLarge,
+            "upload_too_large",
+            format!("The file is {bytes} bytes, more than the {limit} bytes this server accepts; nothing was written"),
         )
     }
 

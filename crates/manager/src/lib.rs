@@ -5,6 +5,7 @@
 //! watchers) and stops them on shutdown. Durable facts go to the store first; memory is a cache
 //! rebuilt from it when the server starts.
 
+mod contents;
 mod error;
 mod gate;
 mod hub;
@@ -14,6 +15,9 @@ mod python;
 mod sessions;
 
 pub use commonlab_runtime::KernelSpec;
+pub use contents::{
+    CheckpointModel, ContentsConfig, ContentsManager, ContentsModel, ContentsRequest, GetOptions,
+};
 pub use error::{ErrorKind, ManagerError};
 pub use gate::PolicyGate;
 pub use hub::{ClientHandle, Outgoing, WireProtocol};
