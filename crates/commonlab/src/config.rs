@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 pub(crate) struct Config {
     pub(crate) server: ServerConfig,
     pub(crate) kernel: KernelConfig,
+    pub(crate) contents: ContentsConfig,
     /// `[policy]`: rule packs, overrides, shadow mode and the appeal link.
     pub(crate) policy: commonlab_policy::PolicyConfig,
 }
@@ -91,6 +92,22 @@ impl Default for KernelConfig {
             ws_send_queue_bytes_max: 256 * 1024 * 1024,
             ws_buffer_bytes_max: 64 * 1024 * 1024,
             ws_buffer_messages_max: 10_000,
+        }
+    }
+}
+
+/// `[contents]`: the files and notebooks under the root directory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct ContentsConfig {
+    /// Largest file one save or one chunked upload may write.
+    pub(crate) upload_bytes_max: u64,
+}
+
+impl Default for ContentsConfig {
+    fn default() -> Self {
+        ContentsConfig {
+            upload_bytes_max: 512 * 1024 * 1024,
         }
     }
 }

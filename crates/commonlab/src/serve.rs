@@ -159,9 +159,16 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     apply_flags(&mut config, &args);
     init_logging(&args);
     let runtime = match config.server.worker_threads {
-        0 => tokio::runtime::Builder::new_multi_thread().enable_all().build()?,
-        1 => tokio::runtime::Builder::new_current_thread().enable_all().build()?,
-        n => tokio::runtime::Builder::new_multi_thread().worker_threads(n).enable_all().build()?,
+        0 => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?,
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build()?,
     };
     runtime.block_on(serve(config))?;
     Ok(ExitCode::SUCCESS)
@@ -238,9 +245,16 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     if !base_url.ends_with('/') {
         base_url.push('/');
     }
+    let contents = Arc::new(commonlab_manager::ContentsManager::new(
+        commonlab_manager::ContentsConfig {
+            root_dir: root_dir.clone(),
+            upload_bytes_max: config.contents.upload_bytes_max,
+        },
+    ));
     let state = AppState {
         kernels: kernels.clone(),
         sessions,
+        contents,
         token: Arc::new(token.clone()),
         limits: EdgeLimits {
             ws_message_bytes_max: config.server.ws_message_bytes_max,

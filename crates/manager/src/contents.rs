@@ -190,7 +190,7 @@ impl ContentsManager {
             if resolve(&fs.root, &api)?.is_file() {
                 fs.save(&api, request).map(|m| (m, false))
             } else {
-                fs.new(&api, request).map(|m| (m, true))
+                fs.create(&api, request).map(|m| (m, true))
             }
         })
         .await
@@ -404,7 +404,7 @@ impl Fs {
             content: None,
             format: None,
             mimetype: None,
-            size: (kind != "directory").then(|| meta.len()),
+            size: (kind != "directory").then_some(meta.len()),
             writable: is_writable(real),
             hash: None,
             hash_algorithm: None,
@@ -818,7 +818,11 @@ impl Fs {
     }
 
     /// A new entry at `api`, empty unless the request carries content.
-    fn new(&self, api: &str, mut request: ContentsRequest) -> Result<ContentsModel, ManagerError> {
+    fn create(
+        &self,
+        api: &str,
+        mut request: ContentsRequest,
+    ) -> Result<ContentsModel, ManagerError> {
         if request.kind.is_none() {
             request.kind = Some(
                 if api.ends_with(".ipynb") {
@@ -892,7 +896,7 @@ impl Fs {
             kind: Some(kind.to_owned()),
             ..ContentsRequest::default()
         };
-        self.new(&join_api(dir, &name), request)
+        self.create(&join_api(dir, &name), request)
     }
 
     /// Copies a file into the directory `to` (as `<name>-Copy<n>.<ext>`) or to the path `to`.

@@ -11,7 +11,7 @@ mod error;
 use std::sync::Arc;
 
 use axum::Router;
-use commonlab_manager::{KernelManager, SessionManager};
+use commonlab_manager::{ContentsManager, KernelManager, SessionManager};
 
 pub use error::ApiError;
 
@@ -29,6 +29,7 @@ pub struct EdgeLimits {
 pub struct AppState {
     pub kernels: Arc<KernelManager>,
     pub sessions: Arc<SessionManager>,
+    pub contents: Arc<ContentsManager>,
     pub token: Arc<String>,
     pub limits: EdgeLimits,
     /// The URL prefix the API is served under, e.g. `/` or `/user/alice/`.

@@ -1,6 +1,7 @@
 //! The Jupyter Server REST API; modules mirror URL paths.
 
 mod channels;
+mod contents;
 mod kernels;
 mod kernelspecs;
 mod sessions;
@@ -28,6 +29,30 @@ pub(crate) fn router(_state: AppState) -> Router<AppState> {
         .route("/api/kernels/{id}/interrupt", post(kernels::interrupt))
         .route("/api/kernels/{id}/restart", post(kernels::restart))
         .route("/api/kernels/{id}/channels", get(channels::channels))
+        .route(
+            "/api/contents",
+            get(contents::get)
+                .put(contents::put)
+                .post(contents::post)
+                .patch(contents::patch)
+                .delete(contents::delete),
+        )
+        .route(
+            "/api/contents/",
+            get(contents::get)
+                .put(contents::put)
+                .post(contents::post)
+                .patch(contents::patch)
+                .delete(contents::delete),
+        )
+        .route(
+            "/api/contents/{*path}",
+            get(contents::get)
+                .put(contents::put)
+                .post(contents::post)
+                .patch(contents::patch)
+                .delete(contents::delete),
+        )
         .route("/api/sessions", get(sessions::list).post(sessions::create))
         .route(
             "/api/sessions/{id}",

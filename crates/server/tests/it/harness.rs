@@ -17,6 +17,8 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 pub(crate) const TOKEN: &str = "test-token";
+/// The contents upload limit of test apps.
+pub(crate) const CONTENTS_UPLOAD_BYTES_MAX: u64 = 256 * 1024;
 
 /// The Python with ipykernel the tests use, or `None` (with a loud skip) when it is absent and
 /// not required.
@@ -99,6 +101,12 @@ pub(crate) async fn spawn_app_with_policy(
     let state = AppState {
         kernels: kernels.clone(),
         sessions: Arc::new(SessionManager::new(kernels.clone(), store)),
+        contents: Arc::new(commonlab_manager::ContentsManager::new(
+            commonlab_manager::ContentsConfig {
+                root_dir: data_dir.path().join("root"),
+                upload_bytes_max: CONTENTS_UPLOAD_BYTES_MAX,
+            },
+        )),
         token: Arc::new(TOKEN.into()),
         limits: EdgeLimits {
             ws_message_bytes_max: 1 << 20,
