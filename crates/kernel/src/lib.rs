@@ -210,21 +210,37 @@ async fn connect_with_retry<S: Socket>(
 ) -> Result<(), KernelError> {
     let endpoint = info.endpoint(channel);
     let started = tokio::time::Instant::now();
-    loop {
-        match socket.connect(&endpoint).await {
-            Ok(()) => return Ok(()),
-            Err(e) => {
-                if tokio::time::Instant::now() >= deadline {
-                    return Err(KernelError::Connect {
-                        channel: channel.as_str(),
-                        endpoint,
-                        waited_ms: started.elapsed().as_millis(),
-                        detail: e.to_string(),
-                    });
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
+    let fail = |detail: String| KernelError::Connect {
+        channel: channel.as_str(),
+        endpoint: endpoint.clone(),
+        waited_ms: started.elapsed().as_millis(),
+        detail,
+    };
+    // The ZeroMQ connect retries a refused port with a backoff that starts at 50 ms and doubles,
+    // which adds up to a few hundred milliseconds while a kernel is still importing. Waiting for
+    // the port to listen first, in short steps, lets the connect succeed at once.
+    while !listening(&endpoint).await {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(fail("the kernel never started listening".into()));
         }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+    match tokio::time::timeout(remaining, socket.connect(&endpoint)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(fail(e.to_string())),
+        Err(_) => Err(fail("timed out".into())),
+    }
+}
+
+/// Whether something accepts connections at a `tcp://` or `ipc://` endpoint.
+async fn listening(endpoint: &str) -> bool {
+    if let Some(address) = endpoint.strip_prefix("tcp://") {
+        tokio::net::TcpStream::connect(address).await.is_ok()
+    } else if let Some(path) = endpoint.strip_prefix("ipc://") {
+        tokio::net::UnixStream::connect(path).await.is_ok()
+    } else {
+        true
     }
 }
 

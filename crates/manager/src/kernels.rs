@@ -203,7 +203,9 @@ impl KernelManager {
         let kernel_id = uuid::Uuid::new_v4().to_string();
         let key = uuid::Uuid::new_v4().to_string();
         let connection = self.new_connection(&key)?;
+        let started = std::time::Instant::now();
         let runtime = self.launch(&kernel_id, &spec, &connection).await?;
+        let launched_ms = started.elapsed().as_millis();
         let interrupt_mode = spec.spec.interrupt_mode;
         let kernel = Kernel::new(
             kernel_id.clone(),
@@ -228,7 +230,10 @@ impl KernelManager {
                     self.config.kernel_start_timeout,
                 )
                 .await?;
-            kernel.wait_ready(self.config.kernel_start_timeout).await
+            let connected_ms = started.elapsed().as_millis();
+            kernel.wait_ready(self.config.kernel_start_timeout).await?;
+            tracing::debug!(kernel = %kernel_id, launched_ms, connected_ms, ready_ms = started.elapsed().as_millis(), "kernel start timings");
+            Ok::<(), ManagerError>(())
         }
         .await;
         if let Err(e) = result {

@@ -77,20 +77,31 @@ async fn relay(
             }
             outgoing = rx.recv() => {
                 let Some(outgoing) = outgoing else { break };
-                let message = match &outgoing {
-                    Outgoing::Frame { binary: true, data } => Message::Binary(data.clone()),
-                    Outgoing::Frame { binary: false, data } => match Utf8Bytes::try_from(data.clone()) {
-                        Ok(text) => Message::Text(text),
-                        Err(_) => Message::Binary(data.clone()),
-                    },
-                    Outgoing::Close { code, reason } => {
-                        let _ = ws_tx.send(Message::Close(Some(CloseFrame { code: *code, reason: Utf8Bytes::from(reason.as_str()) }))).await;
+                // Write everything already queued, then flush once: one syscall for a burst.
+                let mut next = Some(outgoing);
+                let mut closing = false;
+                while let Some(outgoing) = next.take() {
+                    let message = match &outgoing {
+                        Outgoing::Frame { binary: true, data } => Message::Binary(data.clone()),
+                        Outgoing::Frame { binary: false, data } => match Utf8Bytes::try_from(data.clone()) {
+                            Ok(text) => Message::Text(text),
+                            Err(_) => Message::Binary(data.clone()),
+                        },
+                        Outgoing::Close { code, reason } => {
+                            let _ = ws_tx.send(Message::Close(Some(CloseFrame { code: *code, reason: Utf8Bytes::from(reason.as_str()) }))).await;
+                            closing = true;
+                            break;
+                        }
+                    };
+                    let fed = ws_tx.feed(message).await;
+                    handle.written(&outgoing);
+                    if fed.is_err() {
+                        closing = true;
                         break;
                     }
-                };
-                let sent = ws_tx.send(message).await;
-                handle.written(&outgoing);
-                if sent.is_err() {
+                    next = rx.try_recv().ok();
+                }
+                if closing || ws_tx.flush().await.is_err() {
                     break;
                 }
             }
