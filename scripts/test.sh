@@ -43,8 +43,13 @@ fi
 scripts/python-env.sh >/dev/null
 export COMMONLAB_TEST_PYTHON="$REPO_ROOT/.venv/bin/python"
 
-# 3. Rust tests (unit, and integration against real ipykernel).
+# 3. Formatting, lints (warnings are errors), then Rust tests (unit, and integration against
+#    real ipykernel).
 set +e
+cargo fmt --all --check
+record "cargo fmt" $?
+cargo clippy --workspace --all-targets --locked -- -D warnings
+record "cargo clippy" $?
 cargo test --workspace --locked 2>&1 | tee "$TARGET_DIR/cargo-test.log"
 record "cargo test" "${PIPESTATUS[0]}"
 set -e

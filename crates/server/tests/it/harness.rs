@@ -37,6 +37,7 @@ pub(crate) fn python() -> Option<PathBuf> {
         Some(env) => Some(env.python),
         None if required => panic!("COMMONLAB_TEST_REQUIRE names ipykernel, but no Python with ipykernel was found (set COMMONLAB_TEST_PYTHON or run scripts/python-env.sh)"),
         None => {
+            #[allow(clippy::print_stderr)]
             eprintln!("skipped: no Python with ipykernel (set COMMONLAB_TEST_PYTHON or run scripts/python-env.sh)");
             None
         }

@@ -6,8 +6,10 @@ use crate::harness::{spawn_app_with_policy, stdout};
 
 #[tokio::test]
 async fn cells_are_blocked_or_warned_with_an_explanation_and_recorded() {
-    let mut config = commonlab_policy::PolicyConfig::default();
-    config.appeal_url = Some("https://commons.example/appeal".into());
+    let mut config = commonlab_policy::PolicyConfig {
+        appeal_url: Some("https://commons.example/appeal".into()),
+        ..Default::default()
+    };
     let p2p = config.packs.entry("p2p".into()).or_default();
     p2p.action
         .insert("default".into(), commonlab_policy::Action::Warn);
