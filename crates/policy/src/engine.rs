@@ -100,8 +100,8 @@ impl Matcher {
         fold(lower.as_bytes(), scratch);
         for found in self.folded.find_overlapping_iter(&scratch.folded[..]) {
             let rule = self.folded_rules[found.pattern().as_usize()];
-            let start = scratch.map[found.start()] as usize;
-            let end = scratch.map[found.end() - 1] as usize + 1;
+            let start = scratch.original(lower.as_bytes(), found.start());
+            let end = following(lower.as_bytes(), start, found.len() - 1) + 1;
             if !rules[rule].word || bounded(start, end) {
                 hit(rule, start, end);
             }
@@ -135,27 +135,80 @@ impl Matcher {
     }
 }
 
-/// Folds `lower` into `scratch`: separators removed, with the offset of each kept byte.
+/// Bytes of the unfolded text per checkpoint of the fold.
+const FOLD_CHUNK: usize = 64;
+
+/// For each byte, 1 when folding keeps it (a table, so the fold loop has no branch).
+static KEPT: [u8; 256] = {
+    let mut table = [1; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        if is_separator(byte as u8) {
+            table[byte] = 0;
+        }
+        byte += 1;
+    }
+    table
+};
+
+/// Folds `lower` into `scratch`: separators removed. Offsets are not kept per byte: the number
+/// of bytes kept before each chunk of `FOLD_CHUNK` bytes is, and a match's offsets are
+/// recovered from it (`Scratch::original`) only when a term is found.
 fn fold(lower: &[u8], scratch: &mut Scratch) {
     scratch.folded.clear();
-    scratch.map.clear();
+    scratch.checkpoints.clear();
     scratch.folded.resize(lower.len(), 0);
-    scratch.map.resize(lower.len(), 0);
+    let folded = &mut scratch.folded[..];
     let mut kept = 0;
-    for (index, &byte) in lower.iter().enumerate() {
-        scratch.folded[kept] = byte;
-        scratch.map[kept] = index as u32;
-        kept += usize::from(!is_separator(byte));
+    for chunk in lower.chunks(FOLD_CHUNK) {
+        scratch.checkpoints.push(kept as u32);
+        for &byte in chunk {
+            folded[kept] = byte;
+            kept += usize::from(KEPT[usize::from(byte)]);
+        }
     }
     scratch.folded.truncate(kept);
-    scratch.map.truncate(kept);
 }
 
 /// Reusable buffers for folding.
 #[derive(Default)]
 pub(crate) struct Scratch {
     folded: Vec<u8>,
-    map: Vec<u32>,
+    /// For each chunk of `FOLD_CHUNK` unfolded bytes, how many bytes were kept before it.
+    checkpoints: Vec<u32>,
+}
+
+/// The offset of the kept byte `count` kept bytes after the kept byte at `from`.
+fn following(lower: &[u8], from: usize, count: usize) -> usize {
+    let mut remaining = count;
+    let mut at = from;
+    while remaining > 0 {
+        at += 1;
+        remaining -= usize::from(!is_separator(lower[at]));
+    }
+    at
+}
+
+impl Scratch {
+    /// The offset in `lower` (the text last folded) of the folded byte at `position`.
+    fn original(&self, lower: &[u8], position: usize) -> usize {
+        // The last chunk that starts at or before the kept byte holds it.
+        let chunk = self
+            .checkpoints
+            .partition_point(|&kept| kept as usize <= position)
+            - 1;
+        let mut remaining = position - self.checkpoints[chunk] as usize;
+        let start = chunk * FOLD_CHUNK;
+        for (index, &byte) in lower[start..].iter().enumerate() {
+            if !is_separator(byte) {
+                if remaining == 0 {
+                    return start + index;
+                }
+                remaining -= 1;
+            }
+        }
+        unreachable!("a folded position maps to a kept byte")
+    }
 }
 
 /// Findings gathered over one document, cell or set of observations.

@@ -247,7 +247,7 @@ pub(crate) fn fold_term(term: &str) -> String {
 }
 
 /// Bytes removed by folding.
-pub(crate) fn is_separator(byte: u8) -> bool {
+pub(crate) const fn is_separator(byte: u8) -> bool {
     matches!(byte, b'-' | b'_' | b'.' | b' ' | b'\t')
 }
 
