@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use commonlab_protocol::{Channel, ConnectionInfo, RawMessage, Signer};
-use tokio::sync::{mpsc, Mutex};
+use tokio::sync::Mutex;
 use tokio::task::JoinSet;
 use zeromq::util::PeerIdentity;
 use zeromq::{
@@ -62,6 +62,11 @@ pub enum Incoming {
     Closed { channel: Channel },
 }
 
+/// Where received messages go: called on the receiving task, in order per channel; returns
+/// false to stop receiving. Handing messages over by a call rather than a channel saves a task
+/// switch per message on the relay path.
+pub type IncomingSink = std::sync::Arc<dyn Fn(Incoming) -> bool + Send + Sync>;
+
 /// Sends signed messages to a kernel. Cheap to clone.
 #[derive(Clone)]
 pub struct KernelSender {
@@ -107,7 +112,7 @@ impl KernelChannels {
     pub async fn connect(
         info: &ConnectionInfo,
         timeout: Duration,
-        incoming: mpsc::Sender<Incoming>,
+        incoming: IncomingSink,
     ) -> Result<KernelChannels, KernelError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let signer = Signer::new(info.key.as_bytes());
@@ -183,7 +188,7 @@ async fn forward(
     signer: &Signer,
     channel: Channel,
     received: zeromq::ZmqResult<ZmqMessage>,
-    tx: &mpsc::Sender<Incoming>,
+    tx: &IncomingSink,
 ) -> bool {
     let item = match received {
         Ok(zmq_message) => match signer.from_frames(zmq_message.into_vec()) {
@@ -195,11 +200,11 @@ async fn forward(
         },
         Err(e) => {
             tracing::debug!(channel = channel.as_str(), error = %e, "kernel channel closed");
-            let _ = tx.send(Incoming::Closed { channel }).await;
+            tx(Incoming::Closed { channel });
             return false;
         }
     };
-    tx.send(item).await.is_ok()
+    tx(item)
 }
 
 async fn connect_with_retry<S: Socket>(

@@ -169,6 +169,14 @@ impl ClientHandle {
     }
 }
 
+impl ClientHandle {
+    /// Disconnects, keeping the frames this client was given but never wrote for its session.
+    pub fn close(self, unsent: Vec<Outgoing>) {
+        self.kernel
+            .disconnect_client_with_unsent(self.client_id, unsent);
+    }
+}
+
 impl Drop for ClientHandle {
     fn drop(&mut self) {
         self.kernel.disconnect_client(self.client_id);
@@ -227,13 +235,21 @@ impl Hub {
 
     /// Removes a client; its session's messages are buffered until it reconnects.
     pub(crate) fn disconnect(&mut self, client_id: u64) {
+        self.disconnect_with_unsent(client_id, Vec::new());
+    }
+
+    /// Removes a client; `unsent` are frames it was given but never wrote, kept for its session
+    /// ahead of anything that arrives later.
+    pub(crate) fn disconnect_with_unsent(&mut self, client_id: u64, unsent: Vec<Outgoing>) {
         if let Some(client) = self.clients.remove(&client_id) {
             let still_connected = self
                 .clients
                 .values()
                 .any(|c| c.session_id == client.session_id);
             if !still_connected && !client.session_id.is_empty() {
-                self.buffers
+                let limits = self.limits;
+                let buffer = self
+                    .buffers
                     .entry(client.session_id)
                     .or_insert(SessionBuffer {
                         protocol: client.protocol,
@@ -241,6 +257,20 @@ impl Hub {
                         bytes: 0,
                         dropped: 0,
                     });
+                for frame in unsent.into_iter().rev() {
+                    if matches!(frame, Outgoing::Close { .. }) {
+                        continue;
+                    }
+                    let len = frame.len_bytes();
+                    if buffer.frames.len() >= limits.buffer_messages_max
+                        || buffer.bytes + len > limits.buffer_bytes_max
+                    {
+                        buffer.dropped += 1;
+                        continue;
+                    }
+                    buffer.bytes += len;
+                    buffer.frames.push_front(frame);
+                }
             }
         }
     }

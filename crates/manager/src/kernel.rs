@@ -37,7 +37,6 @@ pub(crate) struct Live {
     pub(crate) runtime: Arc<dyn Runtime>,
     channels: Option<KernelChannels>,
     sender: KernelSender,
-    router: JoinHandle<()>,
     watcher: JoinHandle<()>,
 }
 
@@ -125,7 +124,7 @@ impl Kernel {
         self.state().live.as_ref().map(|live| live.runtime.clone())
     }
 
-    /// Connects the channels to a launched runtime and starts its router and watcher tasks.
+    /// Connects the channels to a launched runtime and starts its watcher task.
     pub(crate) async fn attach(
         self: &Arc<Self>,
         runtime: Arc<dyn Runtime>,
@@ -133,8 +132,15 @@ impl Kernel {
         timeout: Duration,
     ) -> Result<(), ManagerError> {
         let _ = self.readiness.send(Readiness::Starting);
-        let (tx, rx) = mpsc::channel(256);
-        let channels = KernelChannels::connect(connection, timeout, tx)
+        let weak = Arc::downgrade(self);
+        let sink: commonlab_kernel::IncomingSink = Arc::new(move |incoming| match weak.upgrade() {
+            Some(kernel) => {
+                kernel.on_incoming(incoming);
+                true
+            }
+            None => false,
+        });
+        let channels = KernelChannels::connect(connection, timeout, sink)
             .await
             .map_err(|e| {
                 ManagerError::new(
@@ -144,7 +150,6 @@ impl Kernel {
                 )
             })?;
         let sender = channels.sender.clone();
-        let router = tokio::spawn(route(Arc::downgrade(self), rx));
         let watcher = tokio::spawn(watch_exit(Arc::downgrade(self), runtime.wait()));
         let mut state = self.state();
         state.expecting_exit = false;
@@ -155,7 +160,6 @@ impl Kernel {
             runtime,
             channels: Some(channels),
             sender,
-            router,
             watcher,
         });
         Ok(())
@@ -220,6 +224,10 @@ impl Kernel {
 
     pub(crate) fn disconnect_client(&self, client_id: u64) {
         self.state().hub.disconnect(client_id);
+    }
+
+    pub(crate) fn disconnect_client_with_unsent(&self, client_id: u64, unsent: Vec<Outgoing>) {
+        self.state().hub.disconnect_with_unsent(client_id, unsent);
     }
 
     pub(crate) async fn send_from_client(
@@ -410,7 +418,6 @@ impl Kernel {
     /// Stops the channels and tasks of the current runtime; returns the runtime.
     pub(crate) async fn detach(&self) -> Option<Arc<dyn Runtime>> {
         let live = self.state().live.take()?;
-        live.router.abort();
         live.watcher.abort();
         if let Some(channels) = live.channels {
             channels.close().await;
@@ -425,6 +432,16 @@ impl Kernel {
 
     pub(crate) fn set_failed(&self, why: String) {
         let _ = self.readiness.send(Readiness::Failed(why));
+    }
+
+    fn on_incoming(&self, incoming: Incoming) {
+        match incoming {
+            Incoming::Message { channel, message } => self.on_message(channel, message),
+            Incoming::Rejected { channel, reason } => {
+                tracing::warn!(kernel = %self.id, channel = channel.as_str(), %reason, "dropped a message from the kernel");
+            }
+            Incoming::Closed { .. } => {}
+        }
     }
 
     fn on_message(&self, channel: Channel, message: RawMessage) {
@@ -538,21 +555,6 @@ impl Kernel {
             .readiness
             .send(Readiness::Failed(format!("The kernel {exit}.")));
         self.broadcast_status("dead");
-    }
-}
-
-async fn route(kernel: std::sync::Weak<Kernel>, mut rx: mpsc::Receiver<Incoming>) {
-    while let Some(incoming) = rx.recv().await {
-        let Some(kernel) = kernel.upgrade() else {
-            return;
-        };
-        match incoming {
-            Incoming::Message { channel, message } => kernel.on_message(channel, message),
-            Incoming::Rejected { channel, reason } => {
-                tracing::warn!(kernel = %kernel.id, channel = channel.as_str(), %reason, "dropped a message from the kernel");
-            }
-            Incoming::Closed { .. } => {}
-        }
     }
 }
 

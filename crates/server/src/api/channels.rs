@@ -48,6 +48,7 @@ async fn relay(
     protocol: WireProtocol,
 ) {
     let (mut ws_tx, mut ws_rx) = socket.split();
+    let mut unsent = Vec::new();
     loop {
         tokio::select! {
             incoming = ws_rx.next() => {
@@ -96,6 +97,7 @@ async fn relay(
                     let fed = ws_tx.feed(message).await;
                     handle.written(&outgoing);
                     if fed.is_err() {
+                        unsent.push(outgoing);
                         closing = true;
                         break;
                     }
@@ -107,4 +109,9 @@ async fn relay(
             }
         }
     }
+    // Whatever was queued for this client but not written waits for its session to reconnect.
+    while let Ok(outgoing) = rx.try_recv() {
+        unsent.push(outgoing);
+    }
+    handle.close(unsent);
 }
