@@ -278,6 +278,16 @@ impl Visitor<'_> for Append<'_> {
 pub(crate) fn units<'a>(path_hint: &str, bytes: &'a [u8]) -> Vec<Unit<'a>> {
     let text = || String::from_utf8_lossy(bytes);
     match doc_kind(path_hint, bytes) {
+        DocKind::Notebook if let Some(cells) = crate::fastjson::notebook_cells(bytes) => cells
+            .into_iter()
+            .enumerate()
+            .filter(|(_, (code, _))| *code)
+            .map(|(index, (_, source))| Unit {
+                cell: Some(u32::try_from(index).unwrap_or(u32::MAX)),
+                source: Cow::Owned(source.unwrap_or_default()),
+                lang: Lang::Python,
+            })
+            .collect(),
         DocKind::Notebook => match serde_json::from_slice::<Notebook>(bytes) {
             Ok(notebook) => {
                 let cells = if notebook.cells.is_empty() {

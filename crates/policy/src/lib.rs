@@ -25,6 +25,7 @@ pub mod config;
 pub mod docs;
 mod document;
 mod engine;
+mod fastjson;
 mod normalize;
 pub mod pack;
 pub mod runtime;
