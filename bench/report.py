@@ -232,8 +232,8 @@ def main():
     # ---------------------------------------------------------------- write
     w(f"# Commonlab vs jupyter_server vs the ZeroMQ floor — {run.get('started', '')[:10]}, {run.get('kind', '')}")
     w("")
-    w(f"Mode: **{run.get('mode', '?')}**; Commonlab commit `{run.get('commit', '?')}`"
-      f"{' (crates modified in the work tree)' if run.get('dirty') else ''}; machine: "
+    w(f"Mode: **{run.get('mode', '?')}**; Commonlab binary built {run.get('binary_built', '?')[:16]} from commit "
+      f"`{run.get('commit', '?')}`{' with uncommitted changes in crates/' if run.get('dirty') else ''}; machine: "
       f"{run.get('cpus', '?')} CPUs, {run.get('mem_gb', '?')} GiB, shared with other work; "
       f"`ulimit -n` {run.get('ulimit_n', '?')}.")
     w("")

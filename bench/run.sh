@@ -4,7 +4,7 @@
 #   bench/run.sh [--quick|--full] [--only REGEX] [--raw DIR] [--no-build] [--out FILE]
 #
 #   --quick      short samples (a few minutes in all)
-#   --full       the full sample sizes (default; about 20-25 minutes on 2 cores)
+#   --full       the full sample sizes (default; about 15 minutes on 2 cores)
 #   --only RE    run only the steps whose name matches RE (e.g. '^cl\.idle'); with --raw, the
 #                other steps' earlier results are kept, so a disturbed case can be rerun alone
 #   --raw DIR    where the per-step JSON and logs go (default: bench/results/raw/<stamp>)
@@ -73,6 +73,10 @@ BIN="$CARGO_TARGET_DIR/release/commonlab"
 if [[ $BUILD == 1 ]]; then
   log "cargo build --release -p commonlab (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
   (cd "$ROOT" && cargo build --release -p commonlab) || die "build failed"
+  # what the binary was built from, for the report (also read back with --no-build)
+  { (cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null)
+    (cd "$ROOT" && git diff --quiet HEAD -- crates Cargo.toml Cargo.lock 2>/dev/null) && echo false || echo true
+    date -Iseconds; } > "$BIN.bench-build"
 fi
 [[ -x "$BIN" ]] || die "no binary at $BIN (run without --no-build)"
 
@@ -90,13 +94,18 @@ if [[ -z "$REPORT" ]]; then
   suffix=; [[ $MODE == quick ]] && suffix=-quick
   REPORT="$HERE/results/$(date +%Y-%m-%d)-$KIND$suffix.md"
 fi
-DIRTY=false
-(cd "$ROOT" && git diff --quiet HEAD -- crates Cargo.toml Cargo.lock 2>/dev/null) || DIRTY=true
-"$PY" - "$RAW/run.json" "$MODE" "$KIND" "$ONLY" "$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null)" \
-    "$DIRTY" "$(ulimit -n)" "$(nproc)" "$MEM_GB" <<'EOF'
+COMMIT=unknown; DIRTY=true; BUILT=unknown
+if [[ -f "$BIN.bench-build" ]]; then
+  { read -r COMMIT; read -r DIRTY; read -r BUILT; } < "$BIN.bench-build"
+fi
+# a rerun into an earlier raw folder (--only) keeps that run's record
+[[ -f "$RAW/run.json" && "$ONLY" != "." ]] || \
+"$PY" - "$RAW/run.json" "$MODE" "$KIND" "$ONLY" "$COMMIT" "$DIRTY" "$BUILT" \
+    "$(ulimit -n)" "$(nproc)" "$MEM_GB" <<'EOF'
 import datetime, json, sys
-f, mode, kind, only, commit, dirty, nofile, cpus, mem = sys.argv[1:]
+f, mode, kind, only, commit, dirty, built, nofile, cpus, mem = sys.argv[1:]
 json.dump({"mode": mode, "kind": kind, "only": only, "commit": commit, "dirty": dirty == "true",
+           "binary_built": built,
            "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
            "ulimit_n": int(nofile), "cpus": int(cpus), "mem_gb": int(mem)}, open(f, "w"))
 EOF
