@@ -261,6 +261,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             request_body_bytes_max: config.server.request_body_bytes_max,
         },
         base_url: base_url.clone(),
+        lab: commonlab_server::LabAssets::discover(&python.prefix, &data_dir, &root_dir).map(|lab| {
+            tracing::info!(static_dir = %lab.lab_static.display(), notebook = lab.notebook.is_some(), "serving JupyterLab");
+            Arc::new(lab)
+        }),
     };
     let app = commonlab_server::app(state);
     let listener = tokio::net::TcpListener::bind((config.server.ip.as_str(), config.server.port))

@@ -1,25 +1,118 @@
 //! Token authentication: `Authorization: token …` (or `Bearer …`) or `?token=…`, as
-//! jupyter_server accepts them.
+//! jupyter_server accepts them, or the cookie the front-end pages set (with XSRF checks).
 
 use axum::extract::{Request, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::{ApiError, AppState};
 
-fn token_from_request(request: &Request) -> Option<String> {
-    if let Some(value) = request.headers().get(axum::http::header::AUTHORIZATION) {
-        let value = value.to_str().ok()?;
-        let (scheme, token) = value.split_once(' ')?;
-        if scheme.eq_ignore_ascii_case("token") || scheme.eq_ignore_ascii_case("bearer") {
-            return Some(token.trim().to_owned());
-        }
-    }
-    let query = request.uri().query()?;
-    form_pairs(query)
+/// How a request carried the token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Credential {
+    Header,
+    Query,
+    /// The cookie set by the front-end pages; unsafe methods must also carry the XSRF header.
+    Cookie,
+    /// The server has no token.
+    None,
+}
+
+/// The cookie carrying the token after a page was opened with `?token=`.
+pub(crate) const TOKEN_COOKIE: &str = "commonlab-token";
+/// The XSRF cookie, named as jupyter_server names it so front ends echo it in `X-XSRFToken`.
+pub(crate) const XSRF_COOKIE: &str = "_xsrf";
+
+fn header_token(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    (scheme.eq_ignore_ascii_case("token") || scheme.eq_ignore_ascii_case("bearer"))
+        .then(|| token.trim().to_owned())
+}
+
+fn query_token(uri: &Uri) -> Option<String> {
+    form_pairs(uri.query()?)
         .find(|(k, _)| k == "token")
         .map(|(_, v)| v)
+}
+
+pub(crate) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim_matches('"').to_owned())
+}
+
+fn token_matches(state: &AppState, token: &str) -> bool {
+    !state.token.is_empty() && constant_time_eq(token.as_bytes(), state.token.as_bytes())
+}
+
+/// The valid credential a request carries, if any. A presented but wrong header or query
+/// token is refused even when a valid cookie is present.
+pub(crate) fn credential(state: &AppState, headers: &HeaderMap, uri: &Uri) -> Option<Credential> {
+    if let Some(token) = header_token(headers) {
+        return token_matches(state, &token).then_some(Credential::Header);
+    }
+    if let Some(token) = query_token(uri) {
+        return token_matches(state, &token).then_some(Credential::Query);
+    }
+    if state.token.is_empty() {
+        return Some(Credential::None);
+    }
+    let token = cookie(headers, TOKEN_COOKIE)?;
+    token_matches(state, &token).then_some(Credential::Cookie)
+}
+
+/// `Set-Cookie` values for a page response: the token cookie when the page was opened with
+/// `?token=`, and an XSRF cookie when the browser has none.
+pub(crate) fn page_cookies(state: &AppState, headers: &HeaderMap, credential: Credential) -> Vec<String> {
+    let path = &state.base_url;
+    let mut cookies = Vec::new();
+    if credential == Credential::Query {
+        cookies.push(format!(
+            "{TOKEN_COOKIE}={}; Path={path}; HttpOnly; SameSite=Lax",
+            state.token
+        ));
+    }
+    if cookie(headers, XSRF_COOKIE).is_none() {
+        let value: String = rand::random::<[u8; 16]>()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        cookies.push(format!("{XSRF_COOKIE}={value}; Path={path}; SameSite=Lax"));
+    }
+    cookies
+}
+
+/// Whether a browser request's `Origin` names the host it was sent to (absent `Origin`: not a
+/// browser, allowed).
+fn same_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(axum::http::header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    origin
+        .split_once("://")
+        .is_some_and(|(_, h)| h.trim_end_matches('/') == host)
+}
+
+fn xsrf_ok(headers: &HeaderMap) -> bool {
+    let Some(expected) = cookie(headers, XSRF_COOKIE).filter(|c| !c.is_empty()) else {
+        return false;
+    };
+    headers
+        .get("x-xsrftoken")
+        .or_else(|| headers.get("x-csrftoken"))
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| constant_time_eq(v.as_bytes(), expected.as_bytes()))
 }
 
 pub(crate) fn form_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
@@ -58,24 +151,47 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Rejects requests without the server's token with 403, as jupyter_server does for the API.
+/// Requests authenticated only by the cookie must carry the XSRF header on unsafe methods.
 pub(crate) async fn require_token(
     State(state): State<AppState>,
     request: Request,
     next: Next,
 ) -> Response {
-    let authorized = match token_from_request(&request) {
-        Some(token) => {
-            !state.token.is_empty() && constant_time_eq(token.as_bytes(), state.token.as_bytes())
+    let credential = credential(&state, request.headers(), request.uri());
+    let safe_method = matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    );
+    let is_websocket = request
+        .headers()
+        .get(axum::http::header::UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    match credential {
+        None => {
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                "not_authenticated",
+                "Forbidden: a valid token is required (send `Authorization: token <token>` or `?token=<token>`)",
+            )
+            .into_response();
         }
-        None => state.token.is_empty(),
-    };
-    if !authorized {
-        return ApiError::new(
-            StatusCode::FORBIDDEN,
-            "not_authenticated",
-            "Forbidden: a valid token is required (send `Authorization: token <token>` or `?token=<token>`)",
-        )
-        .into_response();
+        Some(Credential::Cookie) if !safe_method && !is_websocket && !xsrf_ok(request.headers()) => {
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                "xsrf_missing",
+                "Forbidden: '_xsrf' argument missing from POST",
+            )
+            .into_response();
+        }
+        Some(Credential::Cookie) if is_websocket && !same_origin(request.headers()) => {
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                "cross_origin",
+                "Forbidden: cross-origin WebSocket authenticated by cookie",
+            )
+            .into_response();
+        }
+        Some(_) => {}
     }
     next.run(request).await
 }

@@ -1,12 +1,16 @@
 //! The HTTP and WebSocket edge: the Jupyter Server REST API (`/api/...`), kernel channels, and
-//! token authentication. The only crate that knows HTTP.
+//! token authentication, and the JupyterLab / Notebook 7 front ends. The only crate that knows
+//! HTTP.
 //!
 //! Handlers parse, authorize, call one manager method, and render. Errors leave as
 //! `{"message", "reason", "code"}` with the status jupyter_server would use.
 
+#![recursion_limit = "256"]
+
 mod api;
 mod auth;
 mod error;
+mod lab;
 
 use std::sync::Arc;
 
@@ -14,6 +18,7 @@ use axum::Router;
 use commonlab_manager::{ContentsManager, KernelManager, SessionManager};
 
 pub use error::ApiError;
+pub use lab::{LabAssets, NotebookAssets};
 
 /// Limits of the edge, with units in their names.
 #[derive(Debug, Clone)]
@@ -34,6 +39,8 @@ pub struct AppState {
     pub limits: EdgeLimits,
     /// The URL prefix the API is served under, e.g. `/` or `/user/alice/`.
     pub base_url: String,
+    /// The JupyterLab and Notebook 7 front ends, when installed in the Python environment.
+    pub lab: Option<Arc<LabAssets>>,
 }
 
 /// Builds the router for the whole edge.

@@ -1,9 +1,12 @@
 //! The Jupyter Server REST API; modules mirror URL paths.
 
 mod channels;
+mod config;
 mod contents;
+mod events;
 mod kernels;
 mod kernelspecs;
+mod nbconvert;
 mod sessions;
 mod status;
 
@@ -60,6 +63,14 @@ pub(crate) fn router(_state: AppState) -> Router<AppState> {
                 .patch(sessions::update)
                 .delete(sessions::delete),
         )
+        .route(
+            "/api/config/{section}",
+            get(config::get).patch(config::patch).put(config::put),
+        )
+        .route("/api/nbconvert", get(nbconvert::formats))
+        .route("/api/events", post(events::emit))
+        .route("/api/events/subscribe", get(events::subscribe))
+        .merge(crate::lab::protected_router())
 }
 
 /// Routes open to anyone, as in jupyter_server.
@@ -67,6 +78,7 @@ pub(crate) fn public_router() -> Router<AppState> {
     Router::new()
         .route("/api", get(status::version))
         .route("/api/", get(status::version))
+        .merge(crate::lab::public_router())
 }
 
 /// Parses a JSON body; an empty body is `T::default()`-like only when `allow_empty`.

@@ -114,6 +114,12 @@ pub(crate) async fn spawn_app_with_policy(
             request_body_bytes_max: 1 << 20,
         },
         base_url: "/".into(),
+        lab: commonlab_server::LabAssets::discover(
+            &commonlab_manager::find_python(&[python.clone()])?.prefix,
+            data_dir.path(),
+            &data_dir.path().join("root"),
+        )
+        .map(Arc::new),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
