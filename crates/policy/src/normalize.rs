@@ -19,6 +19,9 @@ pub(crate) struct Derived {
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Symbols {
     vars: HashMap<String, String>,
+    /// A filter over the names in `vars`: a clear bit means no name of that fingerprint is
+    /// known, so a line can be passed over without looking its words up.
+    names: [u64; 4],
 }
 
 const SYMBOLS_MAX: usize = 512;
@@ -34,12 +37,30 @@ impl Symbols {
         {
             return;
         }
+        let bit = name_fingerprint(name.as_bytes());
+        self.names[bit / 64] |= 1 << (bit % 64);
         self.vars.insert(name.to_owned(), value);
+    }
+
+    /// Whether `name` may be known (no false negatives).
+    fn may_know(&self, name: &[u8]) -> bool {
+        let bit = name_fingerprint(name);
+        self.names[bit / 64] & (1 << (bit % 64)) != 0
+    }
+
+    fn is_empty(&self) -> bool {
+        self.vars.is_empty()
     }
 
     fn get(&self, name: &str) -> Option<&str> {
         self.vars.get(name).map(String::as_str)
     }
+}
+
+fn name_fingerprint(name: &[u8]) -> usize {
+    let first = usize::from(name.first().copied().unwrap_or(0));
+    let last = usize::from(name.last().copied().unwrap_or(0));
+    (name.len().wrapping_mul(31) ^ first.wrapping_mul(7) ^ last.wrapping_mul(131)) & 255
 }
 
 /// Collects the derived texts of a prepared unit.
@@ -59,15 +80,18 @@ pub(crate) fn derive(prepared: &Prepared, symbols: &mut Symbols, out: &mut Vec<D
             push(out, line, text, via)
         });
     }
+    let mut tokens = Vec::new();
     for (index, line) in prepared.lines.iter().enumerate() {
         let text = &prepared.text[line.start..line.end];
         if text.trim().is_empty() {
             continue;
         }
         match line.lang {
-            Lang::Python => python_line(text, index, symbols, &mut |line, text, via| {
-                push(out, line, text, via)
-            }),
+            Lang::Python => {
+                python_line(text, index, symbols, &mut tokens, &mut |line, text, via| {
+                    push(out, line, text, via)
+                });
+            }
             Lang::Shell => shell_line(text, index, symbols, &mut |line, text, via| {
                 push(out, line, text, via)
             }),
@@ -187,9 +211,10 @@ enum Token<'a> {
     Punct(u8),
 }
 
-fn tokenize(line: &str) -> Vec<Token<'_>> {
+/// Reads `line` into `tokens` (cleared first); an unclosed string ends the line.
+fn tokenize<'a>(line: &'a str, tokens: &mut Vec<Token<'a>>) {
     let bytes = line.as_bytes();
-    let mut tokens = Vec::new();
+    tokens.clear();
     let mut index = 0;
     while index < bytes.len() {
         let byte = bytes[index];
@@ -225,7 +250,7 @@ fn tokenize(line: &str) -> Vec<Token<'_>> {
                 end += 1;
             }
             if !closed {
-                return tokens;
+                return;
             }
             // Escapes are handled by the lexer; here only joins matter, so take the text as written.
             let raw = &line[body..end];
@@ -262,7 +287,6 @@ fn tokenize(line: &str) -> Vec<Token<'_>> {
             }
         }
     }
-    tokens
 }
 
 fn content_from_escapes(raw: &str) -> String {
@@ -396,20 +420,120 @@ fn shell_line(
     }
 }
 
-fn python_line(
-    text: &str,
+/// Whether a Python line can join strings, name one, or use a known name: only such lines are
+/// tokenised. It errs towards yes; a line it passes over gives nothing in `python_line`.
+fn python_line_matters(bytes: &[u8], symbols: &Symbols) -> bool {
+    let is_quote = |b: u8| b == b'\'' || b == b'"';
+    if memchr::memchr(b'+', bytes).is_some() {
+        return true;
+    }
+    // Without a quote or `+`, only `chr(` can give a text.
+    if memchr::memchr2(b'\'', b'"', bytes).is_none() {
+        return contains(bytes, b"chr(");
+    }
+    if contains(bytes, b"chr") {
+        return true;
+    }
+    // `"sep".join(...)` and `"..."[::-1]`.
+    if contains(bytes, b"join")
+        || memchr::memchr(b'[', bytes).is_some()
+            && memchr::memchr(b':', bytes).is_some()
+            && memchr::memchr(b'-', bytes).is_some()
+    {
+        return true;
+    }
+    let is_word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    let is_prefix = |b: u8| b"rRbBfFuU".contains(&b);
+    // `name = "..."`: a string named.
+    let mut index = 0;
+    while index < bytes.len() && bytes[index].is_ascii_whitespace() {
+        index += 1;
+    }
+    if index < bytes.len() && (bytes[index].is_ascii_alphabetic() || bytes[index] == b'_') {
+        while index < bytes.len() && is_word(bytes[index]) {
+            index += 1;
+        }
+        while index < bytes.len() && bytes[index].is_ascii_whitespace() {
+            index += 1;
+        }
+        if bytes.get(index) == Some(&b'=') {
+            index += 1;
+            while index < bytes.len() && bytes[index].is_ascii_whitespace() {
+                index += 1;
+            }
+            let mut prefix = 0;
+            while prefix < 2 && index + prefix < bytes.len() && is_prefix(bytes[index + prefix]) {
+                prefix += 1;
+            }
+            if bytes.get(index + prefix).is_some_and(|&b| is_quote(b)) {
+                return true;
+            }
+        }
+    }
+    // Strings side by side: a quote, spaces, a prefix of at most two letters, a quote.
+    for (index, &byte) in bytes.iter().enumerate() {
+        if !is_quote(byte) {
+            continue;
+        }
+        let mut next = index + 1;
+        while next < bytes.len() && bytes[next].is_ascii_whitespace() {
+            next += 1;
+        }
+        let mut prefix = 0;
+        while prefix < 2 && next + prefix < bytes.len() && is_prefix(bytes[next + prefix]) {
+            prefix += 1;
+        }
+        if bytes.get(next + prefix).is_some_and(|&b| is_quote(b)) {
+            return true;
+        }
+    }
+    // A known name, as a word or inside a format string's braces.
+    if symbols.is_empty() {
+        return false;
+    }
+    let mut index = 0;
+    while index < bytes.len() {
+        if !is_word(bytes[index]) {
+            index += 1;
+            continue;
+        }
+        let start = index;
+        while index < bytes.len() && is_word(bytes[index]) {
+            index += 1;
+        }
+        let word = &bytes[start..index];
+        if symbols.may_know(word) {
+            return true;
+        }
+        // After a number, a name starts at the first underscore (`1a_b` reads `1a`, `_b`).
+        if word[0].is_ascii_digit() {
+            if let Some(underscore) = memchr::memchr(b'_', word) {
+                if symbols.may_know(&word[underscore..]) {
+                    return true;
+                }
+            }
+        }
+    }
+    false
+}
+
+/// Whether `needle` (not empty) occurs in `bytes`; quicker than a searcher for short lines.
+fn contains(bytes: &[u8], needle: &[u8]) -> bool {
+    memchr::memchr_iter(needle[0], bytes).any(|at| bytes[at..].starts_with(needle))
+}
+
+fn python_line<'a>(
+    text: &'a str,
     line: usize,
     symbols: &mut Symbols,
+    tokens: &mut Vec<Token<'a>>,
     emit: &mut dyn FnMut(usize, String, Via),
 ) {
-    let bytes = text.as_bytes();
-    let interesting = bytes.iter().enumerate().any(|(index, &byte)| {
-        matches!(byte, b'\'' | b'"' | b'+') || byte == b'(' && bytes[..index].ends_with(b"chr")
-    });
-    if !interesting {
+    if !python_line_matters(text.as_bytes(), symbols) {
         return;
     }
-    let tokens = tokenize(text);
+    tokenize(text, tokens);
+    let tokens: &[Token<'a>] = tokens;
     let value_of = |token: &Token<'_>, symbols: &Symbols| -> Option<(String, bool)> {
         match token {
             Token::Str {
@@ -425,7 +549,7 @@ fn python_line(
         }
     };
     // `name = expr` where expr joins strings and known names.
-    if let [Token::Ident(name), Token::Punct(b'='), expr @ ..] = tokens.as_slice() {
+    if let [Token::Ident(name), Token::Punct(b'='), expr @ ..] = tokens {
         if !expr.is_empty() && expr.len() % 2 == 1 {
             let mut value = String::new();
             let mut substituted = false;
