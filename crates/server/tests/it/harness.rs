@@ -20,6 +20,7 @@ pub(crate) const TOKEN: &str = "test-token";
 /// The contents upload limit of test apps.
 pub(crate) const CONTENTS_UPLOAD_BYTES_MAX: u64 = 256 * 1024;
 
+#[allow(clippy::print_stderr)]
 /// The Python with ipykernel the tests use, or `None` (with a loud skip) when it is absent and
 /// not required.
 pub(crate) fn python() -> Option<PathBuf> {
@@ -37,7 +38,6 @@ pub(crate) fn python() -> Option<PathBuf> {
         Some(env) => Some(env.python),
         None if required => panic!("COMMONLAB_TEST_REQUIRE names ipykernel, but no Python with ipykernel was found (set COMMONLAB_TEST_PYTHON or run scripts/python-env.sh)"),
         None => {
-            #[allow(clippy::print_stderr)]
             eprintln!("skipped: no Python with ipykernel (set COMMONLAB_TEST_PYTHON or run scripts/python-env.sh)");
             None
         }
@@ -115,7 +115,7 @@ pub(crate) async fn spawn_app_with_policy(
         },
         base_url: "/".into(),
         lab: commonlab_server::LabAssets::discover(
-            &commonlab_manager::find_python(&[python.clone()])?.prefix,
+            &commonlab_manager::find_python(std::slice::from_ref(&python))?.prefix,
             data_dir.path(),
             &data_dir.path().join("root"),
         )
