@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Run the browser journeys (journeys.mjs: JupyterLab and Notebook 7 in Debian's chromium) against a server.
+#
+#   tests/e2e/run.sh URL TOKEN 
+#   COMMONLAB_TEST_URL=… COMMONLAB_TEST_TOKEN=… tests/e2e/run.sh
+#
+# URL is the server's base URL, e.g. http://127.0.0.1:8888/. Screenshots go to tests/e2e/artifacts/. Installs
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$HERE"
+
+if [[ $# -ge 2 && "$1" != -* ]]; then
+    export COMMONLAB_TEST_URL="$1" COMMONLAB_TEST_TOKEN="$2"
+    shift 2
+fi
+: "${COMMONLAB_TEST_URL:?usage: run.sh URL TOKEN (or set COMMONLAB_TEST_URL and COMMONLAB_TEST_TOKEN)}"
+: "${COMMONLAB_TEST_TOKEN?usage: run.sh URL TOKEN (or set COMMONLAB_TEST_URL and COMMONLAB_TEST_TOKEN)}"
+
+# npm ci writes node_modules/.package-lock.json; it matches package-lock.json's hash when up to date.
+stamp=node_modules/.commonlab-lock.sha256
+want="$(sha256sum package-lock.json | cut -d' ' -f1)"
+if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
+    echo "run.sh: installing node_modules (npm ci)" >&2
+    npm ci --no-audit --no-fund --loglevel=error >&2
+    echo "$want" > "$stamp"
+fi
+
+exec node journeys.mjs "$@"
