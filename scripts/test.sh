@@ -23,7 +23,7 @@ record() { # name, exit status
 
 # 1. System packages.
 need_pkgs=()
-for pkg in python3-venv nodejs npm; do
+for pkg in python3-venv nodejs npm chromium; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need_pkgs+=("$pkg")
 done
 if ((${#need_pkgs[@]})); then
@@ -84,6 +84,8 @@ fi
 set +e
 tests/clients/run-all.sh "http://127.0.0.1:$port/" "$token"
 record "Jupyter client suites" $?
+tests/e2e/run.sh "http://127.0.0.1:$port/" "$token"
+record "browser journeys" $?
 set -e
 stop_server
 trap - EXIT
