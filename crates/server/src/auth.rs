@@ -25,7 +25,10 @@ pub(crate) const TOKEN_COOKIE: &str = "commonlab-token";
 pub(crate) const XSRF_COOKIE: &str = "_xsrf";
 
 fn header_token(headers: &HeaderMap) -> Option<String> {
-    let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
     let (scheme, token) = value.split_once(' ')?;
     (scheme.eq_ignore_ascii_case("token") || scheme.eq_ignore_ascii_case("bearer"))
         .then(|| token.trim().to_owned())
@@ -70,7 +73,11 @@ pub(crate) fn credential(state: &AppState, headers: &HeaderMap, uri: &Uri) -> Op
 
 /// `Set-Cookie` values for a page response: the token cookie when the page was opened with
 /// `?token=`, and an XSRF cookie when the browser has none.
-pub(crate) fn page_cookies(state: &AppState, headers: &HeaderMap, credential: Credential) -> Vec<String> {
+pub(crate) fn page_cookies(
+    state: &AppState,
+    headers: &HeaderMap,
+    credential: Credential,
+) -> Vec<String> {
     let path = &state.base_url;
     let mut cookies = Vec::new();
     if credential == Credential::Query {
@@ -92,7 +99,10 @@ pub(crate) fn page_cookies(state: &AppState, headers: &HeaderMap, credential: Cr
 /// Whether a browser request's `Origin` names the host it was sent to (absent `Origin`: not a
 /// browser, allowed).
 fn same_origin(headers: &HeaderMap) -> bool {
-    let Some(origin) = headers.get(axum::http::header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+    let Some(origin) = headers
+        .get(axum::http::header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+    else {
         return true;
     };
     let host = headers
@@ -175,7 +185,9 @@ pub(crate) async fn require_token(
             )
             .into_response();
         }
-        Some(Credential::Cookie) if !safe_method && !is_websocket && !xsrf_ok(request.headers()) => {
+        Some(Credential::Cookie)
+            if !safe_method && !is_websocket && !xsrf_ok(request.headers()) =>
+        {
             return ApiError::new(
                 StatusCode::FORBIDDEN,
                 "xsrf_missing",

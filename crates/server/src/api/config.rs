@@ -17,7 +17,10 @@ fn section_path(state: &AppState, section: &str) -> Result<Option<std::path::Pat
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
         || section.starts_with('.')
     {
-        return Err(ApiError::bad_request("invalid_section", "invalid config section name"));
+        return Err(ApiError::bad_request(
+            "invalid_section",
+            "invalid config section name",
+        ));
     }
     Ok(state
         .lab
@@ -46,19 +49,34 @@ pub(crate) async fn patch(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let path = section_path(&state, &section)?.ok_or_else(|| {
-        ApiError::new(StatusCode::NOT_FOUND, "config_unavailable", "no data directory for config sections")
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "config_unavailable",
+            "no data directory for config sections",
+        )
     })?;
     let update: Value = super::parse_json(&body, false)?.expect("not empty");
     if !update.is_object() {
-        return Err(ApiError::bad_request("invalid_config", "a config section is a JSON object"));
+        return Err(ApiError::bad_request(
+            "invalid_config",
+            "a config section is a JSON object",
+        ));
     }
     let mut current = read_section(Some(&path));
     recursive_update(&mut current, &update);
     let bytes = serde_json::to_vec_pretty(&current).map_err(|e| {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "config_io", e.to_string())
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "config_io",
+            e.to_string(),
+        )
     })?;
     write_atomic(&path, &bytes).map_err(|e| {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "config_io", e.to_string())
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "config_io",
+            e.to_string(),
+        )
     })?;
     Ok(Json(current))
 }
@@ -70,15 +88,26 @@ pub(crate) async fn put(
     body: Bytes,
 ) -> Result<StatusCode, ApiError> {
     let path = section_path(&state, &section)?.ok_or_else(|| {
-        ApiError::new(StatusCode::NOT_FOUND, "config_unavailable", "no data directory for config sections")
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "config_unavailable",
+            "no data directory for config sections",
+        )
     })?;
     let value: Value = super::parse_json(&body, false)?.expect("not empty");
     if !value.is_object() {
-        return Err(ApiError::bad_request("invalid_config", "a config section is a JSON object"));
+        return Err(ApiError::bad_request(
+            "invalid_config",
+            "a config section is a JSON object",
+        ));
     }
     let bytes = serde_json::to_vec_pretty(&value).expect("JSON serializes");
     write_atomic(&path, &bytes).map_err(|e| {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "config_io", e.to_string())
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "config_io",
+            e.to_string(),
+        )
     })?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -139,7 +139,9 @@ fn overrides(lab: &LabAssets) -> Map<String, Value> {
                         );
                     }
                 }
-                _ => tracing::warn!(file = %file.display(), "ignoring unparseable settings overrides"),
+                _ => {
+                    tracing::warn!(file = %file.display(), "ignoring unparseable settings overrides")
+                }
             }
         }
     }
@@ -186,7 +188,10 @@ fn user_settings_path(lab: &LabAssets, id: &str) -> Option<PathBuf> {
     if plugin.contains('/') {
         return None;
     }
-    Some(confined(&lab.state_dir.join("user-settings"), package)?.join(format!("{plugin}{SETTINGS_EXTENSION}")))
+    Some(
+        confined(&lab.state_dir.join("user-settings"), package)?
+            .join(format!("{plugin}{SETTINGS_EXTENSION}")),
+    )
 }
 
 fn iso_time(t: std::time::SystemTime) -> String {
@@ -195,11 +200,20 @@ fn iso_time(t: std::time::SystemTime) -> String {
         .to_string()
 }
 
-fn plugin_settings(lab: &LabAssets, id: &str, overrides: &Map<String, Value>) -> Result<Value, ApiError> {
+fn plugin_settings(
+    lab: &LabAssets,
+    id: &str,
+    overrides: &Map<String, Value>,
+) -> Result<Value, ApiError> {
     let (path, root) = schema_path(lab, id).ok_or_else(|| {
-        ApiError::new(StatusCode::NOT_FOUND, "schema_not_found", format!("Schema not found: {id}"))
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "schema_not_found",
+            format!("Schema not found: {id}"),
+        )
     })?;
-    let mut schema = read_json(&path).ok_or_else(|| internal(format!("Failed parsing schema ({id})")))?;
+    let mut schema =
+        read_json(&path).ok_or_else(|| internal(format!("Failed parsing schema ({id})")))?;
     if let Some(Value::Object(defaults)) = overrides.get(id) {
         if let Some(Value::Object(props)) = schema.get_mut("properties") {
             for (key, value) in defaults {
@@ -224,7 +238,11 @@ fn plugin_settings(lab: &LabAssets, id: &str, overrides: &Map<String, Value>) ->
     let (mut last_modified, mut created) = (Value::Null, Value::Null);
     if let Some(user_path) = user_settings_path(lab, id) {
         if let Ok(meta) = std::fs::metadata(&user_path) {
-            last_modified = meta.modified().map(iso_time).map(Value::from).unwrap_or(Value::Null);
+            last_modified = meta
+                .modified()
+                .map(iso_time)
+                .map(Value::from)
+                .unwrap_or(Value::Null);
             created = meta
                 .created()
                 .or_else(|_| meta.modified())
@@ -234,7 +252,11 @@ fn plugin_settings(lab: &LabAssets, id: &str, overrides: &Map<String, Value>) ->
             if let Ok(text) = std::fs::read_to_string(&user_path) {
                 match parse_json5(&text) {
                     Some(parsed @ Value::Object(_)) => {
-                        raw = if text.trim().is_empty() { "{}".into() } else { text };
+                        raw = if text.trim().is_empty() {
+                            "{}".into()
+                        } else {
+                            text
+                        };
                         settings = parsed;
                     }
                     _ => warning = format!("Failed loading settings ({id})").into(),
@@ -274,7 +296,11 @@ fn all_ids(lab: &LabAssets) -> Vec<String> {
                 if parent.as_os_str().is_empty() {
                     continue;
                 }
-                ids.push(format!("{}:{}", parent.to_string_lossy(), stem.to_string_lossy()));
+                ids.push(format!(
+                    "{}:{}",
+                    parent.to_string_lossy(),
+                    stem.to_string_lossy()
+                ));
             }
         }
     }
@@ -315,8 +341,14 @@ pub(crate) async fn settings_list(
     State(state): State<AppState>,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let lab = state.lab.clone().ok_or_else(|| assets(&state).unwrap_err())?;
-    let ids_only = query.ids_only.as_deref().is_some_and(|v| v == "true" || v == "1");
+    let lab = state
+        .lab
+        .clone()
+        .ok_or_else(|| assets(&state).unwrap_err())?;
+    let ids_only = query
+        .ids_only
+        .as_deref()
+        .is_some_and(|v| v == "true" || v == "1");
     tokio::task::spawn_blocking(move || {
         let ids = all_ids(&lab);
         if ids_only {
@@ -341,7 +373,10 @@ pub(crate) async fn settings_get(
     State(state): State<AppState>,
     UrlPath(id): UrlPath<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let lab = state.lab.clone().ok_or_else(|| assets(&state).unwrap_err())?;
+    let lab = state
+        .lab
+        .clone()
+        .ok_or_else(|| assets(&state).unwrap_err())?;
     tokio::task::spawn_blocking(move || {
         let overrides = overrides(&lab);
         plugin_settings(&lab, &id, &overrides).map(Json)
@@ -362,7 +397,11 @@ pub(crate) async fn settings_put(
 ) -> Result<Response, ApiError> {
     let lab = assets(&state)?;
     schema_path(lab, &id).ok_or_else(|| {
-        ApiError::new(StatusCode::NOT_FOUND, "schema_not_found", format!("Schema not found: {id}"))
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "schema_not_found",
+            format!("Schema not found: {id}"),
+        )
     })?;
     let body: SettingsBody = crate::api::parse_json(&body, false)?.expect("not empty");
     if !matches!(parse_json5(&body.raw), Some(Value::Object(_))) {
@@ -384,7 +423,13 @@ fn workspace_slug(id: &str) -> Option<String> {
     }
     Some(
         id.chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '-'
+                }
+            })
             .collect(),
     )
 }
@@ -393,7 +438,9 @@ fn workspaces_dir(lab: &LabAssets) -> PathBuf {
     lab.state_dir.join("workspaces")
 }
 
-pub(crate) async fn workspaces_list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn workspaces_list(
+    State(state): State<AppState>,
+) -> Result<Json<Value>, ApiError> {
     let lab = assets(&state)?;
     let mut found: Vec<(String, Value)> = Vec::new();
     if let Ok(entries) = std::fs::read_dir(workspaces_dir(lab)) {
@@ -414,7 +461,9 @@ pub(crate) async fn workspaces_list(State(state): State<AppState>) -> Result<Jso
     }
     found.sort_by(|a, b| a.0.cmp(&b.0));
     let (ids, values): (Vec<_>, Vec<_>) = found.into_iter().unzip();
-    Ok(Json(json!({ "workspaces": { "ids": ids, "values": values } })))
+    Ok(Json(
+        json!({ "workspaces": { "ids": ids, "values": values } }),
+    ))
 }
 
 pub(crate) async fn workspace_get(
@@ -422,11 +471,12 @@ pub(crate) async fn workspace_get(
     UrlPath(id): UrlPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let lab = assets(&state)?;
-    let slug = workspace_slug(&id).ok_or_else(|| ApiError::bad_request("invalid_id", "invalid workspace id"))?;
+    let slug = workspace_slug(&id)
+        .ok_or_else(|| ApiError::bad_request("invalid_id", "invalid workspace id"))?;
     let path = workspaces_dir(lab).join(format!("{slug}{WORKSPACE_EXTENSION}"));
-    Ok(Json(read_json(&path).unwrap_or_else(|| {
-        json!({ "data": {}, "metadata": { "id": id.trim_matches('/') } })
-    })))
+    Ok(Json(read_json(&path).unwrap_or_else(
+        || json!({ "data": {}, "metadata": { "id": id.trim_matches('/') } }),
+    )))
 }
 
 pub(crate) async fn workspace_put(
@@ -435,15 +485,24 @@ pub(crate) async fn workspace_put(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let lab = assets(&state)?;
-    let slug = workspace_slug(&id).ok_or_else(|| ApiError::bad_request("invalid_id", "invalid workspace id"))?;
+    let slug = workspace_slug(&id)
+        .ok_or_else(|| ApiError::bad_request("invalid_id", "invalid workspace id"))?;
     let mut ws: Value = crate::api::parse_json(&body, false)?.expect("not empty");
     let Some(obj) = ws.as_object_mut() else {
-        return Err(ApiError::bad_request("invalid_workspace", "a workspace is a JSON object"));
+        return Err(ApiError::bad_request(
+            "invalid_workspace",
+            "a workspace is a JSON object",
+        ));
     };
     if !obj.get("data").is_some_and(Value::is_object) {
-        return Err(ApiError::bad_request("invalid_workspace", "a workspace needs a `data` object"));
+        return Err(ApiError::bad_request(
+            "invalid_workspace",
+            "a workspace needs a `data` object",
+        ));
     }
-    let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string();
+    let now = chrono::Utc::now()
+        .format("%Y-%m-%dT%H:%M:%S%.6f+00:00")
+        .to_string();
     let meta = obj.entry("metadata").or_insert_with(|| json!({}));
     if let Some(meta) = meta.as_object_mut() {
         meta.insert("id".into(), id.trim_matches('/').into());
@@ -461,7 +520,8 @@ pub(crate) async fn workspace_delete(
     UrlPath(id): UrlPath<String>,
 ) -> Result<Response, ApiError> {
     let lab = assets(&state)?;
-    let slug = workspace_slug(&id).ok_or_else(|| ApiError::bad_request("invalid_id", "invalid workspace id"))?;
+    let slug = workspace_slug(&id)
+        .ok_or_else(|| ApiError::bad_request("invalid_id", "invalid workspace id"))?;
     let path = workspaces_dir(lab).join(format!("{slug}{WORKSPACE_EXTENSION}"));
     match std::fs::remove_file(&path) {
         Ok(()) => Ok(StatusCode::NO_CONTENT.into_response()),
@@ -489,7 +549,11 @@ pub(crate) async fn translation_get(UrlPath(locale): UrlPath<String>) -> Json<Va
 /// Extension listings: nothing blocked or allowed (the extension manager is off).
 pub(crate) async fn listings(UrlPath(path): UrlPath<String>) -> Result<Json<Value>, ApiError> {
     if path.trim_matches('/') != "@jupyterlab/extensionmanager-extension/listings.json" {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such listing"));
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such listing",
+        ));
     }
     Ok(Json(json!({
         "blocked_extensions_uris": [],

@@ -39,7 +39,10 @@ fn mime_type(path: &Path) -> &'static str {
 
 /// Whether a file name carries a content hash (`1014.073326ef5d98db5e.js`, `0031b1860ea4ad75.woff`).
 fn is_content_hashed(path: &Path) -> bool {
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
     name.split('.')
         .any(|part| part.len() >= 16 && part.bytes().all(|b| b.is_ascii_hexdigit()))
 }
@@ -49,7 +52,12 @@ fn not_found() -> Response {
 }
 
 /// Serves `rel` from the first of `bases` that has it.
-pub(crate) async fn serve_from(bases: &[PathBuf], rel: &str, uri: &Uri, headers: &HeaderMap) -> Response {
+pub(crate) async fn serve_from(
+    bases: &[PathBuf],
+    rel: &str,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Response {
     for base in bases {
         let Some(path) = confined(base, rel) else {
             return not_found();
@@ -74,7 +82,10 @@ pub(crate) async fn serve_from(bases: &[PathBuf], rel: &str, uri: &Uri, headers:
             "no-cache"
         };
         let mut response_headers = HeaderMap::new();
-        response_headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(mime_type(&path)));
+        response_headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(mime_type(&path)),
+        );
         response_headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
         response_headers.insert(
             header::X_CONTENT_TYPE_OPTIONS,

@@ -24,11 +24,27 @@ pub(crate) async fn root(State(state): State<AppState>, uri: Uri) -> Response {
 
 fn untracked_message_types() -> Value {
     json!([
-        "comm_info_request", "comm_info_reply", "kernel_info_request", "kernel_info_reply",
-        "shutdown_request", "shutdown_reply", "interrupt_request", "interrupt_reply",
-        "debug_request", "debug_reply", "stream", "display_data", "update_display_data",
-        "execute_input", "execute_result", "error", "status", "clear_output", "debug_event",
-        "input_request", "input_reply"
+        "comm_info_request",
+        "comm_info_reply",
+        "kernel_info_request",
+        "kernel_info_reply",
+        "shutdown_request",
+        "shutdown_reply",
+        "interrupt_request",
+        "interrupt_reply",
+        "debug_request",
+        "debug_reply",
+        "stream",
+        "display_data",
+        "update_display_data",
+        "execute_input",
+        "execute_result",
+        "error",
+        "status",
+        "clear_output",
+        "debug_event",
+        "input_request",
+        "input_reply"
     ])
 }
 
@@ -77,7 +93,12 @@ fn federated_extensions(lab: &LabAssets) -> Vec<Value> {
     seen.into_values().collect()
 }
 
-fn page_config(state: &AppState, lab: &LabAssets, tree_path: &str, workspace: &str) -> Map<String, Value> {
+fn page_config(
+    state: &AppState,
+    lab: &LabAssets,
+    tree_path: &str,
+    workspace: &str,
+) -> Map<String, Value> {
     let base = &state.base_url;
     let root = lab.root_dir.to_string_lossy();
     let config = json!({
@@ -181,7 +202,11 @@ async fn render(
         Ok(t) => t,
         Err(e) => {
             tracing::error!(path = %template_path.display(), error = %e, "could not read page template");
-            return (StatusCode::INTERNAL_SERVER_ERROR, "page template unreadable").into_response();
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "page template unreadable",
+            )
+                .into_response();
         }
     };
     let html = match template::render(
@@ -195,7 +220,11 @@ async fn render(
         Ok(h) => h,
         Err(e) => {
             tracing::error!(path = %template_path.display(), error = %e, "could not render page template");
-            return (StatusCode::INTERNAL_SERVER_ERROR, "page template unsupported").into_response();
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "page template unsupported",
+            )
+                .into_response();
         }
     };
     let mut response = Html(html).into_response();
@@ -213,12 +242,25 @@ async fn render(
     response
 }
 
-async fn lab_page(state: AppState, headers: HeaderMap, uri: Uri, tree_path: &str, workspace: &str) -> Response {
+async fn lab_page(
+    state: AppState,
+    headers: HeaderMap,
+    uri: Uri,
+    tree_path: &str,
+    workspace: &str,
+) -> Response {
     let Some(lab) = state.lab.clone() else {
         return unavailable_page("JupyterLab");
     };
     let config = page_config(&state, &lab, tree_path, workspace);
-    render(&state, &headers, &uri, lab.lab_static.join("index.html"), config).await
+    render(
+        &state,
+        &headers,
+        &uri,
+        lab.lab_static.join("index.html"),
+        config,
+    )
+    .await
 }
 
 pub(crate) async fn lab(State(state): State<AppState>, headers: HeaderMap, uri: Uri) -> Response {
@@ -278,10 +320,21 @@ async fn notebook_page(
     if tree_path.is_none() {
         config.remove("treePath");
     }
-    render(&state, &headers, &uri, nb.templates_dir.join(template_name), config).await
+    render(
+        &state,
+        &headers,
+        &uri,
+        nb.templates_dir.join(template_name),
+        config,
+    )
+    .await
 }
 
-pub(crate) async fn notebook_tree(State(state): State<AppState>, headers: HeaderMap, uri: Uri) -> Response {
+pub(crate) async fn notebook_tree(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
     notebook_page(state, headers, uri, "tree.html", Some("")).await
 }
 
@@ -296,7 +349,11 @@ pub(crate) async fn notebook_tree_path(
     if let Some(lab) = &state.lab {
         if let Some(full) = super::confined(&lab.root_dir, &path) {
             if full.is_file() {
-                let page = if path.ends_with(".ipynb") { "notebooks" } else { "edit" };
+                let page = if path.ends_with(".ipynb") {
+                    "notebooks"
+                } else {
+                    "edit"
+                };
                 return Redirect::to(&format!("{}{page}/{path}", state.base_url)).into_response();
             }
         }
