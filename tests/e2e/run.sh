@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Run the browser journeys (journeys.mjs: JupyterLab and Notebook 7 in Debian's chromium) against a server.
 #
-#   tests/e2e/run.sh URL TOKEN 
+#   tests/e2e/run.sh URL TOKEN
 #   COMMONLAB_TEST_URL=… COMMONLAB_TEST_TOKEN=… tests/e2e/run.sh
 #
-# URL is the server's base URL, e.g. http://127.0.0.1:8888/. Screenshots go to tests/e2e/artifacts/. Installs
+# URL is the server's base URL, e.g. http://127.0.0.1:8888/. Screenshots go to tests/e2e/artifacts/.
+# Installs node_modules with `npm ci` only when package-lock.json changed since the last install.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
