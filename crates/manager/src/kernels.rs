@@ -176,7 +176,13 @@ impl KernelManager {
         let env: BTreeMap<String, String> = spec.spec.env.clone();
         let launch = LaunchSpec {
             kernel_id: kernel_id.to_owned(),
-            argv: spec.spec.argv.clone(),
+            argv: resolve_python_argv(
+                &spec.spec.argv,
+                self.config
+                    .fallback_spec
+                    .as_ref()
+                    .and_then(|spec| spec.spec.argv.first()),
+            ),
             env,
             cwd: self.config.root_dir.clone(),
             connection: connection.clone(),
@@ -444,5 +450,44 @@ impl KernelManager {
             }
         }
         Ok((reattached, cleaned))
+    }
+}
+
+/// A bare `python`, `python3` or `python3.N` as the program means the server's Python, as
+/// jupyter_client reads it (kernelspecs installed into an environment are written that way).
+fn resolve_python_argv(argv: &[String], python: Option<&String>) -> Vec<String> {
+    let mut argv = argv.to_vec();
+    if let (Some(program), Some(python)) = (argv.first_mut(), python) {
+        let bare = program == "python"
+            || program == "python3"
+            || program.strip_prefix("python3.").is_some_and(|minor| {
+                !minor.is_empty() && minor.bytes().all(|b| b.is_ascii_digit())
+            });
+        if bare {
+            *program = python.clone();
+        }
+    }
+    argv
+}
+
+#[cfg(test)]
+mod tests {
+    use super::resolve_python_argv;
+
+    #[test]
+    fn bare_python_in_a_kernelspec_means_the_servers_python() {
+        let python = "/envs/k/bin/python".to_owned();
+        let argv = |s: &str| s.split(' ').map(str::to_owned).collect::<Vec<_>>();
+        for bare in ["python", "python3", "python3.11"] {
+            let resolved = resolve_python_argv(
+                &argv(&format!("{bare} -m ipykernel_launcher")),
+                Some(&python),
+            );
+            assert_eq!(resolved[0], python, "{bare}");
+        }
+        for kept in ["/usr/bin/python3", "python3.x", "julia", "pythonista"] {
+            assert_eq!(resolve_python_argv(&argv(kept), Some(&python))[0], kept);
+        }
+        assert_eq!(resolve_python_argv(&argv("python"), None)[0], "python");
     }
 }
