@@ -67,8 +67,23 @@ pub(crate) fn credential(state: &AppState, headers: &HeaderMap, uri: &Uri) -> Op
     if state.token.is_empty() {
         return Some(Credential::None);
     }
-    let token = cookie(headers, TOKEN_COOKIE)?;
+    let token = cookie(headers, &token_cookie_name(headers))?;
     token_matches(state, &token).then_some(Credential::Cookie)
+}
+
+/// The token cookie's name, with the port the browser used: browsers do not keep cookies apart
+/// by port, so two servers on one host would otherwise overwrite each other's.
+pub(crate) fn token_cookie_name(headers: &HeaderMap) -> String {
+    let port = headers
+        .get(axum::http::header::HOST)
+        .and_then(|host| host.to_str().ok())
+        .and_then(|host| host.rsplit_once(':'))
+        .map(|(_, port)| port)
+        .filter(|port| !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()));
+    match port {
+        Some(port) => format!("{TOKEN_COOKIE}-{port}"),
+        None => TOKEN_COOKIE.to_owned(),
+    }
 }
 
 /// `Set-Cookie` values for a page response: the token cookie when the page was opened with
@@ -82,7 +97,8 @@ pub(crate) fn page_cookies(
     let mut cookies = Vec::new();
     if credential == Credential::Query {
         cookies.push(format!(
-            "{TOKEN_COOKIE}={}; Path={path}; HttpOnly; SameSite=Lax",
+            "{}={}; Path={path}; HttpOnly; SameSite=Lax",
+            token_cookie_name(headers),
             state.token
         ));
     }
@@ -217,5 +233,18 @@ mod tests {
         let pairs: Vec<_> = form_pairs("a=1&token=x%2By+z&b").collect();
         assert_eq!(pairs[1], ("token".to_owned(), "x+y z".to_owned()));
         assert_eq!(pairs[2], ("b".to_owned(), String::new()));
+    }
+
+    #[test]
+    fn the_token_cookie_is_named_for_the_port() {
+        let with_host = |host: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(axum::http::header::HOST, host.parse().unwrap());
+            token_cookie_name(&headers)
+        };
+        assert_eq!(with_host("127.0.0.1:8888"), "commonlab-token-8888");
+        assert_eq!(with_host("[::1]:9000"), "commonlab-token-9000");
+        assert_eq!(with_host("lab.example"), "commonlab-token");
+        assert_eq!(token_cookie_name(&HeaderMap::new()), "commonlab-token");
     }
 }
