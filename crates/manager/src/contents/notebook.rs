@@ -164,31 +164,32 @@ fn is_json_mime(mime: &str) -> bool {
     mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
 }
 
-/// As nbformat reads: lists of lines become strings (sources, stream text, text mime data).
-pub(crate) fn rejoin_lines(nb: &mut Value) {
-    fn join(v: &mut Value) {
-        if let Value::Array(lines) = v {
-            if lines.iter().all(Value::is_string) {
-                let joined: String = lines.iter().filter_map(Value::as_str).collect();
-                *v = Value::String(joined);
-            }
-        }
-    }
-    fn join_bundle(bundle: &mut Value) {
+/// Where a multi-line text field of a notebook sits, for the two line conversions below.
+enum TextField<'a> {
+    Source,
+    /// A value in a MIME bundle (attachments, `execute_result` or `display_data` data).
+    Mime(&'a str),
+    /// The `text` of an output of any other `output_type`.
+    OutputText(&'a str),
+}
+
+/// Calls `visit` on every text field that nbformat stores as a string or a list of lines.
+fn for_each_text_field(nb: &mut Value, mut visit: impl FnMut(TextField<'_>, &mut Value)) {
+    fn visit_bundle(bundle: &mut Value, visit: &mut impl FnMut(TextField<'_>, &mut Value)) {
         if let Some(bundle) = bundle.as_object_mut() {
             for (mime, value) in bundle.iter_mut() {
-                if !is_json_mime(mime) {
-                    join(value);
-                }
+                visit(TextField::Mime(mime), value);
             }
         }
     }
     for cell in cells_mut(nb) {
         if let Some(source) = cell.get_mut("source") {
-            join(source);
+            visit(TextField::Source, source);
         }
         if let Some(Value::Object(attachments)) = cell.get_mut("attachments") {
-            attachments.values_mut().for_each(join_bundle);
+            for bundle in attachments.values_mut() {
+                visit_bundle(bundle, &mut visit);
+            }
         }
         if cell.get("cell_type").and_then(Value::as_str) != Some("code") {
             continue;
@@ -197,76 +198,59 @@ pub(crate) fn rejoin_lines(nb: &mut Value) {
             continue;
         };
         for output in outputs.iter_mut().filter_map(Value::as_object_mut) {
-            match output.get("output_type").and_then(Value::as_str) {
-                Some("execute_result" | "display_data") => {
-                    if let Some(data) = output.get_mut("data") {
-                        join_bundle(data);
-                    }
+            let Some(output_type) = output.get("output_type").and_then(Value::as_str) else {
+                continue;
+            };
+            if matches!(output_type, "execute_result" | "display_data") {
+                if let Some(data) = output.get_mut("data") {
+                    visit_bundle(data, &mut visit);
                 }
-                Some(_) => {
-                    if let Some(text) = output.get_mut("text") {
-                        join(text);
-                    }
+            } else {
+                let output_type = output_type.to_owned();
+                if let Some(text) = output.get_mut("text") {
+                    visit(TextField::OutputText(&output_type), text);
                 }
-                None => {}
             }
         }
     }
 }
 
-/// As nbformat writes: multi-line strings become lists of lines.
-pub(crate) fn split_lines(nb: &mut Value) {
-    fn split(v: &mut Value) {
-        if let Value::String(s) = v {
-            *v = Value::Array(
-                py_splitlines_keepends(s)
-                    .into_iter()
-                    .map(|l| Value::String(l.to_owned()))
-                    .collect(),
-            );
+/// As nbformat reads: lists of lines become strings (sources, output text, non-JSON mime data).
+pub(crate) fn rejoin_lines(nb: &mut Value) {
+    for_each_text_field(nb, |field, value| {
+        if matches!(field, TextField::Mime(mime) if is_json_mime(mime)) {
+            return;
         }
-    }
-    fn split_bundle(bundle: &mut Value) {
-        if let Some(bundle) = bundle.as_object_mut() {
-            for (mime, value) in bundle.iter_mut() {
-                if mime.starts_with("text/")
+        if let Value::Array(lines) = value {
+            if lines.iter().all(Value::is_string) {
+                let joined: String = lines.iter().filter_map(Value::as_str).collect();
+                *value = Value::String(joined);
+            }
+        }
+    });
+}
+
+/// As nbformat writes: multi-line strings become lists of lines (sources, stream text, and
+/// text, JavaScript and SVG mime data).
+pub(crate) fn split_lines(nb: &mut Value) {
+    for_each_text_field(nb, |field, value| {
+        let wanted = match field {
+            TextField::Source => true,
+            TextField::Mime(mime) => {
+                mime.starts_with("text/")
                     || mime == "application/javascript"
                     || mime == "image/svg+xml"
-                {
-                    split(value);
-                }
             }
-        }
-    }
-    for cell in cells_mut(nb) {
-        if let Some(source) = cell.get_mut("source") {
-            split(source);
-        }
-        if let Some(Value::Object(attachments)) = cell.get_mut("attachments") {
-            attachments.values_mut().for_each(split_bundle);
-        }
-        if cell.get("cell_type").and_then(Value::as_str) != Some("code") {
-            continue;
-        }
-        let Some(Value::Array(outputs)) = cell.get_mut("outputs") else {
-            continue;
+            TextField::OutputText(output_type) => output_type == "stream",
         };
-        for output in outputs.iter_mut().filter_map(Value::as_object_mut) {
-            match output.get("output_type").and_then(Value::as_str) {
-                Some("execute_result" | "display_data") => {
-                    if let Some(data) = output.get_mut("data") {
-                        split_bundle(data);
-                    }
-                }
-                Some("stream") => {
-                    if let Some(text) = output.get_mut("text") {
-                        split(text);
-                    }
-                }
-                _ => {}
-            }
+        if let (true, Value::String(text)) = (wanted, &*value) {
+            let lines = py_splitlines_keepends(text)
+                .into_iter()
+                .map(|line| Value::String(line.to_owned()))
+                .collect();
+            *value = Value::Array(lines);
         }
-    }
+    });
 }
 
 /// Drops what nbformat never writes: `metadata.orig_nbformat*` and each cell's `trusted` mark.
