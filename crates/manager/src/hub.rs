@@ -69,6 +69,10 @@ impl Encoded {
         }
     }
 
+    pub(crate) fn message(&self) -> &RawMessage {
+        &self.message
+    }
+
     fn frame(&mut self, protocol: WireProtocol) -> Outgoing {
         match protocol {
             WireProtocol::V1 => {

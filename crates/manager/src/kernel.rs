@@ -343,6 +343,20 @@ impl Kernel {
         sender.send(channel, &message).await.is_ok()
     }
 
+    /// A message the server writes itself, ready to send.
+    fn own_message(
+        &self,
+        channel: Channel,
+        msg_type: &str,
+        parent_header: &Bytes,
+        content: Bytes,
+    ) -> Encoded {
+        let (header, message) =
+            self.builder
+                .build(msg_type, iso_now(), parent_header.clone(), content);
+        Encoded::new(channel, header.msg_id, header.msg_type, message)
+    }
+
     /// Sends a message the server wrote, parented to a client's request: iopub to every client,
     /// replies to the client that asked.
     fn emit(
@@ -352,12 +366,9 @@ impl Kernel {
         parent_header: &Bytes,
         content: serde_json::Value,
     ) {
-        let message = self
-            .builder
-            .message(msg_type, iso_now(), parent_header.clone(), &content);
-        let header = message.parse_header().expect("own header parses");
-        let (parent_msg_id, parent_session) = message.parent_ids();
-        let mut encoded = Encoded::new(channel, header.msg_id, header.msg_type, message);
+        let content = Bytes::from(serde_json::to_vec(&content).expect("json value serializes"));
+        let mut encoded = self.own_message(channel, msg_type, parent_header, content);
+        let (parent_msg_id, parent_session) = encoded.message().parent_ids();
         let mut state = self.state();
         match channel {
             Channel::Iopub => state.hub.broadcast(&mut encoded),
@@ -400,11 +411,13 @@ impl Kernel {
 
     /// Broadcasts a status the server decided (e.g. `restarting`, `dead`) to every client.
     pub(crate) fn broadcast_status(&self, execution_state: &str) {
-        let message = self
-            .builder
-            .status(execution_state, iso_now(), Bytes::from_static(b"{}"));
-        let header = message.parse_header().expect("own header parses");
-        let mut encoded = Encoded::new(Channel::Iopub, header.msg_id, header.msg_type, message);
+        let content = serde_json::json!({ "execution_state": execution_state }).to_string();
+        let mut encoded = self.own_message(
+            Channel::Iopub,
+            "status",
+            &Bytes::from_static(b"{}"),
+            Bytes::from(content),
+        );
         let mut state = self.state();
         state.execution_state = execution_state.to_owned();
         state.hub.broadcast(&mut encoded);
@@ -526,20 +539,7 @@ impl Kernel {
                 Bytes::from_static(br#"{"execution_state":"idle"}"#),
             ),
         ] {
-            let header = commonlab_protocol::Header::new(
-                msg_type,
-                &self.builder.session,
-                &self.builder.username,
-                iso_now(),
-            );
-            let message = RawMessage {
-                header: Bytes::from(serde_json::to_vec(&header).expect("header serializes")),
-                parent_header: parent_header.clone(),
-                metadata: Bytes::from_static(b"{}"),
-                content,
-                buffers: Vec::new(),
-            };
-            let mut encoded = Encoded::new(channel, header.msg_id, header.msg_type, message);
+            let mut encoded = self.own_message(channel, msg_type, parent_header, content);
             self.state().hub.send_to(client_id, &mut encoded);
         }
         true

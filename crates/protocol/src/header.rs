@@ -72,6 +72,26 @@ pub struct MessageBuilder {
 }
 
 impl MessageBuilder {
+    /// A message with `content` already serialized; returns its header too, so callers need
+    /// not parse back what they just wrote.
+    pub fn build(
+        &self,
+        msg_type: &str,
+        date: String,
+        parent_header: Bytes,
+        content: Bytes,
+    ) -> (Header, RawMessage) {
+        let header = Header::new(msg_type, &self.session, &self.username, date);
+        let message = RawMessage {
+            header: Bytes::from(serde_json::to_vec(&header).expect("header serializes")),
+            parent_header,
+            metadata: Bytes::from_static(b"{}"),
+            content,
+            buffers: Vec::new(),
+        };
+        (header, message)
+    }
+
     pub fn message(
         &self,
         msg_type: &str,
@@ -79,23 +99,7 @@ impl MessageBuilder {
         parent_header: Bytes,
         content: &serde_json::Value,
     ) -> RawMessage {
-        let header = Header::new(msg_type, &self.session, &self.username, date);
-        RawMessage {
-            header: Bytes::from(serde_json::to_vec(&header).expect("header serializes")),
-            parent_header,
-            metadata: Bytes::from_static(b"{}"),
-            content: Bytes::from(serde_json::to_vec(content).expect("json value serializes")),
-            buffers: Vec::new(),
-        }
-    }
-
-    /// An iopub `status` message with the given `execution_state`.
-    pub fn status(&self, state: &str, date: String, parent_header: Bytes) -> RawMessage {
-        self.message(
-            "status",
-            date,
-            parent_header,
-            &serde_json::json!({ "execution_state": state }),
-        )
+        let content = Bytes::from(serde_json::to_vec(content).expect("json value serializes"));
+        self.build(msg_type, date, parent_header, content).1
     }
 }
