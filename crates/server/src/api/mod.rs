@@ -18,6 +18,11 @@ use crate::{ApiError, AppState};
 
 /// Routes that need the token.
 pub(crate) fn router(_state: AppState) -> Router<AppState> {
+    let contents_methods = get(contents::get)
+        .put(contents::put)
+        .post(contents::post)
+        .patch(contents::patch)
+        .delete(contents::delete);
     Router::new()
         .route("/api/status", get(status::status))
         .route("/api/me", get(status::me))
@@ -32,30 +37,9 @@ pub(crate) fn router(_state: AppState) -> Router<AppState> {
         .route("/api/kernels/{id}/interrupt", post(kernels::interrupt))
         .route("/api/kernels/{id}/restart", post(kernels::restart))
         .route("/api/kernels/{id}/channels", get(channels::channels))
-        .route(
-            "/api/contents",
-            get(contents::get)
-                .put(contents::put)
-                .post(contents::post)
-                .patch(contents::patch)
-                .delete(contents::delete),
-        )
-        .route(
-            "/api/contents/",
-            get(contents::get)
-                .put(contents::put)
-                .post(contents::post)
-                .patch(contents::patch)
-                .delete(contents::delete),
-        )
-        .route(
-            "/api/contents/{*path}",
-            get(contents::get)
-                .put(contents::put)
-                .post(contents::post)
-                .patch(contents::patch)
-                .delete(contents::delete),
-        )
+        .route("/api/contents", contents_methods.clone())
+        .route("/api/contents/", contents_methods.clone())
+        .route("/api/contents/{*path}", contents_methods)
         .route("/api/sessions", get(sessions::list).post(sessions::create))
         .route(
             "/api/sessions/{id}",

@@ -10,6 +10,7 @@ use serde_json::{json, Map, Value};
 use super::{read_json, template, LabAssets};
 use crate::auth;
 use crate::AppState;
+use commonlab_manager::GetOptions;
 
 /// Plugins turned off: installing extensions is not offered.
 const DISABLED_EXTENSIONS: &[&str] = &["@jupyterlab/extensionmanager-extension"];
@@ -330,6 +331,21 @@ async fn notebook_page(
     .await
 }
 
+/// `file`, `notebook` or `directory` for a path under the root, through the contents API so the
+/// same confinement (symlinks resolved, hidden files refused) decides; `None` when not served.
+async fn content_kind(state: &AppState, path: &str) -> Option<&'static str> {
+    let options = GetOptions {
+        content: false,
+        ..GetOptions::default()
+    };
+    state
+        .contents
+        .get(path, options)
+        .await
+        .ok()
+        .map(|model| model.kind)
+}
+
 pub(crate) async fn notebook_tree(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -346,17 +362,13 @@ pub(crate) async fn notebook_tree_path(
 ) -> Response {
     let path = path.trim_matches('/').to_owned();
     // A file under /tree opens in its own page, as notebook does.
-    if let Some(lab) = &state.lab {
-        if let Some(full) = super::confined(&lab.root_dir, &path) {
-            if full.is_file() {
-                let page = if path.ends_with(".ipynb") {
-                    "notebooks"
-                } else {
-                    "edit"
-                };
-                return Redirect::to(&format!("{}{page}/{path}", state.base_url)).into_response();
-            }
-        }
+    if matches!(content_kind(&state, &path).await, Some("file" | "notebook")) {
+        let page = if path.ends_with(".ipynb") {
+            "notebooks"
+        } else {
+            "edit"
+        };
+        return Redirect::to(&format!("{}{page}/{path}", state.base_url)).into_response();
     }
     notebook_page(state, headers, uri, "tree.html", Some(&path)).await
 }
@@ -368,12 +380,8 @@ pub(crate) async fn notebook_notebooks(
     uri: Uri,
 ) -> Response {
     let path = path.trim_matches('/').to_owned();
-    if let Some(lab) = &state.lab {
-        if let Some(full) = super::confined(&lab.root_dir, &path) {
-            if full.is_dir() {
-                return Redirect::to(&format!("{}tree/{path}", state.base_url)).into_response();
-            }
-        }
+    if content_kind(&state, &path).await == Some("directory") {
+        return Redirect::to(&format!("{}tree/{path}", state.base_url)).into_response();
     }
     notebook_page(state, headers, uri, "notebooks.html", None).await
 }
