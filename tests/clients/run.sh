@@ -19,13 +19,6 @@ fi
 : "${COMMONLAB_TEST_URL:?usage: run.sh URL TOKEN (or set COMMONLAB_TEST_URL and COMMONLAB_TEST_TOKEN)}"
 : "${COMMONLAB_TEST_TOKEN?usage: run.sh URL TOKEN (or set COMMONLAB_TEST_URL and COMMONLAB_TEST_TOKEN)}"
 
-# npm ci writes node_modules/.package-lock.json; it matches package-lock.json's hash when up to date.
-stamp=node_modules/.commonlab-lock.sha256
-want="$(sha256sum package-lock.json | cut -d' ' -f1)"
-if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
-    echo "run.sh: installing node_modules (npm ci)" >&2
-    npm ci --no-audit --no-fund --loglevel=error >&2
-    echo "$want" > "$stamp"
-fi
+"$HERE/../../scripts/npm-ci-if-stale.sh" "$HERE"
 
 exec node --test --test-concurrency=1 --test-force-exit "$@" test/
