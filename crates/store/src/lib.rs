@@ -3,6 +3,18 @@
 //!
 //! SQLite is the default engine, with migrations applied in order on open. The store knows
 //! nothing of kernels' processes or sockets: it keeps records given to it as plain values.
+//!
+//! Accounts (users, API tokens, login sessions) live in [`users`](crate::UserRecord) and the
+//! tamper-evident audit log in [`audit`](crate::AuditRecord). Time is always an argument: the
+//! store reads no clock.
+
+mod audit;
+mod users;
+
+pub use audit::{AuditBreak, AuditRecord, AuditVerify, AUDIT_ACTIONS, AUDIT_GENESIS_HASH};
+pub use users::{
+    validate_user_name, ApiTokenInfo, Role, UserRecord, PASSWORD_CHARS_MIN, USER_UID_BASE,
+};
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -37,6 +49,49 @@ const MIGRATIONS: &[&str] = &[
         verdict TEXT NOT NULL
     );
     CREATE INDEX findings_by_kernel ON findings(kernel_id);",
+    // Accounts. AUTOINCREMENT keeps a removed user's id (and so their host uid) from being reused.
+    "CREATE TABLE users (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL UNIQUE,
+        password_hash TEXT NOT NULL,
+        role TEXT NOT NULL CHECK (role IN ('user', 'admin')),
+        tier TEXT NOT NULL,
+        uid INTEGER NOT NULL UNIQUE,
+        created_at TEXT NOT NULL,
+        restricted_until TEXT,
+        restricted_reason TEXT
+    );
+    CREATE TABLE api_tokens (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        user_id INTEGER NOT NULL REFERENCES users(id),
+        label TEXT NOT NULL,
+        token_sha256 TEXT NOT NULL UNIQUE,
+        created_at TEXT NOT NULL,
+        last_used_at TEXT
+    );
+    CREATE INDEX api_tokens_by_user ON api_tokens(user_id);
+    CREATE TABLE login_sessions (
+        id_sha256 TEXT PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id),
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL
+    );
+    CREATE INDEX login_sessions_by_user ON login_sessions(user_id);",
+    // The audit log: append-only, each record chained to the previous one by hash.
+    "CREATE TABLE audit (
+        seq INTEGER PRIMARY KEY,
+        at TEXT NOT NULL,
+        actor TEXT,
+        action TEXT NOT NULL,
+        subject TEXT,
+        detail TEXT NOT NULL,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL
+    );
+    CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only: records cannot be changed'); END;
+    CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only: records cannot be deleted'); END;",
 ];
 
 /// Why the store failed.
@@ -50,6 +105,28 @@ pub enum StoreError {
         found: i64,
         known: usize,
     },
+    #[error("invalid user name `{0}`: use 1 to 32 characters, a lowercase letter first, then lowercase letters, digits, `_` or `-`")]
+    InvalidName(String),
+    #[error("a user named `{0}` already exists")]
+    UserExists(String),
+    #[error("no user named `{0}`")]
+    NoSuchUser(String),
+    #[error("password is too short: use at least {min_chars} characters")]
+    WeakPassword { min_chars: usize },
+    #[error("password is too long: use at most {max_bytes} bytes")]
+    PasswordTooLong { max_bytes: usize },
+    #[error("unknown role `{0}`: use `user` or `admin`")]
+    InvalidRole(String),
+    #[error("invalid tier name `{0}`: use 1 to 64 characters, letters, digits, `_` or `-`")]
+    InvalidTier(String),
+    #[error("invalid time `{value}`: expected RFC 3339, e.g. 2026-01-01T00:00:00Z")]
+    InvalidTime { value: String },
+    #[error("password hashing failed: {0}")]
+    PasswordHash(String),
+    #[error("unknown audit action `{0}`: add it to AUDIT_ACTIONS, whose names are stable")]
+    UnknownAuditAction(String),
+    #[error("audit log record {seq} has detail that is not JSON: {reason}")]
+    AuditDetail { seq: i64, reason: String },
 }
 
 /// A kernel the server started, with what is needed to reconnect to it.
@@ -126,6 +203,23 @@ impl Store {
         Ok(Store {
             connection: Mutex::new(connection),
         })
+    }
+
+    /// Runs `f` in one write transaction under the lock, taken `IMMEDIATE` so that another
+    /// process writing the same database (the CLI beside a running server) waits instead of
+    /// interleaving. Commits when `f` succeeds.
+    fn with_tx<T>(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut connection = self
+            .connection
+            .lock()
+            .expect("store lock is never poisoned");
+        let tx = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let value = f(&tx)?;
+        tx.commit()?;
+        Ok(value)
     }
 
     fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
