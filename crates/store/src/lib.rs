@@ -17,7 +17,7 @@ pub use users::{
 };
 
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -92,6 +92,14 @@ const MIGRATIONS: &[&str] = &[
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only: records cannot be changed'); END;
     CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only: records cannot be deleted'); END;",
+    // Kernels, sessions and findings belong to a user (`''` on a single-user server); a
+    // store handle scoped to one owner reads and writes only theirs.
+    "ALTER TABLE kernels ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+    ALTER TABLE sessions ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+    ALTER TABLE findings ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+    CREATE INDEX kernels_by_owner ON kernels(owner);
+    CREATE INDEX sessions_by_owner ON sessions(owner);
+    CREATE INDEX findings_by_owner ON findings(owner);",
 ];
 
 /// Why the store failed.
@@ -166,8 +174,14 @@ pub struct FindingRecord {
 }
 
 /// The store. Cheap operations run under one lock; it is never held across an await.
+///
+/// A handle is scoped to one owner: kernels, sessions and findings are written with that
+/// owner's name and only that owner's are read back, so a user's server given a scoped handle
+/// ([`Store::for_owner`]) cannot see or prune another user's records. Accounts and the audit
+/// log are not scoped. A freshly opened store is scoped to `""`, the single-user server.
 pub struct Store {
-    connection: Mutex<Connection>,
+    connection: Arc<Mutex<Connection>>,
+    owner: String,
 }
 
 impl Store {
@@ -201,8 +215,22 @@ impl Store {
             tx.commit()?;
         }
         Ok(Store {
-            connection: Mutex::new(connection),
+            connection: Arc::new(Mutex::new(connection)),
+            owner: String::new(),
         })
+    }
+
+    /// A handle on the same database scoped to `owner`'s kernels, sessions and findings.
+    pub fn for_owner(&self, owner: &str) -> Store {
+        Store {
+            connection: self.connection.clone(),
+            owner: owner.to_owned(),
+        }
+    }
+
+    /// The owner this handle is scoped to.
+    pub fn owner(&self) -> &str {
+        &self.owner
     }
 
     /// Runs `f` in one write transaction under the lock, taken `IMMEDIATE` so that another
@@ -233,8 +261,8 @@ impl Store {
     pub fn insert_kernel(&self, record: &KernelRecord) -> Result<(), StoreError> {
         self.with(|c| {
             c.execute(
-                "INSERT OR REPLACE INTO kernels (id, name, connection, runtime, started_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![record.id, record.name, record.connection, record.runtime, record.started_at],
+                "INSERT OR REPLACE INTO kernels (id, name, connection, runtime, started_at, owner) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![record.id, record.name, record.connection, record.runtime, record.started_at, self.owner],
             )
             .map(|_| ())
         })
@@ -243,8 +271,8 @@ impl Store {
     pub fn update_kernel_runtime(&self, id: &str, runtime: &str) -> Result<(), StoreError> {
         self.with(|c| {
             c.execute(
-                "UPDATE kernels SET runtime = ?2 WHERE id = ?1",
-                params![id, runtime],
+                "UPDATE kernels SET runtime = ?2 WHERE id = ?1 AND owner = ?3",
+                params![id, runtime, self.owner],
             )
             .map(|_| ())
         })
@@ -252,7 +280,10 @@ impl Store {
 
     pub fn delete_kernel(&self, id: &str) -> Result<(), StoreError> {
         self.with(|c| {
-            c.execute("DELETE FROM kernels WHERE id = ?1", params![id])
+            c.execute(
+                "DELETE FROM kernels WHERE id = ?1 AND owner = ?2",
+                params![id, self.owner],
+            )
                 .map(|_| ())
         })
     }
@@ -260,9 +291,9 @@ impl Store {
     pub fn kernels(&self) -> Result<Vec<KernelRecord>, StoreError> {
         self.with(|c| {
             let mut stmt = c.prepare(
-                "SELECT id, name, connection, runtime, started_at FROM kernels ORDER BY started_at",
+                "SELECT id, name, connection, runtime, started_at FROM kernels WHERE owner = ?1 ORDER BY started_at",
             )?;
-            let rows = stmt.query_map([], |row| {
+            let rows = stmt.query_map(params![self.owner], |row| {
                 Ok(KernelRecord {
                     id: row.get(0)?,
                     name: row.get(1)?,
@@ -278,8 +309,8 @@ impl Store {
     pub fn upsert_session(&self, record: &SessionRecord) -> Result<(), StoreError> {
         self.with(|c| {
             c.execute(
-                "INSERT OR REPLACE INTO sessions (id, path, name, type, kernel_id) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![record.id, record.path, record.name, record.kind, record.kernel_id],
+                "INSERT OR REPLACE INTO sessions (id, path, name, type, kernel_id, owner) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![record.id, record.path, record.name, record.kind, record.kernel_id, self.owner],
             )
             .map(|_| ())
         })
@@ -287,7 +318,10 @@ impl Store {
 
     pub fn delete_session(&self, id: &str) -> Result<(), StoreError> {
         self.with(|c| {
-            c.execute("DELETE FROM sessions WHERE id = ?1", params![id])
+            c.execute(
+                "DELETE FROM sessions WHERE id = ?1 AND owner = ?2",
+                params![id, self.owner],
+            )
                 .map(|_| ())
         })
     }
@@ -295,8 +329,8 @@ impl Store {
     pub fn session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
         self.with(|c| {
             c.query_row(
-                "SELECT id, path, name, type, kernel_id FROM sessions WHERE id = ?1",
-                params![id],
+                "SELECT id, path, name, type, kernel_id FROM sessions WHERE id = ?1 AND owner = ?2",
+                params![id, self.owner],
                 session_from_row,
             )
             .optional()
@@ -306,8 +340,8 @@ impl Store {
     pub fn sessions(&self) -> Result<Vec<SessionRecord>, StoreError> {
         self.with(|c| {
             let mut stmt =
-                c.prepare("SELECT id, path, name, type, kernel_id FROM sessions ORDER BY rowid")?;
-            let rows = stmt.query_map([], session_from_row)?;
+                c.prepare("SELECT id, path, name, type, kernel_id FROM sessions WHERE owner = ?1 ORDER BY rowid")?;
+            let rows = stmt.query_map(params![self.owner], session_from_row)?;
             rows.collect()
         })
     }
@@ -317,8 +351,8 @@ impl Store {
     pub fn insert_finding(&self, record: &FindingRecord) -> Result<(), StoreError> {
         self.with(|c| {
             c.execute(
-                "INSERT INTO findings (at, kernel_id, msg_id, action, category, shadow, verdict) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![record.at, record.kernel_id, record.msg_id, record.action, record.category, record.shadow, record.verdict],
+                "INSERT INTO findings (at, kernel_id, msg_id, action, category, shadow, verdict, owner) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![record.at, record.kernel_id, record.msg_id, record.action, record.category, record.shadow, record.verdict, self.owner],
             )
             .map(|_| ())
         })
@@ -328,9 +362,9 @@ impl Store {
     pub fn findings_for_kernel(&self, kernel_id: &str) -> Result<Vec<FindingRecord>, StoreError> {
         self.with(|c| {
             let mut stmt = c.prepare(
-                "SELECT at, kernel_id, msg_id, action, category, shadow, verdict FROM findings WHERE kernel_id = ?1 ORDER BY id",
+                "SELECT at, kernel_id, msg_id, action, category, shadow, verdict FROM findings WHERE kernel_id = ?1 AND owner = ?2 ORDER BY id",
             )?;
-            let rows = stmt.query_map(params![kernel_id], |row| {
+            let rows = stmt.query_map(params![kernel_id, self.owner], |row| {
                 Ok(FindingRecord {
                     at: row.get(0)?,
                     kernel_id: row.get(1)?,
@@ -394,6 +428,46 @@ mod tests {
         assert_eq!(store.sessions().unwrap().len(), 1);
         store.delete_session("s").unwrap();
         assert!(store.session("s").unwrap().is_none());
+    }
+
+    #[test]
+    fn an_owner_scoped_handle_sees_and_changes_only_its_owners_records() {
+        let store = Store::open_in_memory().unwrap();
+        let (alice, bob) = (store.for_owner("alice"), store.for_owner("bob"));
+        alice.insert_kernel(&kernel("1")).unwrap();
+        bob.insert_kernel(&kernel("2")).unwrap();
+        let session = |id: &str, kernel_id: &str| SessionRecord {
+            id: id.into(),
+            path: "a.ipynb".into(),
+            name: "a".into(),
+            kind: "notebook".into(),
+            kernel_id: kernel_id.into(),
+        };
+        alice.upsert_session(&session("sa", "1")).unwrap();
+        bob.upsert_session(&session("sb", "2")).unwrap();
+        assert_eq!(alice.kernels().unwrap(), vec![kernel("1")]);
+        assert_eq!(bob.kernels().unwrap(), vec![kernel("2")]);
+        assert!(store.kernels().unwrap().is_empty(), "the unscoped handle is the '' owner");
+        assert!(alice.session("sb").unwrap().is_none());
+        assert_eq!(alice.sessions().unwrap().len(), 1);
+        // Deleting or replacing by another owner's id does nothing to theirs.
+        alice.delete_kernel("2").unwrap();
+        alice.delete_session("sb").unwrap();
+        alice.update_kernel_runtime("2", "changed").unwrap();
+        assert_eq!(bob.kernels().unwrap(), vec![kernel("2")]);
+        assert!(bob.session("sb").unwrap().is_some());
+        let finding = FindingRecord {
+            at: "t".into(),
+            kernel_id: "2".into(),
+            msg_id: "m".into(),
+            action: "warn".into(),
+            category: None,
+            shadow: false,
+            verdict: "{}".into(),
+        };
+        bob.insert_finding(&finding).unwrap();
+        assert!(alice.findings_for_kernel("2").unwrap().is_empty());
+        assert_eq!(bob.findings_for_kernel("2").unwrap(), vec![finding]);
     }
 
     #[test]
