@@ -1,5 +1,7 @@
-//! Token authentication: `Authorization: token …` (or `Bearer …`) or `?token=…`, as
-//! jupyter_server accepts them, or the cookie the front-end pages set (with XSRF checks).
+//! Authentication of one server's requests. In token mode: `Authorization: token …` (or
+//! `Bearer …`) or `?token=…`, as jupyter_server accepts them, or the cookie the front-end pages
+//! set (with XSRF checks). In accounts mode, a user's server accepts only its owner: their
+//! login-session cookie (with the same XSRF checks) or one of their API tokens.
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
@@ -51,6 +53,36 @@ pub(crate) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|(_, v)| v.trim_matches('"').to_owned())
 }
 
+/// The login-session cookie's name, with the port (see [`token_cookie_name`]).
+pub(crate) fn session_cookie_name(headers: &HeaderMap) -> String {
+    token_cookie_name(headers).replace(TOKEN_COOKIE, SESSION_COOKIE)
+}
+
+/// The cookie carrying a browser's login session in accounts mode.
+pub(crate) const SESSION_COOKIE: &str = "commonlab-session";
+
+/// Who a request is from in accounts mode, and how they proved it.
+pub(crate) fn account_credential(
+    store: &commonlab_store::Store,
+    headers: &HeaderMap,
+    uri: &Uri,
+) -> Option<(commonlab_store::UserRecord, Credential)> {
+    let lookup = |token: &str| store.api_token_lookup(token).ok().flatten();
+    if let Some(token) = header_token(headers) {
+        return lookup(&token).map(|u| (u, Credential::Header));
+    }
+    if let Some(token) = query_token(uri) {
+        return lookup(&token).map(|u| (u, Credential::Query));
+    }
+    let session = cookie(headers, &session_cookie_name(headers))?;
+    let now = chrono::Utc::now().to_rfc3339();
+    store
+        .login_session_lookup(&session, &now)
+        .ok()
+        .flatten()
+        .map(|u| (u, Credential::Cookie))
+}
+
 fn token_matches(state: &AppState, token: &str) -> bool {
     !state.token.is_empty() && constant_time_eq(token.as_bytes(), state.token.as_bytes())
 }
@@ -58,6 +90,10 @@ fn token_matches(state: &AppState, token: &str) -> bool {
 /// The valid credential a request carries, if any. A presented but wrong header or query
 /// token is refused even when a valid cookie is present.
 pub(crate) fn credential(state: &AppState, headers: &HeaderMap, uri: &Uri) -> Option<Credential> {
+    if let Some(accounts) = &state.accounts {
+        let (user, credential) = account_credential(&accounts.store, headers, uri)?;
+        return (user.name == accounts.owner).then_some(credential);
+    }
     if let Some(token) = header_token(headers) {
         return token_matches(state, &token).then_some(Credential::Header);
     }
@@ -95,7 +131,7 @@ pub(crate) fn page_cookies(
 ) -> Vec<String> {
     let path = &state.base_url;
     let mut cookies = Vec::new();
-    if credential == Credential::Query {
+    if credential == Credential::Query && state.accounts.is_none() {
         cookies.push(format!(
             "{}={}; Path={path}; HttpOnly; SameSite=Lax",
             token_cookie_name(headers),
@@ -130,7 +166,7 @@ fn same_origin(headers: &HeaderMap) -> bool {
         .is_some_and(|(_, h)| h.trim_end_matches('/') == host)
 }
 
-fn xsrf_ok(headers: &HeaderMap) -> bool {
+pub(crate) fn xsrf_ok(headers: &HeaderMap) -> bool {
     let Some(expected) = cookie(headers, XSRF_COOKIE).filter(|c| !c.is_empty()) else {
         return false;
     };
@@ -172,7 +208,7 @@ fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

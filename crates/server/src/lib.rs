@@ -10,6 +10,7 @@
 mod api;
 mod auth;
 mod error;
+mod hub;
 mod lab;
 
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use axum::Router;
 use commonlab_manager::{ContentsManager, KernelManager, SessionManager};
 
 pub use error::ApiError;
+pub use hub::{hub_app, Hub, HubConfig, UserServers};
 pub use lab::{LabAssets, NotebookAssets};
 
 /// Limits of the edge, with units in their names.
@@ -41,6 +43,17 @@ pub struct AppState {
     pub base_url: String,
     /// The JupyterLab and Notebook 7 front ends, when installed in the Python environment.
     pub lab: Option<Arc<LabAssets>>,
+    /// In accounts mode, whose server this is; only that user's credentials are accepted and
+    /// `token` is unused.
+    pub accounts: Option<AccountsAuth>,
+}
+
+/// How a user's server checks its requests in accounts mode.
+#[derive(Clone)]
+pub struct AccountsAuth {
+    pub store: Arc<commonlab_store::Store>,
+    /// The one user whose credentials this server accepts.
+    pub owner: String,
 }
 
 /// Builds the router for the whole edge.
