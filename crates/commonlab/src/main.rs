@@ -1,8 +1,10 @@
 //! The `commonlab` binary: command-line parsing, configuration and wiring. Nothing else lives
 //! here; each command calls into the crate that does the work.
 
+mod audit;
 mod config;
 mod serve;
+mod users;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,6 +36,10 @@ enum Command {
     Policy(PolicyCommand),
     /// Replay a GPU workload through the allocator with a virtual clock and compare policies.
     Sim(commonlab_sim::SimArgs),
+    /// Manage accounts: add, remove, list, set a tier, issue API tokens.
+    User(users::UserArgs),
+    /// Verify or list the tamper-evident audit log.
+    Audit(audit::AuditArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -77,6 +83,8 @@ fn main() -> ExitCode {
         Command::Policy(PolicyCommand::List(args)) => commonlab_scan::run_policy_list(&args),
         Command::Policy(PolicyCommand::Eval(args)) => commonlab_scan::run_eval(&args),
         Command::Sim(args) => commonlab_sim::run_sim(&args),
+        Command::User(args) => users::run(args),
+        Command::Audit(args) => audit::run(args),
         Command::Config(ConfigCommand::Show { file }) => {
             config::load(file.as_deref(), std::env::vars()).map(|mut config| {
                 if !config.server.token.is_empty() {

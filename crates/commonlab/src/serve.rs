@@ -53,6 +53,21 @@ pub(crate) struct ServeArgs {
     log_json: bool,
 }
 
+/// The data directory the configuration names (`server.data_dir`), else the per-user default.
+/// Every command that opens the database resolves it here.
+pub(crate) fn data_dir(config: &Config) -> PathBuf {
+    config
+        .server
+        .data_dir
+        .clone()
+        .unwrap_or_else(default_data_dir)
+}
+
+/// The SQLite database in a data directory.
+pub(crate) fn database_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("commonlab.sqlite")
+}
+
 fn default_data_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
         return PathBuf::from(dir).join("commonlab");
@@ -175,11 +190,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let data_dir = config
-        .server
-        .data_dir
-        .clone()
-        .unwrap_or_else(default_data_dir);
+    let data_dir = data_dir(&config);
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("could not create data directory {}", data_dir.display()))?;
     let root_dir = match &config.server.root_dir {
@@ -204,7 +215,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let mut kernelspec_dirs = config.kernel.kernelspec_dirs.clone();
     kernelspec_dirs.extend(jupyter_data_dirs(std::slice::from_ref(&python.prefix)));
 
-    let store = Arc::new(Store::open_sqlite(&data_dir.join("commonlab.sqlite"))?);
+    let store = Arc::new(Store::open_sqlite(&database_path(&data_dir))?);
     let backend = Arc::new(LocalBackend::new(data_dir.join("runtime")));
     let policy = load_policy(&config)?;
     let kernels = Arc::new(

@@ -284,7 +284,7 @@ impl Store {
                 "DELETE FROM kernels WHERE id = ?1 AND owner = ?2",
                 params![id, self.owner],
             )
-                .map(|_| ())
+            .map(|_| ())
         })
     }
 
@@ -322,7 +322,7 @@ impl Store {
                 "DELETE FROM sessions WHERE id = ?1 AND owner = ?2",
                 params![id, self.owner],
             )
-                .map(|_| ())
+            .map(|_| ())
         })
     }
 
@@ -447,7 +447,10 @@ mod tests {
         bob.upsert_session(&session("sb", "2")).unwrap();
         assert_eq!(alice.kernels().unwrap(), vec![kernel("1")]);
         assert_eq!(bob.kernels().unwrap(), vec![kernel("2")]);
-        assert!(store.kernels().unwrap().is_empty(), "the unscoped handle is the '' owner");
+        assert!(
+            store.kernels().unwrap().is_empty(),
+            "the unscoped handle is the '' owner"
+        );
         assert!(alice.session("sb").unwrap().is_none());
         assert_eq!(alice.sessions().unwrap().len(), 1);
         // Deleting or replacing by another owner's id does nothing to theirs.
