@@ -22,7 +22,7 @@
 //! | `kernel_stop` | a kernel stopped or died |
 //! | `finding` | the policy found something (detail: the verdict) |
 //! | `action` | the policy acted: warn, interrupt, stop, restrict |
-//! | `user_add`, `user_remove`, `user_set_tier`, `user_set_role` | an admin changed an account |
+//! | `user_add`, `user_remove`, `user_set_tier`, `user_set_role`, `user_set_password` | an admin changed an account |
 //! | `restriction` | an account was restricted or the restriction lifted |
 //! | `appeal` | a user appealed a finding or restriction |
 //! | `appeal_decision` | an admin decided an appeal |
@@ -51,6 +51,7 @@ pub const AUDIT_ACTIONS: &[&str] = &[
     "user_remove",
     "user_set_tier",
     "user_set_role",
+    "user_set_password",
     "restriction",
     "appeal",
     "appeal_decision",
