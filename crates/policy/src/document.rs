@@ -333,7 +333,10 @@ pub(crate) fn units<'a>(path_hint: &str, bytes: &'a [u8]) -> Vec<Unit<'a>> {
 #[derive(Debug, Clone)]
 pub(crate) struct StrLit {
     pub(crate) line: usize,
-    pub(crate) content: String,
+    /// The content when escapes make it differ from the source; otherwise it is the source
+    /// text at `span` (read with `Prepared::string_content`).
+    escaped: Option<String>,
+    span: (usize, usize),
     /// Whether the literal used `\x` or `\u` escapes.
     pub(crate) had_hex_escapes: bool,
 }
@@ -367,6 +370,14 @@ impl Prepared {
     pub(crate) fn line_text(&self, index: usize) -> &str {
         let line = &self.lines[index];
         &self.text[line.start..line.end]
+    }
+
+    /// The content of a string literal of this unit.
+    pub(crate) fn string_content<'s>(&'s self, literal: &'s StrLit) -> &'s str {
+        match &literal.escaped {
+            Some(content) => content,
+            None => &self.text[literal.span.0..literal.span.1],
+        }
     }
 }
 
@@ -473,9 +484,8 @@ pub(crate) fn prepare(unit: &Unit) -> Prepared {
     if unit.lang == Lang::Python {
         // Cell magics on the first lines decide how the rest of the cell is read.
         for (index, (start, end)) in line_spans.iter().enumerate() {
-            let line = String::from_utf8_lossy(&text[*start..*end])
-                .trim()
-                .to_ascii_lowercase();
+            let line = String::from_utf8_lossy(&text[*start..*end]);
+            let line = line.trim();
             if !line.starts_with("%%") {
                 if line.is_empty() && index == first_code_line {
                     first_code_line += 1;
@@ -483,6 +493,7 @@ pub(crate) fn prepare(unit: &Unit) -> Prepared {
                 }
                 break;
             }
+            let line = line.to_ascii_lowercase();
             first_code_line = index + 1;
             let magic = line.trim_start_matches("%%");
             let name = magic.split_whitespace().next().unwrap_or("");
@@ -754,17 +765,38 @@ fn blank_shell_comment(text: &mut [u8], start: usize, end: usize) {
 /// A small Python lexer that knows strings and comments, carried across lines.
 #[derive(Default)]
 struct PyLexer {
-    /// The open triple-quoted string: quote byte, raw flag, docstring flag, content so far, start line.
+    /// The open triple-quoted string.
     open: Option<OpenString>,
+    /// The content of the string being read, escapes applied.
+    content: Vec<u8>,
 }
 
 struct OpenString {
     quote: u8,
     raw: bool,
     docstring: bool,
-    content: Vec<u8>,
+    /// Whether an escape was applied: the content is no longer the source text.
+    escaped: bool,
     hex: bool,
     line: usize,
+    /// The offset of the content's first byte in the unit.
+    body_start: usize,
+}
+
+/// A literal read whole: its content is in `content`, or is the source at `span`.
+fn string_literal(
+    line: usize,
+    content: &[u8],
+    span: (usize, usize),
+    escaped: bool,
+    hex: bool,
+) -> StrLit {
+    StrLit {
+        line,
+        escaped: escaped.then(|| string_from(content.to_vec())),
+        span,
+        had_hex_escapes: hex,
+    }
 }
 
 impl PyLexer {
@@ -789,8 +821,9 @@ impl PyLexer {
                 open.quote,
                 true,
                 open.raw,
-                &mut open.content,
+                &mut self.content,
                 &mut open.hex,
+                &mut open.escaped,
             ) {
                 Some(close) => {
                     if open.docstring {
@@ -798,11 +831,13 @@ impl PyLexer {
                     }
                     let open = self.open.take().expect("open string");
                     if !open.docstring {
-                        strings.push(StrLit {
-                            line: open.line,
-                            content: string_from(open.content),
-                            had_hex_escapes: open.hex,
-                        });
+                        strings.push(string_literal(
+                            open.line,
+                            &self.content,
+                            (open.body_start, close - 3),
+                            open.escaped,
+                            open.hex,
+                        ));
                     }
                     index = close;
                 }
@@ -810,7 +845,7 @@ impl PyLexer {
                     if open.docstring {
                         blank(text, index, end);
                     }
-                    open.content.push(b'\n');
+                    self.content.push(b'\n');
                     return;
                 }
             }
@@ -840,13 +875,16 @@ impl PyLexer {
                 {
                     prefix_start -= 1;
                 }
-                let prefix = text[prefix_start..index].to_ascii_lowercase();
-                let raw = prefix.contains(&b'r');
+                let raw = text[prefix_start..index]
+                    .iter()
+                    .any(|b| b.eq_ignore_ascii_case(&b'r'));
                 let triple = index + 2 < end && text[index + 1] == byte && text[index + 2] == byte;
                 let docstring = triple && statement_start;
-                let body_start = if triple { index + 3 } else { index + 1 };
-                let mut content = Vec::new();
+                let quote_len = if triple { 3 } else { 1 };
+                let body_start = index + quote_len;
                 let mut hex = false;
+                let mut escaped = false;
+                self.content.clear();
                 match scan_string_body(
                     text,
                     body_start,
@@ -854,18 +892,21 @@ impl PyLexer {
                     byte,
                     triple,
                     raw,
-                    &mut content,
+                    &mut self.content,
                     &mut hex,
+                    &mut escaped,
                 ) {
                     Some(close) => {
                         if docstring {
                             blank(text, index, close);
                         } else {
-                            strings.push(StrLit {
-                                line: line_index,
-                                content: string_from(content),
-                                had_hex_escapes: hex,
-                            });
+                            strings.push(string_literal(
+                                line_index,
+                                &self.content,
+                                (body_start, close - quote_len),
+                                escaped,
+                                hex,
+                            ));
                         }
                         index = close;
                     }
@@ -873,14 +914,15 @@ impl PyLexer {
                         if docstring {
                             blank(text, index, end);
                         }
-                        content.push(b'\n');
+                        self.content.push(b'\n');
                         self.open = Some(OpenString {
                             quote: byte,
                             raw,
                             docstring,
-                            content,
+                            escaped,
                             hex,
                             line: line_index,
+                            body_start,
                         });
                         return;
                     }
@@ -898,7 +940,8 @@ fn string_from(bytes: Vec<u8>) -> String {
         .unwrap_or_else(|err| String::from_utf8_lossy(err.as_bytes()).into_owned())
 }
 
-/// Scans a string body from `index`; returns the offset after the closing quote.
+/// Scans a string body from `index`, appending its content to `content`; returns the offset
+/// after the closing quote. `escaped` is set when an escape is applied.
 #[allow(clippy::too_many_arguments)]
 fn scan_string_body(
     text: &[u8],
@@ -909,6 +952,7 @@ fn scan_string_body(
     raw: bool,
     content: &mut Vec<u8>,
     hex: &mut bool,
+    escaped: &mut bool,
 ) -> Option<usize> {
     while index < end {
         // Copy the run up to the next escape or quote at once.
@@ -926,6 +970,7 @@ fn scan_string_body(
                 index += 2;
                 continue;
             }
+            *escaped = true;
             match next {
                 b'x' if index + 3 < end + 1 && index + 4 <= end => {
                     let digits = std::str::from_utf8(&text[index + 2..index + 4]).ok();

@@ -1,14 +1,15 @@
-//! The matcher: one Aho-Corasick pass over folded text and one over lower-cased text, then
-//! each hit checked against its rule's scope, pattern and allow list, and scored.
+//! The matcher: one Aho-Corasick search over folded text and one over lower-cased text (run
+//! side by side, see `search`), then each hit checked against its rule's scope, pattern and allow
+//! list, and scored.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use memchr::memmem;
 
 use crate::document::{prepare, Lang, Prepared, Unit, MARKERS};
 use crate::normalize::{derive, Derived, Symbols};
 use crate::pack::{fold_term, is_separator, PackError, Rule, ScopeBits, ANY_CODE, SHELL};
+use crate::search::{overlapping, Automaton, Found};
 use crate::verdict::{Action, CategoryScore, Finding, Location, Verdict, Via};
 
 const FINDINGS_PER_RULE_MAX: usize = 3;
@@ -19,28 +20,19 @@ const MATCHED_CHARS_MAX: usize = 120;
 /// The compiled automata over every enabled rule's terms and literals.
 #[derive(Debug, Clone)]
 pub(crate) struct Matcher {
-    folded: AhoCorasick,
+    folded: Automaton,
     folded_rules: Vec<usize>,
-    literal: AhoCorasick,
+    literal: Automaton,
     literal_rules: Vec<usize>,
     /// Rules with a pattern and no terms or literals: the pattern runs over the whole text.
     regex_rules: Vec<usize>,
 }
 
-fn build(patterns: &[String]) -> Result<AhoCorasick, PackError> {
-    AhoCorasickBuilder::new()
-        .match_kind(MatchKind::Standard)
-        .kind(Some(AhoCorasickKind::DFA))
-        .build(patterns)
-        .or_else(|_| {
-            AhoCorasickBuilder::new()
-                .match_kind(MatchKind::Standard)
-                .build(patterns)
-        })
-        .map_err(|err| PackError::Rule {
-            rule: "(all)".to_owned(),
-            message: err.to_string(),
-        })
+fn build(patterns: &[String]) -> Result<Automaton, PackError> {
+    Automaton::new(patterns).map_err(|err| PackError::Rule {
+        rule: "(all)".to_owned(),
+        message: err.to_string(),
+    })
 }
 
 impl Matcher {
@@ -98,20 +90,32 @@ impl Matcher {
                 && (end >= bytes.len() || !is_word(bytes[end]))
         };
         fold(lower.as_bytes(), scratch);
-        for found in self.folded.find_overlapping_iter(&scratch.folded[..]) {
-            let rule = self.folded_rules[found.pattern().as_usize()];
-            let start = scratch.original(lower.as_bytes(), found.start());
-            let end = following(lower.as_bytes(), start, found.len() - 1) + 1;
+        let lower_bytes = lower.as_bytes();
+        let mut found = std::mem::take(&mut scratch.found);
+        overlapping(
+            [
+                (&self.folded, &scratch.folded),
+                (&self.literal, lower_bytes),
+            ],
+            &mut found,
+            &mut scratch.pieces,
+        );
+        let [folded_found, literal_found] = &found;
+        for &(pattern, end) in folded_found {
+            let rule = self.folded_rules[pattern as usize];
+            let folded_start = end as usize - self.folded.pattern_len(pattern);
+            let start = scratch.original(lower_bytes, folded_start);
+            let end = following(lower_bytes, start, end as usize - folded_start - 1) + 1;
             if !rules[rule].word || bounded(start, end) {
                 hit(rule, start, end);
             }
         }
-        let lower_bytes = lower.as_bytes();
         let literals = self.literal_rules.len();
         let mut markers = markers;
-        for found in self.literal.find_overlapping_iter(lower) {
-            let pattern = found.pattern().as_usize();
-            let (start, end) = (found.start(), found.end());
+        for &(pattern, end) in literal_found {
+            let pattern = pattern as usize;
+            let end = end as usize;
+            let start = end - self.literal.pattern_len(pattern as u32);
             if pattern >= literals {
                 if let Some(markers) = markers.as_deref_mut() {
                     markers.push(((pattern - literals) as u16, start as u32, end as u32));
@@ -125,6 +129,7 @@ impl Matcher {
                 hit(rule, start, end);
             }
         }
+        scratch.found = found;
         for rule in &self.regex_rules {
             if let Some(pattern) = &rules[*rule].pattern {
                 for found in pattern.find_iter(lower) {
@@ -176,6 +181,9 @@ pub(crate) struct Scratch {
     folded: Vec<u8>,
     /// For each chunk of `FOLD_CHUNK` unfolded bytes, how many bytes were kept before it.
     checkpoints: Vec<u32>,
+    /// The matches of the folded and of the lower-cased text.
+    found: [Vec<Found>; 2],
+    pieces: Vec<Vec<Found>>,
 }
 
 /// The offset of the kept byte `count` kept bytes after the kept byte at `from`.
@@ -215,8 +223,10 @@ impl Scratch {
 pub(crate) struct Collector<'p> {
     rules: &'p [Rule],
     findings: Vec<Finding>,
-    best: HashMap<usize, f32>,
-    counts: HashMap<usize, usize>,
+    /// Per rule, its strongest finding's weight, once it has a finding.
+    best: Vec<Option<f32>>,
+    /// Per rule, how many findings were kept.
+    counts: Vec<usize>,
     seen: HashSet<(usize, Option<u32>, u32)>,
     aliases: Vec<Alias>,
 }
@@ -245,8 +255,8 @@ impl<'p> Collector<'p> {
         Collector {
             rules,
             findings: Vec::new(),
-            best: HashMap::new(),
-            counts: HashMap::new(),
+            best: vec![None; rules.len()],
+            counts: vec![0; rules.len()],
             seen: HashSet::new(),
             aliases: Vec::new(),
         }
@@ -263,7 +273,7 @@ impl<'p> Collector<'p> {
         via: Via,
     ) {
         let rule = &self.rules[rule_index];
-        let best = self.best.entry(rule_index).or_insert(0.0);
+        let best = self.best[rule_index].get_or_insert(0.0);
         let improves = weight > *best;
         *best = best.max(weight);
         if !self.seen.insert((rule_index, location.cell, location.line)) && !improves {
@@ -278,7 +288,7 @@ impl<'p> Collector<'p> {
             }
             return;
         }
-        let count = self.counts.entry(rule_index).or_insert(0);
+        let count = &mut self.counts[rule_index];
         if (*count >= FINDINGS_PER_RULE_MAX && !improves) || self.findings.len() >= FINDINGS_MAX {
             return;
         }
@@ -311,8 +321,13 @@ impl<'p> Collector<'p> {
     /// Turns the findings into a verdict for `tier`.
     pub(crate) fn verdict(mut self, tier: &str, thresholds: &BTreeMap<String, f32>) -> Verdict {
         let mut scores: BTreeMap<&str, (f32, f32, Action, Action)> = BTreeMap::new();
-        for (rule_index, weight) in &self.best {
-            let rule = &self.rules[*rule_index];
+        let best = self
+            .best
+            .iter()
+            .enumerate()
+            .filter_map(|(rule_index, best)| best.map(|weight| (rule_index, weight)));
+        for (rule_index, weight) in best {
+            let rule = &self.rules[rule_index];
             let entry = scores.entry(rule.category.as_str()).or_insert((
                 0.0,
                 0.0,
@@ -326,7 +341,7 @@ impl<'p> Collector<'p> {
             } else {
                 entry.0 += weight;
                 entry.1 += weight;
-                if *weight > 0.0 {
+                if weight > 0.0 {
                     entry.2 = entry.2.max(action);
                     entry.3 = entry.3.max(action);
                 }
@@ -393,6 +408,8 @@ pub(crate) struct DocState {
     derived: Vec<Derived>,
     hits: Vec<(usize, usize, usize)>,
     markers: Vec<(u16, u32, u32)>,
+    derived_lower: String,
+    derived_hits: Vec<(usize, usize, usize)>,
 }
 
 /// Matches one text whose every byte has the contexts `ctx`, e.g. a command line or a path.
@@ -498,7 +515,7 @@ pub(crate) fn match_unit(
     prepared.set_contexts(&markers);
     state.markers = markers;
     let lower = &prepared.lower;
-    let mut matched_lines: Vec<(usize, usize, f32, String)> = Vec::new();
+    let mut matched_lines: Vec<(usize, usize, f32, &str)> = Vec::new();
     for &(rule_index, start, end) in &hits {
         let rule = &rules[rule_index];
         let line_index = prepared.line_of(start);
@@ -526,7 +543,7 @@ pub(crate) fn match_unit(
             Via::Direct,
         );
         if line.ctx & SHELL != 0 && rule.pattern.is_none() {
-            matched_lines.push((line_index, rule_index, weight, matched.to_owned()));
+            matched_lines.push((line_index, rule_index, weight, matched));
         }
     }
 
@@ -534,6 +551,8 @@ pub(crate) fn match_unit(
     state.derived.clear();
     derive(&prepared, &mut state.symbols, &mut state.derived);
     let derived = std::mem::take(&mut state.derived);
+    let mut derived_lower = std::mem::take(&mut state.derived_lower);
+    let mut derived_hits = std::mem::take(&mut state.derived_hits);
     for item in &derived {
         let line = &prepared.lines[item.line];
         let extra = if matches!(item.via, Via::Base64 | Via::Hex | Via::Reversed) {
@@ -542,8 +561,10 @@ pub(crate) fn match_unit(
             0
         };
         let ctx = line.ctx | extra;
-        let derived_lower = item.text.to_ascii_lowercase();
-        let mut derived_hits = Vec::new();
+        derived_lower.clear();
+        derived_lower.push_str(&item.text);
+        derived_lower.make_ascii_lowercase();
+        derived_hits.clear();
         matcher.find(
             rules,
             &item.text,
@@ -552,7 +573,7 @@ pub(crate) fn match_unit(
             None,
             &mut |rule, start, end| derived_hits.push((rule, start, end)),
         );
-        for (rule_index, start, end) in derived_hits {
+        for &(rule_index, start, end) in &derived_hits {
             let rule = &rules[rule_index];
             let Some(weight) = weight_in(rule, ctx) else {
                 continue;
@@ -571,6 +592,8 @@ pub(crate) fn match_unit(
         }
     }
     state.derived = derived;
+    state.derived_lower = derived_lower;
+    state.derived_hits = derived_hits;
 
     follow_renames(rules, collector, &prepared, unit.cell, &matched_lines);
 }
@@ -582,10 +605,10 @@ fn follow_renames(
     collector: &mut Collector<'_>,
     prepared: &Prepared,
     cell: Option<u32>,
-    matched_lines: &[(usize, usize, f32, String)],
+    matched_lines: &[(usize, usize, f32, &str)],
 ) {
     // Only the strongest finding of a line is carried to the new name.
-    let mut strongest: Vec<&(usize, usize, f32, String)> = Vec::new();
+    let mut strongest: Vec<&(usize, usize, f32, &str)> = Vec::new();
     for item in matched_lines {
         match strongest.iter_mut().find(|kept| kept.0 == item.0) {
             Some(kept) if kept.2 < item.2 || (kept.2 == item.2 && kept.3.len() < item.3.len()) => {
@@ -609,7 +632,7 @@ fn follow_renames(
             {
                 collector.aliases.push(Alias {
                     name,
-                    original: matched.clone(),
+                    original: (*matched).to_owned(),
                     rule: *rule_index,
                     cell,
                     line: *line_index as u32 + 1,
@@ -620,7 +643,8 @@ fn follow_renames(
     if collector.aliases.is_empty() {
         return;
     }
-    let aliases = collector.aliases.clone();
+    // Taken out while the findings are recorded (recording does not read them).
+    let aliases = std::mem::take(&mut collector.aliases);
     let finders: Vec<memmem::Finder<'_>> = aliases
         .iter()
         .map(|alias| memmem::Finder::new(alias.name.as_bytes()))
@@ -659,6 +683,8 @@ fn follow_renames(
             }
         }
     }
+    drop(finders);
+    collector.aliases = aliases;
 }
 
 /// The new name a shell command gives to something, if it renames or copies.
@@ -689,11 +715,14 @@ fn rename_target(command: &str) -> Option<String> {
         if let Some(at) = words.iter().position(|w| *w == flag) {
             return words.get(at + 1).map(|w| basename(w));
         }
-        if let Some(word) = words
+        if !flag.starts_with("--") {
+            continue;
+        }
+        let value = words
             .iter()
-            .find(|w| w.starts_with(&format!("{flag}=")) && flag.starts_with("--"))
-        {
-            return Some(basename(&word[flag.len() + 1..]));
+            .find_map(|w| w.strip_prefix(flag).and_then(|rest| rest.strip_prefix('=')));
+        if let Some(value) = value {
+            return Some(basename(value));
         }
     }
     let command_word = words

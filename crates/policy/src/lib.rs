@@ -29,6 +29,7 @@ mod fastjson;
 mod normalize;
 pub mod pack;
 pub mod runtime;
+mod search;
 pub mod verdict;
 
 #[cfg(test)]

@@ -73,10 +73,11 @@ pub(crate) fn derive(prepared: &Prepared, symbols: &mut Symbols, out: &mut Vec<D
         }
     };
     for literal in &prepared.strings {
-        if literal.had_hex_escapes && is_printable(literal.content.as_bytes()) {
-            push(out, literal.line, literal.content.clone(), Via::Hex);
+        let content = prepared.string_content(literal);
+        if literal.had_hex_escapes && is_printable(content.as_bytes()) {
+            push(out, literal.line, content.to_owned(), Via::Hex);
         }
-        decode_words(&literal.content, literal.line, 0, &mut |line, text, via| {
+        decode_words(content, literal.line, 0, &mut |line, text, via| {
             push(out, line, text, via)
         });
     }
