@@ -52,6 +52,9 @@ struct State {
     /// The content of the kernel's own `kernel_info_reply` to the server's poke, once received:
     /// static for the life of the kernel process, so clients' requests are answered from it.
     kernel_info: Option<Bytes>,
+    /// The header of the request the kernel is busy with (the parent of its last `busy`), so a
+    /// death can be explained in that cell's output.
+    busy_parent: Option<Bytes>,
 }
 
 /// A running kernel.
@@ -92,6 +95,7 @@ impl Kernel {
                 hub: Hub::new(limits),
                 iopub_seen: false,
                 kernel_info: None,
+                busy_parent: None,
             }),
             readiness,
             lifecycle: tokio::sync::Mutex::new(()),
@@ -487,6 +491,8 @@ impl Kernel {
                     execution_state: String,
                 }
                 if let Ok(status) = serde_json::from_slice::<Status>(&message.content) {
+                    state.busy_parent =
+                        (status.execution_state == "busy").then(|| message.parent_header.clone());
                     state.execution_state = status.execution_state;
                 }
                 state.last_activity = iso_now();
@@ -551,9 +557,27 @@ impl Kernel {
             return;
         }
         tracing::warn!(kernel = %self.id, %exit, "kernel died");
-        let _ = self
-            .readiness
-            .send(Readiness::Failed(format!("The kernel {exit}.")));
+        let why = match &exit.oom {
+            Some(oom) => oom.explain(),
+            None => format!("The kernel {exit}."),
+        };
+        // The cell that was running gets the explanation as its error, so the notebook shows
+        // why rather than a bare "kernel died".
+        let busy_parent = self.state().busy_parent.take();
+        if let Some(parent) = busy_parent {
+            let ename = if exit.oom.is_some() {
+                "MemoryLimitReached"
+            } else {
+                "KernelDied"
+            };
+            let error = serde_json::json!({ "ename": ename, "evalue": why, "traceback": [why] });
+            self.emit(Channel::Iopub, "error", &parent, error.clone());
+            let mut reply = error;
+            reply["status"] = "error".into();
+            reply["execution_count"] = serde_json::Value::Null;
+            self.emit(Channel::Shell, "execute_reply", &parent, reply);
+        }
+        let _ = self.readiness.send(Readiness::Failed(why));
         self.broadcast_status("dead");
     }
 }

@@ -6,10 +6,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use commonlab_protocol::{Channel, ConnectionInfo, Transport};
+use commonlab_protocol::{Channel, ConnectionInfo};
 use commonlab_runtime::{
-    find_kernelspecs, free_tcp_ports, InterruptMode, KernelSpec, LaunchSpec, Runtime,
-    RuntimeBackend, RuntimeRecord,
+    find_kernelspecs, InterruptMode, KernelSpec, LaunchSpec, Runtime, RuntimeBackend, RuntimeRecord,
 };
 use commonlab_store::{KernelRecord, Store};
 
@@ -146,24 +145,12 @@ impl KernelManager {
             .sum()
     }
 
-    fn new_connection(&self, key: &str) -> Result<ConnectionInfo, ManagerError> {
-        let ports = free_tcp_ports("127.0.0.1", 5).map_err(|e| {
+    fn new_connection(&self, kernel_id: &str, key: &str) -> Result<ConnectionInfo, ManagerError> {
+        self.backend.connection_for(kernel_id, key).map_err(|e| {
             ManagerError::internal(
-                "no_free_ports",
-                format!("Could not find free ports for a kernel: {e}"),
+                "no_kernel_channels",
+                format!("Could not prepare a kernel's channels: {e}"),
             )
-        })?;
-        Ok(ConnectionInfo {
-            transport: Transport::Tcp,
-            ip: "127.0.0.1".into(),
-            shell_port: ports[0],
-            iopub_port: ports[1],
-            stdin_port: ports[2],
-            control_port: ports[3],
-            hb_port: ports[4],
-            key: key.to_owned(),
-            signature_scheme: "hmac-sha256".into(),
-            kernel_name: None,
         })
     }
 
@@ -186,6 +173,7 @@ impl KernelManager {
             env,
             cwd: self.config.root_dir.clone(),
             connection: connection.clone(),
+            sandbox: None,
         };
         let runtime = self.backend.launch(launch).await.map_err(|e| {
             ManagerError::new(
@@ -208,7 +196,7 @@ impl KernelManager {
             .ok_or_else(|| ManagerError::kernelspec_not_found(&name))?;
         let kernel_id = uuid::Uuid::new_v4().to_string();
         let key = uuid::Uuid::new_v4().to_string();
-        let connection = self.new_connection(&key)?;
+        let connection = self.new_connection(&kernel_id, &key)?;
         let started = std::time::Instant::now();
         let runtime = self.launch(&kernel_id, &spec, &connection).await?;
         let launched_ms = started.elapsed().as_millis();
@@ -327,7 +315,7 @@ impl KernelManager {
             )
         })?;
         let key = uuid::Uuid::new_v4().to_string();
-        let connection = self.new_connection(&key)?;
+        let connection = self.new_connection(id, &key)?;
         let runtime = self.launch(id, &spec, &connection).await?;
         self.store.insert_kernel(&KernelRecord {
             id: id.to_owned(),

@@ -1,13 +1,18 @@
 //! Where kernels run. A [`RuntimeBackend`] places one kernel process (a *runtime*) given a
 //! [`LaunchSpec`], and hands back a [`Runtime`] handle to signal, kill and watch it.
 //!
-//! Backends know nothing about users, quotas, policy or HTTP. This crate also discovers
+//! Backends know nothing about users, quotas, policy or HTTP: a sandboxed launch is given an
+//! unprivileged identity, limits and a workspace, not an account. This crate also discovers
 //! kernelspecs on the Jupyter data paths, since which kernels exist is a fact about the machine
 //! the runtimes are placed on.
+//!
+//! Two backends: [`LocalBackend`] (a plain child process, tcp on loopback) and
+//! [`SandboxBackend`] (bubblewrap namespaces, cgroup limits, an unprivileged uid, ipc sockets).
 
 mod kernelspec;
 mod local;
 mod ports;
+mod sandbox;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -20,6 +25,10 @@ pub use kernelspec::{
 };
 pub use local::LocalBackend;
 pub use ports::free_tcp_ports;
+pub use sandbox::{
+    list_processes, sandbox_exec_main, CgroupVersion, KernelCgroup, ProcessInfo, SandboxBackend,
+    SandboxConfig, SandboxIdentity, SandboxLimits, SandboxRecord, SandboxSpec,
+};
 
 /// Everything a backend needs to place one kernel.
 #[derive(Debug, Clone)]
@@ -29,7 +38,11 @@ pub struct LaunchSpec {
     pub argv: Vec<String>,
     pub env: BTreeMap<String, String>,
     pub cwd: PathBuf,
+    /// From [`RuntimeBackend::connection_for`].
     pub connection: commonlab_protocol::ConnectionInfo,
+    /// Who the kernel runs as and within which limits; required by [`SandboxBackend`], refused
+    /// by [`LocalBackend`] (which cannot honour it).
+    pub sandbox: Option<SandboxSpec>,
 }
 
 /// What a backend records about a runtime so a restarted server can find it again.
@@ -41,13 +54,58 @@ pub struct RuntimeRecord {
     /// pid is never mistaken for the kernel.
     pub start_ticks: u64,
     pub connection_file: PathBuf,
+    /// Where a sandboxed runtime's cgroups and socket directory are; `None` for local runtimes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<SandboxRecord>,
 }
 
 /// How a runtime ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ExitInfo {
     pub code: Option<i32>,
     pub signal: Option<i32>,
+    /// Set when the runtime's memory cgroup hit its limit and the kernel was killed for it.
+    pub oom: Option<OomInfo>,
+}
+
+/// The memory limit a runtime reached, and how much it used at most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OomInfo {
+    pub limit_bytes: u64,
+    /// The highest memory use the cgroup recorded, when the kernel reports it.
+    pub peak_bytes: Option<u64>,
+}
+
+impl OomInfo {
+    /// One sentence for the user: which limit, and how much was used.
+    pub fn explain(&self) -> String {
+        let limit = human_bytes(self.limit_bytes);
+        match self.peak_bytes {
+            Some(peak) => format!(
+                "The kernel was stopped because it used its whole memory limit of {limit} (peak {}).",
+                human_bytes(peak)
+            ),
+            None => {
+                format!("The kernel was stopped because it used its whole memory limit of {limit}.")
+            }
+        }
+    }
+}
+
+/// Bytes in binary units with at most one decimal: `512 MiB`, `1.5 GiB`.
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 || value.fract() < 0.05 || value.fract() > 0.95 {
+        format!("{} {}", value.round(), UNITS[unit])
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
 }
 
 impl std::fmt::Display for ExitInfo {
@@ -56,7 +114,15 @@ impl std::fmt::Display for ExitInfo {
             (Some(code), _) => write!(f, "exited with status {code}"),
             (None, Some(signal)) => write!(f, "was killed by signal {signal}"),
             (None, None) => write!(f, "ended"),
+        }?;
+        if let Some(oom) = &self.oom {
+            write!(
+                f,
+                " after reaching its memory limit of {} bytes",
+                oom.limit_bytes
+            )?;
         }
+        Ok(())
     }
 }
 
@@ -71,6 +137,12 @@ pub enum RuntimeError {
     EmptyArgv,
     #[error("signal failed: {0}")]
     Signal(String),
+    #[error("could not pick the kernel's channels: {0}")]
+    Connection(String),
+    /// The sandbox could not be set up; the message names what must change (a path the kernel's
+    /// uid cannot read, a missing cgroup controller, bubblewrap not installed).
+    #[error("sandbox: {0}")]
+    Sandbox(String),
 }
 
 /// A placed kernel process.
@@ -84,12 +156,59 @@ pub trait Runtime: Send + Sync {
     fn kill(&self) -> Result<(), RuntimeError> {
         self.signal(libc::SIGKILL)
     }
+    /// The processes of the runtime now, for the supervisor's observations; empty where the
+    /// backend cannot tell.
+    fn processes(&self) -> Vec<ProcessInfo> {
+        Vec::new()
+    }
 }
 
 /// Places runtimes. One contract test suite runs against every implementation.
 pub trait RuntimeBackend: Send + Sync {
     fn name(&self) -> &'static str;
+    /// The connection info a kernel launched by this backend must use: tcp on loopback by
+    /// default; a sandboxed backend answers with `ipc` sockets in a per-kernel directory.
+    fn connection_for(
+        &self,
+        kernel_id: &str,
+        key: &str,
+    ) -> Result<commonlab_protocol::ConnectionInfo, RuntimeError> {
+        let _ = kernel_id;
+        let ports =
+            free_tcp_ports("127.0.0.1", 5).map_err(|e| RuntimeError::Connection(e.to_string()))?;
+        Ok(commonlab_protocol::ConnectionInfo {
+            transport: commonlab_protocol::Transport::Tcp,
+            ip: "127.0.0.1".into(),
+            shell_port: ports[0],
+            iopub_port: ports[1],
+            stdin_port: ports[2],
+            control_port: ports[3],
+            hb_port: ports[4],
+            key: key.to_owned(),
+            signature_scheme: "hmac-sha256".into(),
+            kernel_name: None,
+        })
+    }
     fn launch(&self, spec: LaunchSpec) -> BoxFuture<'_, Result<Box<dyn Runtime>, RuntimeError>>;
     /// Finds a runtime from a previous server process, if it is still running.
     fn reattach(&self, record: &RuntimeRecord) -> Option<Box<dyn Runtime>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oom_explanation_names_the_limit_and_the_peak() {
+        let oom = OomInfo {
+            limit_bytes: 512 * 1024 * 1024,
+            peak_bytes: Some(512 * 1024 * 1024),
+        };
+        assert_eq!(
+            oom.explain(),
+            "The kernel was stopped because it used its whole memory limit of 512 MiB (peak 512 MiB)."
+        );
+        assert_eq!(human_bytes(1536 * 1024 * 1024), "1.5 GiB");
+        assert_eq!(human_bytes(100), "100 B");
+    }
 }

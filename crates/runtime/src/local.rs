@@ -83,10 +83,7 @@ impl Runtime for LocalRuntime {
                     return info;
                 }
                 if exit.changed().await.is_err() {
-                    return exit.borrow().clone().unwrap_or(ExitInfo {
-                        code: None,
-                        signal: None,
-                    });
+                    return exit.borrow().clone().unwrap_or_default();
                 }
             }
         })
@@ -102,6 +99,11 @@ impl RuntimeBackend for LocalBackend {
         Box::pin(async move {
             if spec.argv.is_empty() {
                 return Err(RuntimeError::EmptyArgv);
+            }
+            if spec.sandbox.is_some() {
+                return Err(RuntimeError::Sandbox(
+                    "the local backend cannot run a kernel in a sandbox; configure the sandbox backend".into(),
+                ));
             }
             let connection_file = self.write_connection_file(&spec)?;
             let file = connection_file.display().to_string();
@@ -132,12 +134,10 @@ impl RuntimeBackend for LocalBackend {
                         ExitInfo {
                             code: status.code(),
                             signal: status.signal(),
+                            oom: None,
                         }
                     }
-                    Err(_) => ExitInfo {
-                        code: None,
-                        signal: None,
-                    },
+                    Err(_) => ExitInfo::default(),
                 };
                 let _ = tx.send(Some(info));
             });
@@ -146,6 +146,7 @@ impl RuntimeBackend for LocalBackend {
                 pid,
                 start_ticks,
                 connection_file,
+                sandbox: None,
             };
             Ok(Box::new(LocalRuntime {
                 record,
@@ -166,10 +167,7 @@ impl RuntimeBackend for LocalBackend {
             while process_start_ticks(pid) == Some(start_ticks) {
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
-            let _ = tx.send(Some(ExitInfo {
-                code: None,
-                signal: None,
-            }));
+            let _ = tx.send(Some(ExitInfo::default()));
         });
         Some(Box::new(LocalRuntime {
             record: record.clone(),

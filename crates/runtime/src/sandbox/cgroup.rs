@@ -1,0 +1,476 @@
+//! The cgroups of sandboxed runtimes: limits on CPU, memory and process count, membership, and
+//! what the memory controller recorded when a kernel died.
+//!
+//! cgroup v2 (one unified tree with `cgroup.controllers`) and v1 (one tree per controller, as on
+//! hosts that never moved on) sit behind one [`CgroupDriver`] trait, picked once by [`detect`].
+//! Kernel cgroups go under a `commonlab` parent inside the server's own cgroup, so whatever
+//! accounting applies to the server also applies to its kernels.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::SandboxLimits;
+
+/// Which cgroup interface the host offers.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CgroupVersion {
+    V1,
+    V2,
+}
+
+/// The cgroup of one runtime, by absolute directories, so a restarted server finds it even when
+/// it now runs in another cgroup itself.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KernelCgroup {
+    pub version: CgroupVersion,
+    /// Controller name to directory on v1 (`memory`, `cpu`, `pids`, maybe `cpuacct`); the single
+    /// key `unified` on v2.
+    pub dirs: BTreeMap<String, PathBuf>,
+}
+
+impl KernelCgroup {
+    fn dir(&self, controller: &str) -> Option<&Path> {
+        match self.version {
+            CgroupVersion::V1 => self.dirs.get(controller),
+            CgroupVersion::V2 => self.dirs.get("unified"),
+        }
+        .map(PathBuf::as_path)
+    }
+}
+
+/// What the memory controller recorded for a cgroup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct MemoryUse {
+    pub(crate) limit_bytes: Option<u64>,
+    pub(crate) peak_bytes: Option<u64>,
+    /// Processes the OOM killer killed in this cgroup; `None` when the kernel does not say.
+    pub(crate) oom_kills: Option<u64>,
+    /// Times usage hit the limit (v1 `memory.failcnt`, v2 `max` events).
+    pub(crate) limit_hits: u64,
+}
+
+/// One cgroup interface. Creation needs the server's own cgroup; everything else works from a
+/// [`KernelCgroup`]'s absolute directories.
+pub(crate) trait CgroupDriver: Send + Sync + std::fmt::Debug {
+    fn version(&self) -> CgroupVersion;
+    /// Creates the cgroup `name` under the server's `commonlab` parent and applies `limits`.
+    fn create(&self, name: &str, limits: &SandboxLimits) -> Result<KernelCgroup, String>;
+    /// The `cgroup.procs` files a process writes its pid to, to join every controller.
+    fn procs_files(&self, cgroup: &KernelCgroup) -> Vec<PathBuf> {
+        cgroup
+            .dirs
+            .values()
+            .map(|dir| dir.join("cgroup.procs"))
+            .collect()
+    }
+    /// The processes in the cgroup now.
+    fn pids(&self, cgroup: &KernelCgroup) -> Vec<i32>;
+    fn memory(&self, cgroup: &KernelCgroup) -> MemoryUse;
+    /// Removes the (empty) cgroup directories; a missing one is not an error.
+    fn remove(&self, cgroup: &KernelCgroup) -> std::io::Result<()> {
+        for dir in cgroup.dirs.values() {
+            match std::fs::remove_dir(dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The driver for the host under `root` (normally `/sys/fs/cgroup`): v2 when the unified tree
+/// carries the memory controller, else v1 when the memory, cpu and pids trees are mounted.
+pub(crate) fn detect(root: &Path) -> Result<Box<dyn CgroupDriver>, String> {
+    let own = std::fs::read_to_string("/proc/self/cgroup")
+        .map_err(|e| format!("cannot read /proc/self/cgroup: {e}"))?;
+    let controllers = std::fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
+    if controllers.split_whitespace().any(|c| c == "memory") {
+        return Ok(Box::new(V2::new(root, &own)));
+    }
+    let missing: Vec<&str> = V1_CONTROLLERS
+        .iter()
+        .copied()
+        .filter(|c| !root.join(c).join("cgroup.procs").exists())
+        .collect();
+    if missing.is_empty() {
+        return Ok(Box::new(V1::new(root, &own)));
+    }
+    Err(format!(
+        "no usable cgroups under {}: no cgroup v2 memory controller, and the cgroup v1 controllers {} are not mounted",
+        root.display(),
+        missing.join(", ")
+    ))
+}
+
+/// The driver that operates on an existing cgroup of `version` (after a server restart).
+pub(crate) fn driver_for(version: CgroupVersion, root: &Path) -> Box<dyn CgroupDriver> {
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    match version {
+        CgroupVersion::V1 => Box::new(V1::new(root, &own)),
+        CgroupVersion::V2 => Box::new(V2::new(root, &own)),
+    }
+}
+
+/// The path of this process's cgroup for `controller` (v1) or in the unified tree (`None`),
+/// from the text of `/proc/self/cgroup`.
+pub(crate) fn own_path(proc_self_cgroup: &str, controller: Option<&str>) -> Option<String> {
+    proc_self_cgroup.lines().find_map(|line| {
+        let mut parts = line.splitn(3, ':');
+        let (id, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        let matches = match controller {
+            None => id == "0" && controllers.is_empty(),
+            Some(wanted) => controllers.split(',').any(|c| c == wanted),
+        };
+        matches.then(|| path.to_owned())
+    })
+}
+
+fn under(root: &Path, cgroup_path: &str) -> PathBuf {
+    root.join(cgroup_path.trim_start_matches('/'))
+}
+
+fn write(dir: &Path, file: &str, value: &str) -> Result<(), String> {
+    let path = dir.join(file);
+    std::fs::write(&path, value).map_err(|e| format!("writing {value} to {}: {e}", path.display()))
+}
+
+fn read(dir: Option<&Path>, file: &str) -> Option<String> {
+    std::fs::read_to_string(dir?.join(file)).ok()
+}
+
+fn read_u64(dir: Option<&Path>, file: &str) -> Option<u64> {
+    read(dir, file)?.trim().parse().ok()
+}
+
+/// The value of `key` in a flat-keyed file such as `memory.events` (`oom_kill 3`).
+fn keyed(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|line| {
+        let (k, v) = line.split_once(' ')?;
+        (k == key).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+fn read_pids(dir: Option<&Path>) -> Vec<i32> {
+    read(dir, "cgroup.procs")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+fn create_dir(dir: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("creating cgroup {}: {e}", dir.display()))
+}
+
+/// CFS bandwidth period: 100 ms, the kernel's default.
+const CPU_PERIOD_US: u64 = 100_000;
+
+const V1_CONTROLLERS: [&str; 3] = ["memory", "cpu", "pids"];
+
+/// cgroup v1: a directory per controller.
+#[derive(Debug)]
+pub(crate) struct V1 {
+    root: PathBuf,
+    /// Controller to this server's own cgroup path in that controller's tree.
+    own: BTreeMap<String, String>,
+}
+
+impl V1 {
+    pub(crate) fn new(root: &Path, proc_self_cgroup: &str) -> V1 {
+        let own = V1_CONTROLLERS
+            .iter()
+            .chain(["cpuacct"].iter())
+            .map(|c| {
+                let path = own_path(proc_self_cgroup, Some(c)).unwrap_or_else(|| "/".into());
+                (c.to_string(), path)
+            })
+            .collect();
+        V1 {
+            root: root.to_owned(),
+            own,
+        }
+    }
+}
+
+impl CgroupDriver for V1 {
+    fn version(&self) -> CgroupVersion {
+        CgroupVersion::V1
+    }
+
+    fn create(&self, name: &str, limits: &SandboxLimits) -> Result<KernelCgroup, String> {
+        let mut dirs = BTreeMap::new();
+        for (controller, own) in &self.own {
+            let tree = self.root.join(controller);
+            if !tree.join("cgroup.procs").exists() {
+                if controller == "cpuacct" {
+                    continue;
+                }
+                return Err(format!(
+                    "the cgroup v1 {controller} controller is not mounted at {}",
+                    tree.display()
+                ));
+            }
+            let dir = under(&tree, own).join("commonlab").join(name);
+            dirs.insert(controller.clone(), dir);
+        }
+        let cgroup = KernelCgroup {
+            version: CgroupVersion::V1,
+            dirs,
+        };
+        let result = (|| {
+            for dir in cgroup.dirs.values() {
+                create_dir(dir)?;
+            }
+            let memory = cgroup.dir("memory").expect("memory is required");
+            let bytes = limits.memory_bytes_max.to_string();
+            write(memory, "memory.limit_in_bytes", &bytes)?;
+            // Memory plus swap at the same limit: no swap. Absent when swap accounting is off.
+            if memory.join("memory.memsw.limit_in_bytes").exists() {
+                write(memory, "memory.memsw.limit_in_bytes", &bytes)?;
+            }
+            let cpu = cgroup.dir("cpu").expect("cpu is required");
+            write(cpu, "cpu.cfs_period_us", &CPU_PERIOD_US.to_string())?;
+            write(
+                cpu,
+                "cpu.cfs_quota_us",
+                &cpu_quota_us(limits.cpu_millicores_max).to_string(),
+            )?;
+            let pids = cgroup.dir("pids").expect("pids is required");
+            write(pids, "pids.max", &limits.pids_max.to_string())
+        })();
+        match result {
+            Ok(()) => Ok(cgroup),
+            Err(e) => {
+                let _ = self.remove(&cgroup);
+                Err(e)
+            }
+        }
+    }
+
+    fn pids(&self, cgroup: &KernelCgroup) -> Vec<i32> {
+        let mut pids = read_pids(cgroup.dir("pids"));
+        pids.extend(read_pids(cgroup.dir("memory")));
+        pids.sort_unstable();
+        pids.dedup();
+        pids
+    }
+
+    fn memory(&self, cgroup: &KernelCgroup) -> MemoryUse {
+        let dir = cgroup.dir("memory");
+        let oom_control = read(dir, "memory.oom_control").unwrap_or_default();
+        MemoryUse {
+            limit_bytes: read_u64(dir, "memory.limit_in_bytes"),
+            peak_bytes: read_u64(dir, "memory.max_usage_in_bytes"),
+            oom_kills: keyed(&oom_control, "oom_kill"),
+            limit_hits: read_u64(dir, "memory.failcnt").unwrap_or(0),
+        }
+    }
+}
+
+/// `cpu.cfs_quota_us` for a limit in thousandths of a CPU (`-1`: unlimited).
+fn cpu_quota_us(millicores: Option<u32>) -> i64 {
+    match millicores {
+        Some(m) => (u64::from(m.max(1)) * CPU_PERIOD_US / 1000).max(1000) as i64,
+        None => -1,
+    }
+}
+
+/// cgroup v2: one unified tree.
+#[derive(Debug)]
+pub(crate) struct V2 {
+    root: PathBuf,
+    own: String,
+}
+
+impl V2 {
+    pub(crate) fn new(root: &Path, proc_self_cgroup: &str) -> V2 {
+        V2 {
+            root: root.to_owned(),
+            own: own_path(proc_self_cgroup, None).unwrap_or_else(|| "/".into()),
+        }
+    }
+}
+
+impl CgroupDriver for V2 {
+    fn version(&self) -> CgroupVersion {
+        CgroupVersion::V2
+    }
+
+    fn create(&self, name: &str, limits: &SandboxLimits) -> Result<KernelCgroup, String> {
+        let own = under(&self.root, &self.own);
+        let parent = own.join("commonlab");
+        let dir = parent.join(name);
+        let cgroup = KernelCgroup {
+            version: CgroupVersion::V2,
+            dirs: BTreeMap::from([("unified".to_owned(), dir.clone())]),
+        };
+        let result = (|| {
+            create_dir(&parent)?;
+            // Controllers must be enabled on every level down to the kernel's cgroup. A non-root
+            // cgroup that holds processes cannot delegate them ("no internal processes").
+            for level in [&own, &parent] {
+                write(level, "cgroup.subtree_control", "+cpu +memory +pids").map_err(|e| {
+                    format!("{e} (run the server in a cgroup it may delegate from, e.g. a systemd unit with Delegate=yes)")
+                })?;
+            }
+            create_dir(&dir)?;
+            write(&dir, "memory.max", &limits.memory_bytes_max.to_string())?;
+            if dir.join("memory.swap.max").exists() {
+                write(&dir, "memory.swap.max", "0")?;
+            }
+            let quota = match limits.cpu_millicores_max {
+                Some(_) => cpu_quota_us(limits.cpu_millicores_max).to_string(),
+                None => "max".into(),
+            };
+            write(&dir, "cpu.max", &format!("{quota} {CPU_PERIOD_US}"))?;
+            write(&dir, "pids.max", &limits.pids_max.to_string())
+        })();
+        match result {
+            Ok(()) => Ok(cgroup),
+            Err(e) => {
+                let _ = std::fs::remove_dir(&dir);
+                Err(e)
+            }
+        }
+    }
+
+    fn pids(&self, cgroup: &KernelCgroup) -> Vec<i32> {
+        read_pids(cgroup.dir("unified"))
+    }
+
+    fn memory(&self, cgroup: &KernelCgroup) -> MemoryUse {
+        let dir = cgroup.dir("unified");
+        let events = read(dir, "memory.events").unwrap_or_default();
+        MemoryUse {
+            limit_bytes: read_u64(dir, "memory.max"),
+            peak_bytes: read_u64(dir, "memory.peak"),
+            oom_kills: keyed(&events, "oom_kill"),
+            limit_hits: keyed(&events, "max").unwrap_or(0),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_path_reads_v1_and_v2_lines() {
+        let text =
+            "9:name=systemd:/\n4:memory:/process_api/abc\n2:cpu,cpuacct:/x\n0::/unified/path\n";
+        assert_eq!(
+            own_path(text, Some("memory")).as_deref(),
+            Some("/process_api/abc")
+        );
+        assert_eq!(own_path(text, Some("cpuacct")).as_deref(), Some("/x"));
+        assert_eq!(own_path(text, Some("pids")), None);
+        assert_eq!(own_path(text, None).as_deref(), Some("/unified/path"));
+    }
+
+    /// The check every driver passes: limits land in the right files, membership and memory
+    /// are read back, and removal leaves nothing. `prepare` makes a fake tree look like a real
+    /// one after creation (the kernel fills real cgroup directories itself).
+    fn check_driver(
+        driver: &dyn CgroupDriver,
+        prepare: impl Fn(&KernelCgroup),
+        before_remove: impl Fn(&KernelCgroup),
+    ) {
+        let name = format!("k-test-{}", std::process::id());
+        let limits = SandboxLimits {
+            memory_bytes_max: 64 << 20,
+            cpu_millicores_max: Some(250),
+            pids_max: 9,
+            ..SandboxLimits::default()
+        };
+        let cgroup = driver.create(&name, &limits).expect("create");
+        assert_eq!(cgroup.version, driver.version());
+        let value = |controller: &str, file: &str| {
+            let dir = cgroup.dir(controller).expect("dir");
+            std::fs::read_to_string(dir.join(file))
+                .expect("read")
+                .trim()
+                .to_owned()
+        };
+        match driver.version() {
+            CgroupVersion::V1 => {
+                assert_eq!(value("memory", "memory.limit_in_bytes"), "67108864");
+                assert_eq!(value("cpu", "cpu.cfs_quota_us"), "25000");
+            }
+            CgroupVersion::V2 => {
+                assert_eq!(value("memory", "memory.max"), "67108864");
+                assert_eq!(value("cpu", "cpu.max"), "25000 100000");
+            }
+        }
+        assert_eq!(value("pids", "pids.max"), "9");
+        prepare(&cgroup);
+        assert!(driver.pids(&cgroup).is_empty());
+        let memory = driver.memory(&cgroup);
+        assert_eq!(memory.limit_bytes, Some(64 << 20));
+        assert_eq!(memory.oom_kills, Some(0));
+        before_remove(&cgroup);
+        driver.remove(&cgroup).expect("remove");
+        for dir in cgroup.dirs.values() {
+            assert!(!dir.exists(), "{} is left", dir.display());
+        }
+    }
+
+    #[test]
+    fn v2_driver_writes_limits_into_a_unified_tree() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let driver = V2::new(root.path(), "0::/server.service\n");
+        check_driver(
+            &driver,
+            |cgroup| {
+                let dir = cgroup.dir("unified").expect("dir");
+                std::fs::write(dir.join("cgroup.procs"), "").expect("write");
+                std::fs::write(dir.join("memory.events"), "max 0\noom 0\noom_kill 0\n")
+                    .expect("write");
+            },
+            // A fake tree holds files; a real cgroup directory is removed while it lists them.
+            |cgroup| {
+                let dir = cgroup.dir("unified").expect("dir");
+                for entry in std::fs::read_dir(dir).expect("dir") {
+                    std::fs::remove_file(entry.expect("entry").path()).expect("rm");
+                }
+            },
+        );
+        let own = root.path().join("server.service");
+        assert_eq!(
+            std::fs::read_to_string(own.join("cgroup.subtree_control")).expect("read"),
+            "+cpu +memory +pids"
+        );
+    }
+
+    #[test]
+    #[allow(clippy::print_stderr)]
+    fn v1_driver_sets_limits_in_the_real_hierarchy() {
+        let root = Path::new("/sys/fs/cgroup");
+        let usable = nix::unistd::geteuid().is_root()
+            && V1_CONTROLLERS
+                .iter()
+                .all(|c| root.join(c).join("cgroup.procs").exists());
+        if !usable {
+            if std::env::var("COMMONLAB_TEST_REQUIRE")
+                .unwrap_or_default()
+                .contains("bwrap")
+            {
+                panic!("COMMONLAB_TEST_REQUIRE names bwrap, but cgroup v1 is not writable here");
+            }
+            eprintln!("skipped: no writable cgroup v1 hierarchy (needs root)");
+            return;
+        }
+        let own = std::fs::read_to_string("/proc/self/cgroup").expect("read");
+        check_driver(&V1::new(root, &own), |_| {}, |_| {});
+    }
+
+    #[test]
+    fn cpu_quota_is_millicores_of_the_period() {
+        assert_eq!(cpu_quota_us(Some(500)), 50_000);
+        assert_eq!(cpu_quota_us(Some(2000)), 200_000);
+        assert_eq!(cpu_quota_us(None), -1);
+    }
+}

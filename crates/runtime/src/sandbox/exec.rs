@@ -1,0 +1,219 @@
+//! The launcher every sandboxed kernel starts through: a tiny program run as root that joins the
+//! kernel's cgroups, drops to the kernel's unprivileged uid and gid for good, lowers resource
+//! limits, checks that the uid can reach every path the sandbox binds, then runs bubblewrap and
+//! waits for it, exiting with its status.
+//!
+//! It is a separate program (the hidden `commonlab sandbox-exec` subcommand) rather than code
+//! run between fork and exec, because this workspace forbids `unsafe`; and it joins the cgroups
+//! itself, first, so nothing the kernel starts can run outside them even for an instant. It stays
+//! as bubblewrap's parent (rather than exec'ing it) so that `--die-with-parent` ties the sandbox
+//! to the launcher, not to the server: a restarted server reattaches to kernels still running.
+//!
+//! ```text
+//! sandbox-exec --uid U --gid G [--join FILE]... [--rlimit fsize=N|nofile=N|core=N]...
+//!              [--read PATH]... [--write PATH]... [--check-only] -- PROGRAM [ARG]...
+//! ```
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+
+use nix::sys::resource::{getrlimit, setrlimit, Resource};
+use nix::unistd::{access, setgroups, setresgid, setresuid, AccessFlags, Gid, Uid};
+
+/// The exit status of the launcher when it refuses or fails before exec.
+pub(crate) const LAUNCHER_FAILED: i32 = 125;
+
+#[derive(Debug, Default)]
+struct Args {
+    uid: Option<u32>,
+    gid: Option<u32>,
+    join: Vec<PathBuf>,
+    rlimits: Vec<(Resource, u64)>,
+    read: Vec<PathBuf>,
+    write: Vec<PathBuf>,
+    check_only: bool,
+    command: Vec<OsString>,
+}
+
+fn parse(args: Vec<OsString>) -> Result<Args, String> {
+    let mut parsed = Args::default();
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let arg = arg.to_string_lossy().into_owned();
+        if arg == "--" {
+            parsed.command = args.collect();
+            break;
+        }
+        if arg == "--check-only" {
+            parsed.check_only = true;
+            continue;
+        }
+        let value = args.next().ok_or_else(|| format!("{arg} needs a value"))?;
+        let text = || value.to_string_lossy().into_owned();
+        let number = |t: String| t.parse::<u32>().map_err(|e| format!("{arg} {t}: {e}"));
+        match arg.as_str() {
+            "--uid" => parsed.uid = Some(number(text())?),
+            "--gid" => parsed.gid = Some(number(text())?),
+            "--join" => parsed.join.push(PathBuf::from(value)),
+            "--read" => parsed.read.push(PathBuf::from(value)),
+            "--write" => parsed.write.push(PathBuf::from(value)),
+            "--rlimit" => {
+                let t = text();
+                let (name, n) = t
+                    .split_once('=')
+                    .ok_or_else(|| format!("--rlimit {t}: expected NAME=VALUE"))?;
+                let resource = match name {
+                    "fsize" => Resource::RLIMIT_FSIZE,
+                    "nofile" => Resource::RLIMIT_NOFILE,
+                    "core" => Resource::RLIMIT_CORE,
+                    other => return Err(format!("--rlimit: unknown limit {other}")),
+                };
+                let n = n.parse().map_err(|e| format!("--rlimit {t}: {e}"))?;
+                parsed.rlimits.push((resource, n));
+            }
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    Ok(parsed)
+}
+
+/// Runs the launcher with `args` (without the program name and subcommand) and returns the exit
+/// status to end with: the sandboxed program's (128 + signal when it was killed), 0 after a
+/// successful `--check-only`, or [`LAUNCHER_FAILED`] with the reason on standard error.
+pub fn sandbox_exec_main(args: Vec<OsString>) -> i32 {
+    match run(args) {
+        Ok(code) => code,
+        Err(message) => {
+            let _ = writeln!(std::io::stderr(), "commonlab sandbox-exec: {message}");
+            LAUNCHER_FAILED
+        }
+    }
+}
+
+fn run(args: Vec<OsString>) -> Result<i32, String> {
+    let args = parse(args)?;
+    let uid = args.uid.ok_or("--uid is required")?;
+    let gid = args.gid.ok_or("--gid is required")?;
+    if uid == 0 || gid == 0 {
+        return Err("refusing to run a kernel as uid or gid 0".into());
+    }
+    if args.command.is_empty() && !args.check_only {
+        return Err("no program after --".into());
+    }
+    if !args.check_only {
+        let pid = std::process::id().to_string();
+        for file in &args.join {
+            std::fs::write(file, &pid)
+                .map_err(|e| format!("joining cgroup {}: {e}", file.display()))?;
+        }
+    }
+    setgroups(&[]).map_err(|e| format!("clearing supplementary groups: {e}"))?;
+    let (uid, gid) = (Uid::from_raw(uid), Gid::from_raw(gid));
+    setresgid(gid, gid, gid).map_err(|e| format!("setting gid {gid}: {e}"))?;
+    setresuid(uid, uid, uid).map_err(|e| format!("setting uid {uid}: {e}"))?;
+    if nix::unistd::setuid(Uid::from_raw(0)).is_ok() || nix::unistd::geteuid() != uid {
+        return Err("privileges were not dropped".into());
+    }
+    nix::sys::prctl::set_no_new_privs().map_err(|e| format!("setting no_new_privs: {e}"))?;
+    for (resource, value) in &args.rlimits {
+        // Only lowering is possible without CAP_SYS_RESOURCE.
+        let (_, hard) = getrlimit(*resource).map_err(|e| format!("reading {resource:?}: {e}"))?;
+        let value = (*value).min(hard);
+        setrlimit(*resource, value, value).map_err(|e| format!("setting {resource:?}: {e}"))?;
+    }
+    for path in &args.read {
+        check_access(path, uid, AccessFlags::R_OK)?;
+    }
+    for path in &args.write {
+        check_access(path, uid, AccessFlags::R_OK | AccessFlags::W_OK)?;
+    }
+    if args.check_only {
+        return Ok(0);
+    }
+    let program = Path::new(&args.command[0]);
+    let status = std::process::Command::new(program)
+        .args(&args.command[1..])
+        .status()
+        .map_err(|e| format!("could not run {}: {e}", program.display()))?;
+    Ok(status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+}
+
+/// Fails with a message naming the first path component `uid` cannot get through.
+fn check_access(path: &Path, uid: Uid, last: AccessFlags) -> Result<(), String> {
+    let ancestors: Vec<&Path> = path.ancestors().collect();
+    for dir in ancestors.iter().rev().skip(1) {
+        let is_last = *dir == path;
+        let mut wanted = if is_last { last } else { AccessFlags::X_OK };
+        if is_last && std::fs::metadata(dir).map(|m| m.is_dir()).unwrap_or(false) {
+            wanted |= AccessFlags::X_OK;
+        }
+        if let Err(e) = access(*dir, wanted) {
+            let mode = std::fs::metadata(dir)
+                .map(|m| {
+                    use std::os::unix::fs::MetadataExt;
+                    format!(" (owner {}, mode {:o})", m.uid(), m.mode() & 0o7777)
+                })
+                .unwrap_or_default();
+            let need = if is_last && last.contains(AccessFlags::W_OK) {
+                "write"
+            } else if is_last {
+                "read"
+            } else {
+                "search"
+            };
+            return Err(format!(
+                "uid {uid} cannot {need} {}{mode}, needed for {}: {e}; make it readable (a parent directory of mode 0700 hides everything below it) or place it elsewhere",
+                dir.display(),
+                path.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arguments_parse_and_root_is_refused() {
+        let args: Vec<OsString> = [
+            "--uid",
+            "200001",
+            "--gid",
+            "200001",
+            "--join",
+            "/cg/procs",
+            "--rlimit",
+            "fsize=10",
+            "--read",
+            "/usr",
+            "--",
+            "bwrap",
+            "--x",
+        ]
+        .iter()
+        .map(OsString::from)
+        .collect();
+        let parsed = parse(args).expect("parses");
+        assert_eq!(parsed.uid, Some(200001));
+        assert_eq!(parsed.join, vec![PathBuf::from("/cg/procs")]);
+        assert_eq!(parsed.rlimits, vec![(Resource::RLIMIT_FSIZE, 10)]);
+        assert_eq!(
+            parsed.command,
+            vec![OsString::from("bwrap"), OsString::from("--x")]
+        );
+        let root: Vec<OsString> = ["--uid", "0", "--gid", "5", "--", "x"]
+            .iter()
+            .map(OsString::from)
+            .collect();
+        assert_eq!(
+            run(root).unwrap_err(),
+            "refusing to run a kernel as uid or gid 0"
+        );
+    }
+}

@@ -1,0 +1,342 @@
+//! The sandbox with real bubblewrap, cgroups and ipykernel: who the kernel runs as, what it can
+//! see and reach, the limits that stop it, and that nothing is left once it has ended.
+
+use std::path::{Path, PathBuf};
+
+use commonlab_protocol::ConnectionInfo;
+use commonlab_runtime::{
+    Runtime, RuntimeBackend, RuntimeError, SandboxBackend, SandboxConfig, SandboxLimits,
+};
+
+use crate::support::{python, sandbox_host, Client, Setup, PATIENCE};
+
+async fn start(setup: &Setup) -> (Box<dyn Runtime>, Client) {
+    let runtime = setup.backend.launch(setup.spec()).await.expect("launches");
+    let connection: ConnectionInfo = serde_json::from_slice(
+        &std::fs::read(runtime.record().connection_file).expect("connection file"),
+    )
+    .expect("parses");
+    let client = Client::connect(&connection).await;
+    (runtime, client)
+}
+
+fn cgroup_dir(runtime: &dyn Runtime, controller: &str) -> PathBuf {
+    let record = runtime.record();
+    let cgroup = &record.sandbox.as_ref().expect("sandbox record").cgroup;
+    cgroup
+        .dirs
+        .get(controller)
+        .or_else(|| cgroup.dirs.get("unified"))
+        .expect("controller dir")
+        .clone()
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+        .trim()
+        .to_owned()
+}
+
+/// Kills the runtime and checks that no process, cgroup or socket directory is left.
+async fn kill_and_check_nothing_is_left(runtime: Box<dyn Runtime>) {
+    let record = runtime.record();
+    let sandbox = record.sandbox.clone().expect("sandbox record");
+    let pids: Vec<i32> = runtime.processes().iter().map(|p| p.pid).collect();
+    assert!(!pids.is_empty());
+    let uid = runtime_uid(&record);
+    runtime.kill().expect("kill");
+    tokio::time::timeout(PATIENCE, runtime.wait())
+        .await
+        .expect("the runtime ends after a kill");
+    for pid in pids {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let field = |key: &str| status.lines().find(|l| l.starts_with(key)).unwrap_or("");
+        // A zombie has ended and holds nothing but its pid until its parent reaps it.
+        let running = !field("State:").contains("Z (zombie)")
+            && field("Uid:")
+                .split_whitespace()
+                .any(|u| u == uid.to_string());
+        assert!(
+            !running,
+            "process {pid} of the kernel is still there: {status}"
+        );
+    }
+    for dir in sandbox.cgroup.dirs.values() {
+        assert!(!dir.exists(), "cgroup {} is left", dir.display());
+    }
+    assert!(!sandbox.ipc_dir.exists(), "socket directory is left");
+}
+
+fn runtime_uid(record: &commonlab_runtime::RuntimeRecord) -> u32 {
+    let socket_dir = &record.sandbox.as_ref().expect("sandbox record").ipc_dir;
+    std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(socket_dir).expect("socket dir"))
+}
+
+#[tokio::test]
+async fn sandboxed_kernel_runs_as_its_uid_and_sees_only_its_allowlist() {
+    let Some(python) = python() else { return };
+    if !sandbox_host() {
+        return;
+    }
+    let limits = SandboxLimits {
+        cpu_millicores_max: Some(500),
+        pids_max: 77,
+        tmp_bytes_max: 8 << 20,
+        ..SandboxLimits::default()
+    };
+    let setup = Setup::sandbox(python, limits);
+    let identity = setup.sandbox.as_ref().expect("spec").identity;
+    // A "data directory" readable by everyone on the host, so only its absence can hide it.
+    let data_dir = setup.root.path().join("data");
+    std::fs::create_dir(&data_dir).expect("mkdir");
+    std::fs::write(data_dir.join("commonlab.db"), "secret").expect("write");
+    let host_tmp_marker = std::env::temp_dir().join(format!("commonlab-marker-{}", identity.uid));
+    std::fs::write(&host_tmp_marker, "host").expect("write");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let port = listener.local_addr().expect("addr").port();
+
+    let (runtime, mut client) = start(&setup).await;
+    let probe = format!(
+        r#"
+import os, socket, errno
+print("ids", os.getuid(), os.getgid(), os.getgroups())
+print("root", os.path.exists("/root"), os.path.exists("/home"), os.path.exists("/var"))
+print("data", os.path.exists({data:?}))
+print("marker", os.path.exists({marker:?}))
+open("/tmp/inside", "w").write("x")
+def write(path):
+    try:
+        open(path, "w").write("x")
+        return "ok"
+    except OSError as e:
+        return errno.errorcode[e.errno]
+print("writes", write("/usr/x"), write("/etc/x"), write("/x"), write({ws:?} + "/ok"))
+try:
+    with open("/tmp/big", "wb") as f:
+        for _ in range(16):
+            f.write(b"x" * (1 << 20))
+    print("tmp", "unlimited")
+except OSError as e:
+    print("tmp", errno.errorcode[e.errno])
+s = socket.socket()
+s.settimeout(5)
+try:
+    s.connect(("127.0.0.1", {port}))
+    print("tcp", "connected")
+except OSError as e:
+    print("tcp", type(e).__name__)
+print("ifaces", sorted(n for _, n in socket.if_nameindex()))
+"#,
+        data = data_dir.display().to_string(),
+        marker = host_tmp_marker.display().to_string(),
+        ws = setup.workspace.display().to_string(),
+    );
+    let outcome = client.execute(&probe).await;
+    let uid = identity.uid;
+    assert_eq!(
+        outcome.stdout,
+        format!(
+            "ids {uid} {uid} []\nroot False False False\ndata False\nmarker False\n\
+             writes EROFS EROFS EROFS ok\ntmp ENOSPC\ntcp ConnectionRefusedError\nifaces ['lo']\n"
+        ),
+        "{outcome:?}"
+    );
+    assert!(listener.accept().is_err(), "the host listener was reached");
+    assert!(!std::env::temp_dir().join("inside").exists());
+    std::fs::remove_file(&host_tmp_marker).expect("remove marker");
+
+    // Seen from the host: every process of the kernel runs as the uid, the kernel among them.
+    let processes = runtime.processes();
+    assert!(
+        processes.iter().all(|p| p.uid == Some(uid)),
+        "{processes:?}"
+    );
+    let kernel = processes
+        .iter()
+        .find(|p| p.cmdline.iter().any(|a| a == "ipykernel_launcher"))
+        .expect("the kernel process is observed");
+    assert!(kernel.rss_bytes > 0 && kernel.exe.is_some(), "{kernel:?}");
+
+    let cpu = cgroup_dir(runtime.as_ref(), "cpu");
+    if cpu.join("cpu.cfs_quota_us").exists() {
+        assert_eq!(read(&cpu.join("cpu.cfs_quota_us")), "50000");
+        assert_eq!(read(&cpu.join("cpu.cfs_period_us")), "100000");
+    } else {
+        assert_eq!(read(&cpu.join("cpu.max")), "50000 100000");
+    }
+    assert_eq!(
+        read(&cgroup_dir(runtime.as_ref(), "pids").join("pids.max")),
+        "77"
+    );
+    client.close().await;
+    kill_and_check_nothing_is_left(runtime).await;
+}
+
+#[tokio::test]
+async fn memory_limit_kills_a_memory_bomb_and_the_limit_is_reported() {
+    let Some(python) = python() else { return };
+    if !sandbox_host() {
+        return;
+    }
+    let limit = 200 << 20;
+    let setup = Setup::sandbox(
+        python,
+        SandboxLimits {
+            memory_bytes_max: limit,
+            ..SandboxLimits::default()
+        },
+    );
+    let (runtime, client) = start(&setup).await;
+    let sandbox = runtime.record().sandbox.expect("sandbox record");
+    client
+        .start_execute("hog = []\nwhile True:\n    hog.append(b'x' * (8 << 20))")
+        .await;
+    let exit = tokio::time::timeout(PATIENCE, runtime.wait())
+        .await
+        .expect("the memory bomb ends the kernel");
+    let oom = exit
+        .oom
+        .unwrap_or_else(|| panic!("no OOM reported: {exit:?}"));
+    assert_eq!(oom.limit_bytes, limit);
+    assert!(
+        oom.peak_bytes.is_some_and(|peak| peak >= limit * 9 / 10),
+        "{oom:?}"
+    );
+    assert!(
+        oom.explain().contains("memory limit of 200 MiB"),
+        "{}",
+        oom.explain()
+    );
+    for dir in sandbox.cgroup.dirs.values() {
+        assert!(!dir.exists(), "cgroup {} is left", dir.display());
+    }
+    client.close().await;
+}
+
+#[tokio::test]
+async fn pids_limit_stops_a_fork_bomb_and_the_kernel_survives() {
+    let Some(python) = python() else { return };
+    if !sandbox_host() {
+        return;
+    }
+    let setup = Setup::sandbox(
+        python,
+        SandboxLimits {
+            pids_max: 48,
+            ..SandboxLimits::default()
+        },
+    );
+    let (runtime, mut client) = start(&setup).await;
+    let bomb = r#"
+import subprocess, errno
+children = []
+try:
+    for _ in range(1000):
+        children.append(subprocess.Popen(["sleep", "600"]))
+    print("stopped", "never")
+except OSError as e:
+    print("stopped", errno.errorcode[e.errno], len(children) < 48)
+for c in children:
+    c.kill()
+    c.wait()
+"#;
+    let outcome = client.execute(bomb).await;
+    assert_eq!(outcome.stdout, "stopped EAGAIN True\n", "{outcome:?}");
+    assert_eq!(client.execute("print('alive')").await.stdout, "alive\n");
+    client.close().await;
+    kill_and_check_nothing_is_left(runtime).await;
+}
+
+#[tokio::test]
+async fn kill_leaves_nothing_even_when_the_kernel_started_detached_processes() {
+    let Some(python) = python() else { return };
+    if !sandbox_host() {
+        return;
+    }
+    let setup = Setup::sandbox(python, SandboxLimits::default());
+    let (runtime, mut client) = start(&setup).await;
+    let outcome = client
+        .execute(
+            "import subprocess\nfor _ in range(3):\n    subprocess.Popen(['sleep', '600'], start_new_session=True)\nprint('spawned')",
+        )
+        .await;
+    assert_eq!(outcome.stdout, "spawned\n");
+    let sleepers = runtime
+        .processes()
+        .iter()
+        .filter(|p| p.cmdline.first().map(String::as_str) == Some("sleep"))
+        .count();
+    assert_eq!(sleepers, 3);
+    client.close().await;
+    kill_and_check_nothing_is_left(runtime).await;
+}
+
+#[tokio::test]
+async fn a_new_backend_reattaches_to_a_running_sandboxed_kernel() {
+    let Some(python) = python() else { return };
+    if !sandbox_host() {
+        return;
+    }
+    let setup = Setup::sandbox(python, SandboxLimits::default());
+    let (runtime, client) = start(&setup).await;
+    let record = runtime.record();
+    client.close().await;
+    // The server goes away without stopping the kernel.
+    drop(runtime);
+    let config = SandboxConfig::new(
+        setup.runtime_dir.clone(),
+        PathBuf::from(env!("CARGO_BIN_EXE_commonlab-sandbox-exec")),
+        Vec::new(),
+    );
+    let restarted = SandboxBackend::new(config).expect("backend");
+    let reattached = restarted
+        .reattach(&record)
+        .expect("the kernel is still running");
+    let connection: ConnectionInfo =
+        serde_json::from_slice(&std::fs::read(&record.connection_file).expect("file"))
+            .expect("parses");
+    let mut client = Client::connect(&connection).await;
+    assert_eq!(client.execute("print('back')").await.stdout, "back\n");
+    client.close().await;
+    kill_and_check_nothing_is_left(reattached).await;
+    assert!(restarted.reattach(&record).is_none());
+}
+
+#[tokio::test]
+async fn launch_names_the_path_the_kernel_uid_cannot_read() {
+    let Some(python) = python() else { return };
+    if !sandbox_host() {
+        return;
+    }
+    let setup = Setup::sandbox(python, SandboxLimits::default());
+    // A Python environment below a directory only root may enter.
+    let private = setup.root.path().join("private");
+    let venv = private.join("env");
+    std::fs::create_dir_all(venv.join("bin")).expect("mkdir");
+    std::fs::write(venv.join("pyvenv.cfg"), "home = /usr/bin\n").expect("write");
+    std::os::unix::fs::symlink("/usr/bin/python3", venv.join("bin/python")).expect("link");
+    std::fs::set_permissions(
+        &private,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .expect("chmod");
+    let mut spec = setup.spec();
+    spec.argv[0] = venv.join("bin/python").display().to_string();
+    let error = match setup.backend.launch(spec).await {
+        Ok(_) => panic!("a kernel started from an unreadable environment"),
+        Err(e) => e,
+    };
+    let RuntimeError::Sandbox(message) = &error else {
+        panic!("unexpected error {error:?}")
+    };
+    assert!(
+        message.contains(&format!("cannot search {}", private.display())),
+        "{message}"
+    );
+    let left: Vec<_> = std::fs::read_dir(&setup.runtime_dir)
+        .expect("runtime dir")
+        .collect();
+    assert!(left.is_empty(), "a socket directory is left");
+}
