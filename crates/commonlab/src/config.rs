@@ -15,6 +15,122 @@ pub(crate) struct Config {
     pub(crate) contents: ContentsConfig,
     /// `[policy]`: rule packs, overrides, shadow mode and the appeal link.
     pub(crate) policy: commonlab_policy::PolicyConfig,
+    pub(crate) accounts: AccountsConfig,
+    pub(crate) sandbox: SandboxConfig,
+}
+
+/// `[sandbox]`: how each user's kernels are confined in accounts mode.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct SandboxConfig {
+    /// Run every user's kernel under bubblewrap as the user's own unprivileged uid, with cgroup
+    /// limits. Needs root. Off: kernels run as the server's user, unconfined (trusted users
+    /// only).
+    pub(crate) enabled: bool,
+    /// The bubblewrap binary.
+    pub(crate) bwrap: PathBuf,
+    /// Directories made visible read-only inside, besides the system and the Python environment.
+    pub(crate) read_only_dirs: Vec<PathBuf>,
+    /// Network access from inside (for package installs). Not supported yet.
+    pub(crate) egress: bool,
+    /// Limits by tier name; a user whose tier is not listed gets `free`'s.
+    pub(crate) tiers: std::collections::BTreeMap<String, TierLimits>,
+}
+
+/// One tier's sandbox limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TierLimits {
+    /// Memory, including the private /tmp, with no swap.
+    pub(crate) memory_bytes_max: u64,
+    /// CPU in thousandths of a CPU (`1500`: one and a half); 0 for no quota.
+    pub(crate) cpu_millicores_max: u32,
+    /// Processes and threads.
+    pub(crate) pids_max: u64,
+    /// Size of the private /tmp.
+    pub(crate) tmp_bytes_max: u64,
+    /// Largest single file a kernel may write.
+    pub(crate) file_bytes_max: u64,
+    /// Open files per process.
+    pub(crate) open_files_max: u64,
+    /// Size of the user's workspace: a filesystem image of this size is mounted as their
+    /// workspace, so a full disk is theirs alone. 0: no separate volume (the workspace shares
+    /// the data directory's filesystem).
+    pub(crate) workspace_bytes_max: u64,
+}
+
+impl TierLimits {
+    pub(crate) fn to_limits(&self) -> commonlab_runtime::SandboxLimits {
+        commonlab_runtime::SandboxLimits {
+            memory_bytes_max: self.memory_bytes_max,
+            cpu_millicores_max: (self.cpu_millicores_max > 0).then_some(self.cpu_millicores_max),
+            pids_max: self.pids_max,
+            tmp_bytes_max: self.tmp_bytes_max,
+            file_bytes_max: self.file_bytes_max,
+            open_files_max: self.open_files_max,
+        }
+    }
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        let free = TierLimits {
+            memory_bytes_max: 2 << 30,
+            cpu_millicores_max: 1000,
+            pids_max: 256,
+            tmp_bytes_max: 256 << 20,
+            file_bytes_max: 1 << 30,
+            open_files_max: 1024,
+            workspace_bytes_max: 10 << 30,
+        };
+        let pro = TierLimits {
+            memory_bytes_max: 8 << 30,
+            cpu_millicores_max: 4000,
+            pids_max: 1024,
+            tmp_bytes_max: 2 << 30,
+            file_bytes_max: 8 << 30,
+            open_files_max: 4096,
+            workspace_bytes_max: 50 << 30,
+        };
+        SandboxConfig {
+            enabled: true,
+            bwrap: PathBuf::from("/usr/bin/bwrap"),
+            read_only_dirs: Vec::new(),
+            egress: false,
+            tiers: [("free".to_owned(), free), ("pro".to_owned(), pro)].into(),
+        }
+    }
+}
+
+/// `[accounts]`: many users behind one server, each logging in to their own workspace and
+/// kernels at `/user/<name>/`. Off, the server has one user, authenticated by its token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct AccountsConfig {
+    pub(crate) enabled: bool,
+    /// Where each user's workspace is created, as `<workspaces_dir>/<name>`. Default:
+    /// `<data_dir>/workspaces`.
+    pub(crate) workspaces_dir: Option<PathBuf>,
+    /// Mark login cookies `Secure`; set it when users reach the server over HTTPS.
+    pub(crate) cookie_secure: bool,
+    /// How long a browser login lasts.
+    pub(crate) login_session_ttl_s: u64,
+    /// Failed logins for one name, within the window, before further attempts wait.
+    pub(crate) login_failures_max: u32,
+    pub(crate) login_failure_window_s: u64,
+}
+
+impl Default for AccountsConfig {
+    fn default() -> Self {
+        AccountsConfig {
+            enabled: false,
+            workspaces_dir: None,
+            cookie_secure: false,
+            login_session_ttl_s: 7 * 24 * 3600,
+            login_failures_max: 10,
+            login_failure_window_s: 15 * 60,
+        }
+    }
 }
 
 /// `[server]`: where and how the server listens.

@@ -1,6 +1,7 @@
 //! The `commonlab` binary: command-line parsing, configuration and wiring. Nothing else lives
 //! here; each command calls into the crate that does the work.
 
+mod accounts;
 mod audit;
 mod config;
 mod serve;
@@ -65,6 +66,13 @@ enum ConfigCommand {
 }
 
 fn main() -> ExitCode {
+    // The sandbox launcher is started by the sandbox backend (as `commonlab sandbox-exec …`),
+    // not by people, so it stays out of the command list.
+    let mut args = std::env::args_os().skip(1);
+    if args.next().is_some_and(|arg| arg == "sandbox-exec") {
+        let code = commonlab_runtime::sandbox_exec_main(args.collect());
+        return ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX));
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),

@@ -200,12 +200,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let root_dir = root_dir
         .canonicalize()
         .with_context(|| format!("root directory {} does not exist", root_dir.display()))?;
-    let token = if config.server.token.is_empty() {
-        load_or_create_token(&data_dir)?
-    } else {
-        config.server.token.clone()
-    };
-
     let python = {
         let config = config.clone();
         let data_dir = data_dir.clone();
@@ -216,8 +210,117 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     kernelspec_dirs.extend(jupyter_data_dirs(std::slice::from_ref(&python.prefix)));
 
     let store = Arc::new(Store::open_sqlite(&database_path(&data_dir))?);
+    let policy = Arc::new(load_policy(&config)?);
+    let mut base_url = config.server.base_url.clone();
+    if !base_url.starts_with('/') {
+        base_url.insert(0, '/');
+    }
+    if !base_url.ends_with('/') {
+        base_url.push('/');
+    }
+    let listener = tokio::net::TcpListener::bind((config.server.ip.as_str(), config.server.port))
+        .await
+        .with_context(|| {
+            format!(
+                "could not listen on {}:{}",
+                config.server.ip, config.server.port
+            )
+        })?;
+    let addr = listener.local_addr()?;
+    let host = if addr.ip().is_unspecified() {
+        "127.0.0.1".to_owned()
+    } else {
+        addr.ip().to_string()
+    };
+    let listener = listener.tap_io(|stream| {
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
+
+    if config.accounts.enabled {
+        let workspaces_dir = config
+            .accounts
+            .workspaces_dir
+            .clone()
+            .unwrap_or_else(|| data_dir.join("workspaces"));
+        // Kernels run as their users' uids and must pass through these to their own
+        // workspace and socket directory, but may list nothing; the database is the server's.
+        crate::accounts::make_traversable_dir(&data_dir).map_err(|e| anyhow::anyhow!(e))?;
+        crate::accounts::make_traversable_dir(&workspaces_dir).map_err(|e| anyhow::anyhow!(e))?;
+        restrict_to_owner(&database_path(&data_dir))?;
+        let sandbox = if config.sandbox.enabled {
+            let launcher = std::env::current_exe()
+                .context("could not find the server's own binary to launch sandboxes with")?;
+            let mut sandbox_config = commonlab_runtime::SandboxConfig::new(
+                data_dir.join("sandboxes"),
+                launcher,
+                vec!["sandbox-exec".into()],
+            );
+            sandbox_config.bwrap = config.sandbox.bwrap.clone();
+            sandbox_config.read_only_dirs = config.sandbox.read_only_dirs.clone();
+            sandbox_config.egress = config.sandbox.egress;
+            let backend = commonlab_runtime::SandboxBackend::new(sandbox_config).map_err(|e| {
+                anyhow::anyhow!("{e}\n(set sandbox.enabled = false to run users' kernels unconfined, for users who trust each other)")
+            })?;
+            tracing::info!(cgroups = ?backend.cgroup_version(), "kernels run sandboxed");
+            Some(Arc::new(backend))
+        } else {
+            tracing::warn!("sandbox.enabled = false: users' kernels run as the server's user, unconfined; they can read each other's files");
+            None
+        };
+        let hub = Arc::new(commonlab_server::Hub::new(
+            store.clone(),
+            Arc::new(crate::accounts::UserServerFactory {
+                config: config.clone(),
+                data_dir: data_dir.clone(),
+                workspaces_dir: workspaces_dir.clone(),
+                python,
+                kernelspec_dirs,
+                store: store.clone(),
+                policy,
+                base_url: base_url.clone(),
+                sandbox,
+            }),
+            commonlab_server::HubConfig {
+                base_url: base_url.clone(),
+                cookie_secure: config.accounts.cookie_secure,
+                login_session_ttl: Duration::from_secs(config.accounts.login_session_ttl_s),
+                tiers: config.sandbox.tiers.keys().cloned().collect(),
+                login_failures_max: config.accounts.login_failures_max,
+                login_failure_window: Duration::from_secs(config.accounts.login_failure_window_s),
+            },
+        ));
+        for state in hub.open_all().map_err(|e| anyhow::anyhow!(e))? {
+            let (reattached, cleaned) = state.kernels.recover().await?;
+            if reattached + cleaned > 0 {
+                tracing::info!(base_url = %state.base_url, reattached, cleaned, "recovered kernels from the previous run");
+            }
+        }
+        let users = store.user_list()?.len();
+        tracing::info!(users, workspaces = %workspaces_dir.display(), data = %data_dir.display(), "Commonlab is running with accounts");
+        #[allow(clippy::print_stderr)]
+        {
+            eprintln!("\n    Commonlab is serving {users} user account(s). Log in at:\n        http://{host}:{}{base_url}hub/login\n", addr.port());
+            if users == 0 {
+                eprintln!("    There are no accounts yet: add an administrator with\n        commonlab user add NAME --admin\n    (it reads the password from standard input).\n");
+            }
+        }
+        axum::serve(listener, commonlab_server::hub_app(hub.clone()))
+            .with_graceful_shutdown(shutdown_signal())
+            .await?;
+        tracing::info!("shutting down: stopping kernels");
+        hub.shutdown_all().await;
+        tracing::info!("stopped");
+        return Ok(());
+    }
+
+    let token = if config.server.token.is_empty() {
+        load_or_create_token(&data_dir)?
+    } else {
+        config.server.token.clone()
+    };
     let backend = Arc::new(LocalBackend::new(data_dir.join("runtime")));
-    let policy = load_policy(&config)?;
     let kernels = Arc::new(
         KernelManager::new(
             KernelManagerConfig {
@@ -230,12 +333,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 ws_send_queue_bytes_max: config.kernel.ws_send_queue_bytes_max,
                 ws_buffer_bytes_max: config.kernel.ws_buffer_bytes_max,
                 ws_buffer_messages_max: config.kernel.ws_buffer_messages_max,
+                sandbox: None,
             },
             backend,
             store.clone(),
         )
         .with_policy_gate(PolicyGate::new(
-            Arc::new(policy),
+            policy,
             config.server.user_tier.clone(),
             store.clone(),
         )),
@@ -249,13 +353,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         );
     }
     let sessions = Arc::new(SessionManager::new(kernels.clone(), store));
-    let mut base_url = config.server.base_url.clone();
-    if !base_url.starts_with('/') {
-        base_url.insert(0, '/');
-    }
-    if !base_url.ends_with('/') {
-        base_url.push('/');
-    }
     let contents = Arc::new(commonlab_manager::ContentsManager::new(
         commonlab_manager::ContentsConfig {
             root_dir: root_dir.clone(),
@@ -276,38 +373,35 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             tracing::info!(static_dir = %lab.lab_static.display(), notebook = lab.notebook.is_some(), "serving JupyterLab");
             Arc::new(lab)
         }),
+        accounts: None,
     };
     let app = commonlab_server::app(state);
-    let listener = tokio::net::TcpListener::bind((config.server.ip.as_str(), config.server.port))
-        .await
-        .with_context(|| {
-            format!(
-                "could not listen on {}:{}",
-                config.server.ip, config.server.port
-            )
-        })?;
-    let addr = listener.local_addr()?;
-    let host = if addr.ip().is_unspecified() {
-        "127.0.0.1".to_owned()
-    } else {
-        addr.ip().to_string()
-    };
     tracing::info!(root = %root_dir.display(), data = %data_dir.display(), "Commonlab is running");
     #[allow(clippy::print_stderr)]
     {
         eprintln!("\n    To use Commonlab, connect Jupyter clients to:\n        http://{host}:{}{base_url}?token={token}\n", addr.port());
     }
-    let listener = listener.tap_io(|stream| {
-        if let Err(e) = stream.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY");
-        }
-    });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     tracing::info!("shutting down: stopping kernels");
     kernels.shutdown_all().await;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// Makes the database file (and its WAL companions) readable by the server's user only.
+fn restrict_to_owner(database: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut path = database.as_os_str().to_owned();
+        path.push(suffix);
+        let path = PathBuf::from(path);
+        if path.exists() {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("could not restrict {}", path.display()))?;
+        }
+    }
     Ok(())
 }
 

@@ -40,6 +40,9 @@ pub struct KernelManagerConfig {
     pub ws_send_queue_bytes_max: usize,
     pub ws_buffer_bytes_max: usize,
     pub ws_buffer_messages_max: usize,
+    /// Who kernels run as and within which limits, for a sandboxing backend; `None` with the
+    /// local backend.
+    pub sandbox: Option<commonlab_runtime::SandboxSpec>,
 }
 
 impl KernelManagerConfig {
@@ -173,7 +176,7 @@ impl KernelManager {
             env,
             cwd: self.config.root_dir.clone(),
             connection: connection.clone(),
-            sandbox: None,
+            sandbox: self.config.sandbox.clone(),
         };
         let runtime = self.backend.launch(launch).await.map_err(|e| {
             ManagerError::new(

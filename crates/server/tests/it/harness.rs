@@ -75,6 +75,7 @@ pub(crate) fn manager(python: &std::path::Path, data_dir: &std::path::Path) -> A
             ws_send_queue_bytes_max: 64 << 20,
             ws_buffer_bytes_max: 16 << 20,
             ws_buffer_messages_max: 1000,
+            sandbox: None,
         },
         Arc::new(LocalBackend::new(data_dir.join("runtime"))),
         store,
@@ -120,6 +121,7 @@ pub(crate) async fn spawn_app_with_policy(
             &data_dir.path().join("root"),
         )
         .map(Arc::new),
+        accounts: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -172,6 +174,16 @@ impl TestApp {
             "{}/api/kernels/{kernel_id}/channels?session_id={session}&token={TOKEN}",
             self.base.replace("http", "ws")
         );
+        connect_ws(&url, session, v1)
+            .await
+            .expect("the channels WebSocket opens")
+    }
+}
+
+/// Opens a kernel channels WebSocket at `url` (`ws://…/channels?…`); the HTTP status when the
+/// server refuses the upgrade.
+pub(crate) async fn connect_ws(url: &str, session: &str, v1: bool) -> Result<WsClient, u16> {
+    {
         let mut request = url.into_client_request().unwrap();
         if v1 {
             request.headers_mut().insert(
@@ -183,23 +195,32 @@ impl TestApp {
         let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
             .max_message_size(Some(256 << 20))
             .max_frame_size(Some(256 << 20));
-        let (ws, response) =
-            tokio_tungstenite::connect_async_with_config(request, Some(config), false)
-                .await
-                .unwrap();
+        let (ws, response) = match tokio_tungstenite::connect_async_with_config(
+            request,
+            Some(config),
+            false,
+        )
+        .await
+        {
+            Ok(opened) => opened,
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                return Err(response.status().as_u16())
+            }
+            Err(e) => panic!("WebSocket connect failed: {e}"),
+        };
         let negotiated = response
             .headers()
             .get("Sec-WebSocket-Protocol")
             .map(|v| v.to_str().unwrap().to_owned());
         assert_eq!(negotiated.is_some(), v1, "subprotocol negotiation");
-        WsClient {
+        Ok(WsClient {
             ws,
             v1,
             builder: MessageBuilder {
                 session: session.into(),
                 username: "test".into(),
             },
-        }
+        })
     }
 }
 

@@ -1,6 +1,7 @@
 //! Integration tests of the server against real ipykernel kernels, over real HTTP and WebSocket
 //! connections on 127.0.0.1.
 
+mod accounts;
 mod contents;
 mod harness;
 mod kernels;

@@ -1,0 +1,257 @@
+//! Accounts mode wiring: each user's server (workspace, kernels, sessions, contents, lab
+//! state) built from the configuration when the hub first needs it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use commonlab_manager::{
+    ContentsConfig, ContentsManager, KernelManager, KernelManagerConfig, PolicyGate, PythonEnv,
+    SessionManager,
+};
+use commonlab_runtime::{
+    LocalBackend, RuntimeBackend, SandboxBackend, SandboxIdentity, SandboxLimits, SandboxSpec,
+};
+use commonlab_server::{AccountsAuth, AppState, EdgeLimits, LabAssets, UserServers};
+use commonlab_store::{Store, UserRecord};
+
+use crate::config::Config;
+
+/// Everything shared by all users' servers.
+pub(crate) struct UserServerFactory {
+    pub(crate) config: Config,
+    pub(crate) data_dir: PathBuf,
+    pub(crate) workspaces_dir: PathBuf,
+    pub(crate) python: PythonEnv,
+    pub(crate) kernelspec_dirs: Vec<PathBuf>,
+    pub(crate) store: Arc<Store>,
+    pub(crate) policy: Arc<commonlab_policy::Policy>,
+    /// The hub's base URL, ending in `/`.
+    pub(crate) base_url: String,
+    /// Where kernels are placed: one sandbox backend for everyone, or `None` for unconfined
+    /// local kernels (each user gets their own runtime directory).
+    pub(crate) sandbox: Option<Arc<SandboxBackend>>,
+}
+
+impl UserServerFactory {
+    /// The user's workspace: created on first use, owned by their sandbox identity, closed to
+    /// everyone else.
+    fn workspace(&self, user: &UserRecord) -> Result<PathBuf, String> {
+        let dir = self.workspaces_dir.join(&user.name);
+        make_private_dir(&dir, Some(user.uid))?;
+        let bytes = self
+            .tier_limits(user)
+            .map(|t| t.workspace_bytes_max)
+            .unwrap_or(0);
+        if self.sandbox.is_some() && bytes > 0 {
+            let image = self
+                .data_dir
+                .join("volumes")
+                .join(format!("{}.ext4", user.name));
+            mount_volume(&image, &dir, bytes, user.uid)?;
+            make_private_dir(&dir, Some(user.uid))?;
+        }
+        Ok(dir)
+    }
+
+    fn tier_limits(&self, user: &UserRecord) -> Option<&crate::config::TierLimits> {
+        let tiers = &self.config.sandbox.tiers;
+        tiers.get(&user.tier).or_else(|| tiers.get("free"))
+    }
+
+    fn backend(&self, user: &UserRecord) -> Arc<dyn RuntimeBackend> {
+        match &self.sandbox {
+            Some(sandbox) => sandbox.clone(),
+            None => Arc::new(LocalBackend::new(
+                self.data_dir.join("users").join(&user.name).join("runtime"),
+            )),
+        }
+    }
+
+    /// The user's sandbox: their own uid, their tier's limits, their workspace.
+    fn sandbox_spec(&self, user: &UserRecord, workspace: &Path) -> Option<SandboxSpec> {
+        self.sandbox.as_ref()?;
+        let limits = match self.tier_limits(user) {
+            Some(limits) => limits.to_limits(),
+            None => SandboxLimits::default(),
+        };
+        Some(SandboxSpec {
+            identity: SandboxIdentity {
+                uid: user.uid,
+                gid: user.uid,
+            },
+            limits,
+            workspace: workspace.to_owned(),
+        })
+    }
+}
+
+/// Creates `dir` (and parents) with mode 0700, owned by `uid` when given.
+pub(crate) fn make_private_dir(dir: &Path, uid: Option<u32>) -> Result<(), String> {
+    make_dir_with_mode(dir, 0o700, uid)
+}
+
+/// Creates `dir` (and parents) with mode 0711: others may pass through to what they own
+/// inside, but not list it.
+pub(crate) fn make_traversable_dir(dir: &Path) -> Result<(), String> {
+    make_dir_with_mode(dir, 0o711, None)
+}
+
+fn make_dir_with_mode(dir: &Path, mode: u32, uid: Option<u32>) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).map_err(|e| format!("could not create {}: {e}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("could not set the mode of {}: {e}", dir.display()))?;
+    if let Some(uid) = uid {
+        if nix::unistd::geteuid().is_root() {
+            nix::unistd::chown(
+                dir,
+                Some(nix::unistd::Uid::from_raw(uid)),
+                Some(nix::unistd::Gid::from_raw(uid)),
+            )
+            .map_err(|e| format!("could not give {} to uid {uid}: {e}", dir.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Gives `dir` its own ext4 filesystem of `bytes`, from a sparse image (created on first use,
+/// grown when the limit grows), loop-mounted `nosuid,nodev`. A `dir` that already holds files
+/// and is not yet a volume is left alone, with a warning, so no one's work is hidden.
+fn mount_volume(image: &Path, dir: &Path, bytes: u64, uid: u32) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let run = |program: &str, args: &[&std::ffi::OsStr]| -> Result<(), String> {
+        let output = std::process::Command::new(program)
+            .args(args)
+            .output()
+            .map_err(|e| format!("could not run {program}: {e}"))?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{program} failed: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            ))
+        }
+    };
+    let is_mountpoint = |dir: &Path| -> bool {
+        match (std::fs::metadata(dir), dir.parent().map(std::fs::metadata)) {
+            (Ok(d), Some(Ok(p))) => d.dev() != p.dev(),
+            _ => false,
+        }
+    };
+    if is_mountpoint(dir) {
+        return Ok(());
+    }
+    let has_files = std::fs::read_dir(dir)
+        .map_err(|e| format!("could not read {}: {e}", dir.display()))?
+        .next()
+        .is_some();
+    if has_files {
+        tracing::warn!(workspace = %dir.display(), "this workspace already holds files, so it is not given its own size-limited volume; move its files out and back in to limit it");
+        return Ok(());
+    }
+    if let Some(parent) = image.parent() {
+        make_private_dir(parent, None)?;
+    }
+    let fresh = !image.exists();
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(image)
+        .map_err(|e| format!("could not create {}: {e}", image.display()))?;
+    let current = file.metadata().map(|m| m.len()).unwrap_or(0);
+    if current < bytes {
+        file.set_len(bytes)
+            .map_err(|e| format!("could not size {}: {e}", image.display()))?;
+    }
+    drop(file);
+    if fresh {
+        let owner = format!("root_owner={uid}:{uid}");
+        run(
+            "mkfs.ext4",
+            &[
+                "-q".as_ref(),
+                "-F".as_ref(),
+                "-m".as_ref(),
+                "0".as_ref(),
+                "-E".as_ref(),
+                owner.as_ref(),
+                image.as_os_str(),
+            ],
+        )?;
+    } else if current < bytes {
+        run("e2fsck", &["-f".as_ref(), "-p".as_ref(), image.as_os_str()])?;
+        run("resize2fs", &[image.as_os_str()])?;
+    }
+    run(
+        "mount",
+        &[
+            "-o".as_ref(),
+            "loop,nosuid,nodev".as_ref(),
+            image.as_os_str(),
+            dir.as_os_str(),
+        ],
+    )?;
+    // A fresh ext4 has lost+found; it is the user's to see, but keep it out of their way.
+    let _ = std::fs::remove_dir(dir.join("lost+found"));
+    Ok(())
+}
+
+impl UserServers for UserServerFactory {
+    fn build(&self, user: &UserRecord) -> Result<AppState, String> {
+        let config = &self.config;
+        let workspace = self.workspace(user)?;
+        let state_dir = self.data_dir.join("users").join(&user.name);
+        make_private_dir(&state_dir, None)?;
+        // Every kernel, session and finding this server records is stamped with the user's
+        // name, and it reads back only those.
+        let store = Arc::new(self.store.for_owner(&user.name));
+        let kernels = Arc::new(
+            KernelManager::new(
+                KernelManagerConfig {
+                    root_dir: workspace.clone(),
+                    kernelspec_dirs: self.kernelspec_dirs.clone(),
+                    default_kernel_name: config.kernel.default_name.clone(),
+                    fallback_spec: Some(self.python.kernelspec()),
+                    kernel_start_timeout: Duration::from_secs(config.kernel.start_timeout_s),
+                    kernel_shutdown_wait: Duration::from_secs(config.kernel.shutdown_wait_s),
+                    ws_send_queue_bytes_max: config.kernel.ws_send_queue_bytes_max,
+                    ws_buffer_bytes_max: config.kernel.ws_buffer_bytes_max,
+                    ws_buffer_messages_max: config.kernel.ws_buffer_messages_max,
+                    sandbox: self.sandbox_spec(user, &workspace),
+                },
+                self.backend(user),
+                store.clone(),
+            )
+            .with_policy_gate(PolicyGate::new(
+                self.policy.clone(),
+                user.tier.clone(),
+                store.clone(),
+            )),
+        );
+        let sessions = Arc::new(SessionManager::new(kernels.clone(), store));
+        let contents = Arc::new(ContentsManager::new(ContentsConfig {
+            root_dir: workspace.clone(),
+            upload_bytes_max: config.contents.upload_bytes_max,
+        }));
+        let lab = LabAssets::discover(&self.python.prefix, &state_dir, &workspace).map(Arc::new);
+        Ok(AppState {
+            kernels,
+            sessions,
+            contents,
+            token: Arc::new(String::new()),
+            limits: EdgeLimits {
+                ws_message_bytes_max: config.server.ws_message_bytes_max,
+                request_body_bytes_max: config.server.request_body_bytes_max,
+            },
+            base_url: format!("{}user/{}/", self.base_url, user.name),
+            lab,
+            accounts: Some(AccountsAuth {
+                store: self.store.clone(),
+                owner: user.name.clone(),
+            }),
+        })
+    }
+}
