@@ -173,6 +173,18 @@ impl SandboxBackend {
                     RuntimeError::Sandbox(format!("creating {}: {e}", config.runtime_dir.display()))
                 })?;
         }
+        for dir in config.runtime_dir.ancestors() {
+            use std::os::unix::fs::MetadataExt;
+            let mode = std::fs::metadata(dir).map(|m| m.mode()).unwrap_or(0);
+            if mode & 0o001 == 0 {
+                return fail(format!(
+                    "kernels cannot reach their sockets under {}: {} has mode {:o}; every directory above the runtime directory must be searchable by others (o+x, e.g. 0711)",
+                    config.runtime_dir.display(),
+                    dir.display(),
+                    mode & 0o7777
+                ));
+            }
+        }
         let cgroups = cgroup::detect(&config.cgroup_root).map_err(RuntimeError::Sandbox)?;
         Ok(SandboxBackend {
             config,

@@ -340,3 +340,34 @@ async fn launch_names_the_path_the_kernel_uid_cannot_read() {
         .collect();
     assert!(left.is_empty(), "a socket directory is left");
 }
+
+#[test]
+fn backend_refuses_egress_and_a_runtime_dir_kernels_cannot_reach() {
+    if !sandbox_host() {
+        return;
+    }
+    let launcher = PathBuf::from(env!("CARGO_BIN_EXE_commonlab-sandbox-exec"));
+    // As a private data directory would be.
+    let private = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(
+        private.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .expect("chmod");
+    let config = SandboxConfig::new(private.path().join("run"), launcher.clone(), Vec::new());
+    let message = match SandboxBackend::new(config) {
+        Err(RuntimeError::Sandbox(message)) => message,
+        other => panic!("unexpected {other:?}"),
+    };
+    assert!(
+        message.contains(&format!("{} has mode 700", private.path().display())),
+        "{message}"
+    );
+    let mut config = SandboxConfig::new(PathBuf::from("/tmp/unused"), launcher, Vec::new());
+    config.egress = true;
+    let message = match SandboxBackend::new(config) {
+        Err(RuntimeError::Sandbox(message)) => message,
+        other => panic!("unexpected {other:?}"),
+    };
+    assert!(message.contains("egress is not supported yet"), "{message}");
+}

@@ -20,11 +20,13 @@ use tokio::sync::mpsc;
 /// Long enough for a kernel on a loaded machine; a guard against hanging, not a measurement.
 pub(crate) const PATIENCE: Duration = Duration::from_secs(120);
 
+/// Whether `COMMONLAB_TEST_REQUIRE` names the dependency (`bwrap` and `sandbox` both name the
+/// sandbox's).
 fn required(dependency: &str) -> bool {
     std::env::var("COMMONLAB_TEST_REQUIRE")
         .unwrap_or_default()
         .split(',')
-        .any(|d| d == dependency)
+        .any(|d| d == dependency || (dependency == "bwrap" && d == "sandbox"))
 }
 
 #[allow(clippy::print_stderr)]
