@@ -11,7 +11,63 @@ const DEPTH_MAX: usize = 100;
 
 struct Reader<'a> {
     bytes: &'a [u8],
+    /// `bytes`, checked to be UTF-8 once: spans of it are taken without checking again.
+    text: &'a str,
     at: usize,
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
+const LOW_BITS: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+
+/// The high bit of each byte of `word` that is zero.
+fn zero_bytes(word: u64) -> u64 {
+    !(((word & LOW_BITS) + LOW_BITS) | word | LOW_BITS)
+}
+
+/// The high bit of each byte of `word` that ends a run of plain string content: a quote, a
+/// backslash or a control character.
+fn stop_bytes(word: u64) -> u64 {
+    // A byte below 0x80 reaches 0x80 when 0x60 is added exactly when it is 0x20 or more.
+    let control = !(((word & LOW_BITS) + 0x6060_6060_6060_6060) | word) & HIGH_BITS;
+    control
+        | zero_bytes(word ^ (ONES * u64::from(b'"')))
+        | zero_bytes(word ^ (ONES * u64::from(b'\\')))
+}
+
+/// Bytes of a string checked eight at a time before switching to `memchr`, which is quicker
+/// on long strings (outputs, images) but costs a call on short ones (most keys and lines).
+const SHORT_BYTES: usize = 64;
+
+/// The offset of the first quote, backslash or control character in `bytes`.
+fn string_stop(bytes: &[u8]) -> Option<usize> {
+    let short = &bytes[..bytes.len().min(SHORT_BYTES)];
+    let mut chunks = short.chunks_exact(8);
+    for (index, chunk) in (&mut chunks).enumerate() {
+        let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+        let stops = stop_bytes(word);
+        if stops != 0 {
+            return Some(index * 8 + (stops.trailing_zeros() / 8) as usize);
+        }
+    }
+    let is_stop = |byte: u8| byte == b'"' || byte == b'\\' || byte < 0x20;
+    let checked = short.len() - chunks.remainder().len();
+    if let Some(at) = chunks.remainder().iter().position(|&byte| is_stop(byte)) {
+        return Some(checked + at);
+    }
+    let rest = &bytes[short.len()..];
+    let end = memchr::memchr2(b'"', b'\\', rest)?;
+    // Control characters before the end (a branch-free pass over the span).
+    let controls = rest[..end]
+        .iter()
+        .fold(0_u8, |any, &byte| any | u8::from(byte < 0x20));
+    if controls != 0 {
+        return rest
+            .iter()
+            .position(|&byte| byte < 0x20)
+            .map(|at| short.len() + at);
+    }
+    Some(short.len() + end)
 }
 
 impl Reader<'_> {
@@ -36,18 +92,15 @@ impl Reader<'_> {
         self.eat(b'"')?;
         loop {
             let start = self.at;
-            let span = memchr::memchr2(b'"', b'\\', &self.bytes[start..])?;
-            // Control characters are refused inside strings (a branch-free pass over the span).
-            let controls = self.bytes[start..start + span]
-                .iter()
-                .fold(0_u8, |any, &byte| any | u8::from(byte < 0x20));
-            if controls != 0 {
+            let span = string_stop(&self.bytes[start..])?;
+            // Control characters are refused inside strings.
+            if self.bytes[start + span] < 0x20 {
                 return None;
             }
             self.at = start + span;
             if let Some(out) = out.as_deref_mut() {
-                // The whole document was checked to be UTF-8, and the span ends at ASCII.
-                out.push_str(std::str::from_utf8(&self.bytes[start..self.at]).ok()?);
+                // The span starts and ends at ASCII bytes, so at character boundaries.
+                out.push_str(self.text.get(start..self.at)?);
             }
             match self.bytes.get(self.at)? {
                 b'"' => {
@@ -310,8 +363,8 @@ impl Reader<'_> {
 
 /// Reads a notebook's cells, or `None` when the document is not of the shape read here.
 pub(crate) fn notebook_cells(bytes: &[u8]) -> Option<Cells> {
-    std::str::from_utf8(bytes).ok()?;
-    let mut reader = Reader { bytes, at: 0 };
+    let text = std::str::from_utf8(bytes).ok()?;
+    let mut reader = Reader { bytes, text, at: 0 };
     let (mut cells, mut worksheets): (Option<Cells>, Option<Vec<Cells>>) = (None, None);
     reader.object(&mut |reader, key| {
         match key {
@@ -351,4 +404,61 @@ pub(crate) fn notebook_cells(bytes: &[u8]) -> Option<Cells> {
     } else {
         cells
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive_stop(bytes: &[u8]) -> Option<usize> {
+        bytes
+            .iter()
+            .position(|&byte| byte == b'"' || byte == b'\\' || byte < 0x20)
+    }
+
+    #[test]
+    fn string_stop_finds_the_first_quote_backslash_or_control() {
+        // Plain bytes of every kind (ASCII, UTF-8 continuation and lead bytes) before a stop at
+        // every offset, across the eight-byte words, their remainder and the `memchr` tail.
+        let plain: Vec<u8> = (0x20..=0xff_u8)
+            .filter(|&byte| byte != b'"' && byte != b'\\')
+            .collect();
+        let stops: Vec<u8> = (0..0x20).chain([b'"', b'\\']).collect();
+        for length in [0, 1, 7, 8, 9, 63, 64, 65, 100, 300] {
+            for offset in 0..=length {
+                for &stop in &stops {
+                    let mut bytes: Vec<u8> = (0..length)
+                        .map(|index| plain[(index * 7 + offset) % plain.len()])
+                        .collect();
+                    if offset < length {
+                        bytes[offset] = stop;
+                    }
+                    // A later quote, so a string of any length ends.
+                    bytes.extend_from_slice(b"xx\"");
+                    assert_eq!(
+                        string_stop(&bytes),
+                        naive_stop(&bytes),
+                        "length {length}, stop {stop:#x} at {offset}"
+                    );
+                }
+            }
+        }
+        assert_eq!(string_stop(&[b'a'; 200]), None);
+    }
+
+    #[test]
+    fn control_characters_in_long_and_short_strings_are_refused() {
+        for length in [3, 200] {
+            let text = "x".repeat(length);
+            let good = format!(
+                r#"{{"cells": [{{"cell_type": "code", "source": ["{text}\n"], "outputs": [{{"text": "{text}"}}]}}]}}"#
+            );
+            let cells = notebook_cells(good.as_bytes()).expect("read");
+            assert_eq!(cells, vec![(true, Some(format!("{text}\n")))]);
+            // A tab in the skipped output.
+            let at = good.rfind(&text).expect("output") + length - 1;
+            let bad = format!("{}\t{}", &good[..at], &good[at + 1..]);
+            assert_eq!(notebook_cells(bad.as_bytes()), None, "{length}");
+        }
+    }
 }

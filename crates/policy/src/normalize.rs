@@ -84,7 +84,7 @@ pub(crate) fn derive(prepared: &Prepared, symbols: &mut Symbols, out: &mut Vec<D
     let mut tokens = Vec::new();
     for (index, line) in prepared.lines.iter().enumerate() {
         let text = &prepared.text[line.start..line.end];
-        if text.trim().is_empty() {
+        if is_blank(text) {
             continue;
         }
         match line.lang {
@@ -100,6 +100,19 @@ pub(crate) fn derive(prepared: &Prepared, symbols: &mut Symbols, out: &mut Vec<D
                 push(out, line, text, via)
             }),
         }
+    }
+}
+
+/// Whether `text` is empty once trimmed (`str::trim`), quicker on ASCII.
+fn is_blank(text: &str) -> bool {
+    // `str::trim` also trims `\x0b`, which `u8::is_ascii_whitespace` does not count.
+    match text
+        .bytes()
+        .find(|&b| !b.is_ascii_whitespace() && b != 0x0b)
+    {
+        None => true,
+        Some(byte) if byte.is_ascii() => false,
+        Some(_) => text.trim().is_empty(),
     }
 }
 
@@ -158,29 +171,73 @@ fn decode_hex(token: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+const WORD: u8 = 1;
+const UPPER: u8 = 2;
+const LOWER: u8 = 4;
+const DIGIT: u8 = 8;
+/// A word byte that is not a hex digit.
+const NOT_HEX: u8 = 16;
+
+/// The classes of each byte for `decode_words`: a word is a run of base64 characters.
+static WORD_CLASSES: [u8; 256] = {
+    let mut table = [0; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        let b = byte as u8;
+        let mut class = 0;
+        if b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-' | b'_') {
+            class |= WORD;
+            if !b.is_ascii_hexdigit() {
+                class |= NOT_HEX;
+            }
+        }
+        if b.is_ascii_uppercase() {
+            class |= UPPER;
+        }
+        if b.is_ascii_lowercase() {
+            class |= LOWER;
+        }
+        if b.is_ascii_digit() {
+            class |= DIGIT;
+        }
+        table[byte] = class;
+        byte += 1;
+    }
+    table
+};
+
 /// Tries base64 and hex on every long word of `text`.
 fn decode_words(text: &str, line: usize, depth: u8, emit: &mut dyn FnMut(usize, String, Via)) {
-    let is_word_byte =
-        |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-' | b'_');
     let bytes = text.as_bytes();
     let mut index = 0;
     while index < bytes.len() {
-        if !is_word_byte(bytes[index]) {
+        if WORD_CLASSES[usize::from(bytes[index])] & WORD == 0 {
             index += 1;
             continue;
         }
         let start = index;
-        while index < bytes.len() && is_word_byte(bytes[index]) {
+        let mut classes = 0;
+        while let Some(&byte) = bytes.get(index) {
+            let class = WORD_CLASSES[usize::from(byte)];
+            if class & WORD == 0 {
+                break;
+            }
+            classes |= class;
             index += 1;
         }
         let word = &text[start..index];
         if word.len() < BASE64_TOKEN_BYTES_MIN || word.len() > BASE64_TOKEN_BYTES_MAX {
             continue;
         }
-        let has_upper = word.bytes().any(|b| b.is_ascii_uppercase());
-        let has_lower = word.bytes().any(|b| b.is_ascii_lowercase());
-        let has_digit = word.bytes().any(|b| b.is_ascii_digit());
-        if let Some(decoded) = decode_hex(word).filter(|d| is_printable(d)) {
+        let has_upper = classes & UPPER != 0;
+        let has_lower = classes & LOWER != 0;
+        let has_digit = classes & DIGIT != 0;
+        let may_be_hex = classes & NOT_HEX == 0 || word.starts_with("0x");
+        if let Some(decoded) = may_be_hex
+            .then(|| decode_hex(word))
+            .flatten()
+            .filter(|d| is_printable(d))
+        {
             let decoded = String::from_utf8_lossy(&decoded).into_owned();
             if depth == 0 {
                 decode_words(&decoded, line, depth + 1, emit);
@@ -369,11 +426,15 @@ fn substitute_dollars(text: &str, symbols: &Symbols) -> Option<String> {
 
 fn strip_shell_quotes(text: &str) -> Option<String> {
     let quote = |b: u8| matches!(b, b'\'' | b'"' | b'\\');
-    let joins = text.as_bytes().windows(3).any(|w| {
-        (w[0].is_ascii_alphanumeric()
-            && quote(w[1])
-            && (w[2].is_ascii_alphanumeric() || quote(w[2])))
-            || (quote(w[0]) && quote(w[1]) && w[2].is_ascii_alphanumeric())
+    let bytes = text.as_bytes();
+    // A quote between two word characters (`wg'e't`), or a quote pair before one (`''wget`).
+    let joins = memchr::memchr3_iter(b'\'', b'"', b'\\', bytes).any(|at| {
+        let before = at.checked_sub(1).map(|before| bytes[before]);
+        let after = bytes.get(at + 1).copied();
+        (before.is_some_and(|b| b.is_ascii_alphanumeric())
+            && after.is_some_and(|b| b.is_ascii_alphanumeric() || quote(b)))
+            || (after.is_some_and(quote)
+                && bytes.get(at + 2).is_some_and(|b| b.is_ascii_alphanumeric()))
     });
     joins.then(|| {
         text.chars()
@@ -401,23 +462,23 @@ fn shell_line(
             symbols.set(name, value);
         }
     }
-    let mut current = text.to_owned();
+    let mut current = Cow::Borrowed(text);
     let mut via = None;
     if let Some(joined) = strip_shell_quotes(&current) {
-        current = joined;
+        current = Cow::Owned(joined);
         via = Some(Via::Concatenation);
     }
     if let Some(substituted) = substitute_dollars(&current, symbols) {
-        current = substituted;
+        current = Cow::Owned(substituted);
         via = Some(Via::Variable);
     }
     if let Some(substituted) = substitute_braces(&current, symbols) {
-        current = substituted;
+        current = Cow::Owned(substituted);
         via = Some(Via::Variable);
     }
     decode_words(text, line, 0, emit);
     if let Some(via) = via {
-        emit(line, current, via);
+        emit(line, current.into_owned(), via);
     }
 }
 
@@ -472,10 +533,7 @@ fn python_line_matters(bytes: &[u8], symbols: &Symbols) -> bool {
         }
     }
     // Strings side by side: a quote, spaces, a prefix of at most two letters, a quote.
-    for (index, &byte) in bytes.iter().enumerate() {
-        if !is_quote(byte) {
-            continue;
-        }
+    for index in memchr::memchr2_iter(b'\'', b'"', bytes) {
         let mut next = index + 1;
         while next < bytes.len() && bytes[next].is_ascii_whitespace() {
             next += 1;
@@ -535,20 +593,21 @@ fn python_line<'a>(
     }
     tokenize(text, tokens);
     let tokens: &[Token<'a>] = tokens;
-    let value_of = |token: &Token<'_>, symbols: &Symbols| -> Option<(String, bool)> {
+    /// The text of a string or known name, and whether it came from a name.
+    fn value_of<'t>(token: &'t Token<'_>, symbols: &'t Symbols) -> Option<(Cow<'t, str>, bool)> {
         match token {
             Token::Str {
                 content,
                 format: true,
-            } => Some(
-                substitute_braces(content, symbols)
-                    .map_or_else(|| (content.clone().into_owned(), false), |s| (s, true)),
-            ),
-            Token::Str { content, .. } => Some((content.clone().into_owned(), false)),
-            Token::Ident(name) => symbols.get(name).map(|value| (value.to_owned(), true)),
+            } => Some(substitute_braces(content, symbols).map_or_else(
+                || (Cow::Borrowed(content.as_ref()), false),
+                |text| (Cow::Owned(text), true),
+            )),
+            Token::Str { content, .. } => Some((Cow::Borrowed(content.as_ref()), false)),
+            Token::Ident(name) => symbols.get(name).map(|value| (Cow::Borrowed(value), true)),
             _ => None,
         }
-    };
+    }
     // `name = expr` where expr joins strings and known names.
     if let [Token::Ident(name), Token::Punct(b'='), expr @ ..] = tokens {
         if !expr.is_empty() && expr.len() % 2 == 1 {
@@ -600,7 +659,7 @@ fn python_line<'a>(
                     .and_then(|token| value_of(token, symbols))
                 {
                     Some((piece, from_symbol)) => {
-                        value.push_str(&piece);
+                        value.to_mut().push_str(&piece);
                         substituted |= from_symbol;
                         parts += 1;
                         next += step + 1;
@@ -614,7 +673,7 @@ fn python_line<'a>(
                 } else {
                     Via::Concatenation
                 };
-                emit(line, value.clone(), via);
+                emit(line, value.clone().into_owned(), via);
             }
             // `"sep".join([...])` and `"..."[::-1]`.
             if let Token::Str {
