@@ -3,7 +3,7 @@
 //!
 //! The filesystem is an allowlist: the system directories read-only, the Python environment the
 //! kernelspec needs read-only, the workspace and the kernel's socket directory writable, a new
-//! `/proc`, a minimal `/dev` and a private size-limited `/tmp`. Everything else of the host
+//! `/proc`, a minimal `/dev` and a private size-limited `/tmp` (and `/dev/shm`). Everything else of the host
 //! (`/root`, `/home`, `/var`, the server's data directory, other workspaces) does not exist inside.
 
 use std::collections::BTreeMap;
@@ -93,6 +93,8 @@ impl Plan {
         // Before the binds: a workspace below /tmp must be mounted on top of the new /tmp.
         let tmp_size = self.tmp_bytes_max.to_string();
         push(&["--size", &tmp_size, "--perms", "1777", "--tmpfs", "/tmp"]);
+        // /dev/shm would otherwise be part of /dev's unbounded tmpfs.
+        push(&["--size", &tmp_size, "--perms", "1777", "--tmpfs", "/dev/shm"]);
         let mut binds: Vec<(&PathBuf, &str)> = self
             .read_only
             .iter()
@@ -185,6 +187,7 @@ mod tests {
             "/usr/bin/bwrap --unshare-all --unshare-user --disable-userns --die-with-parent \
              --new-session --hostname commonlab --ro-bind /usr /usr --symlink usr/bin /bin \
              --proc /proc --dev /dev --size 1024 --perms 1777 --tmpfs /tmp \
+             --size 1024 --perms 1777 --tmpfs /dev/shm \
              --ro-bind /opt/env /opt/env --bind /tmp/ws/alice /tmp/ws/alice \
              --bind /run/k/k-1 /run/k/k-1 --remount-ro / --chdir /tmp/ws/alice --clearenv \
              --setenv HOME /tmp/ws/alice -- python -m ipykernel_launcher"

@@ -113,13 +113,15 @@ def write(path):
     except OSError as e:
         return errno.errorcode[e.errno]
 print("writes", write("/usr/x"), write("/etc/x"), write("/x"), write({ws:?} + "/ok"))
-try:
-    with open("/tmp/big", "wb") as f:
-        for _ in range(16):
-            f.write(b"x" * (1 << 20))
-    print("tmp", "unlimited")
-except OSError as e:
-    print("tmp", errno.errorcode[e.errno])
+def fill(path):
+    try:
+        with open(path, "wb") as f:
+            for _ in range(16):
+                f.write(b"x" * (1 << 20))
+        return "unlimited"
+    except OSError as e:
+        return errno.errorcode[e.errno]
+print("tmp", fill("/tmp/big"), fill("/dev/shm/big"))
 s = socket.socket()
 s.settimeout(5)
 try:
@@ -139,7 +141,7 @@ print("ifaces", sorted(n for _, n in socket.if_nameindex()))
         outcome.stdout,
         format!(
             "ids {uid} {uid} []\nroot False False False\ndata False\nmarker False\n\
-             writes EROFS EROFS EROFS ok\ntmp ENOSPC\ntcp ConnectionRefusedError\nifaces ['lo']\n"
+             writes EROFS EROFS EROFS ok\ntmp ENOSPC ENOSPC\ntcp ConnectionRefusedError\nifaces ['lo']\n"
         ),
         "{outcome:?}"
     );
