@@ -94,7 +94,9 @@ impl Plan {
         let tmp_size = self.tmp_bytes_max.to_string();
         push(&["--size", &tmp_size, "--perms", "1777", "--tmpfs", "/tmp"]);
         // /dev/shm would otherwise be part of /dev's unbounded tmpfs.
-        push(&["--size", &tmp_size, "--perms", "1777", "--tmpfs", "/dev/shm"]);
+        push(&[
+            "--size", &tmp_size, "--perms", "1777", "--tmpfs", "/dev/shm",
+        ]);
         let mut binds: Vec<(&PathBuf, &str)> = self
             .read_only
             .iter()
