@@ -1,5 +1,6 @@
 //! `/lab/api/settings`, `/lab/api/workspaces`, `/lab/api/translations`, `/lab/api/listings`,
-//! `/lab/api/news` and `/lab/api/update`, with the bodies jupyterlab_server gives them.
+//! `/lab/api/news`, `/lab/api/update` and `/lsp/status`, with the bodies jupyterlab_server and
+//! jupyter_lsp give them.
 //!
 //! User settings and workspaces are JSON files under `<data_dir>/lab/`, written atomically.
 
@@ -200,6 +201,30 @@ fn iso_time(t: std::time::SystemTime) -> String {
         .to_string()
 }
 
+/// Sets a schema's property defaults from its overrides, as jupyterlab_server does: an object
+/// default is merged with its override, any other is replaced.
+fn apply_overrides(schema: &mut Value, overrides: Option<&Value>) {
+    let Some(Value::Object(defaults)) = overrides else {
+        return;
+    };
+    let Some(Value::Object(props)) = schema.get_mut("properties") else {
+        return;
+    };
+    for (key, value) in defaults {
+        match props.get_mut(key) {
+            Some(Value::Object(prop)) => match prop.get_mut("default") {
+                Some(current @ Value::Object(_)) => recursive_update(current, value),
+                _ => {
+                    prop.insert("default".into(), value.clone());
+                }
+            },
+            _ => {
+                props.insert(key.clone(), json!({ "default": value }));
+            }
+        }
+    }
+}
+
 fn plugin_settings(
     lab: &LabAssets,
     id: &str,
@@ -214,20 +239,7 @@ fn plugin_settings(
     })?;
     let mut schema =
         read_json(&path).ok_or_else(|| internal(format!("Failed parsing schema ({id})")))?;
-    if let Some(Value::Object(defaults)) = overrides.get(id) {
-        if let Some(Value::Object(props)) = schema.get_mut("properties") {
-            for (key, value) in defaults {
-                match props.get_mut(key) {
-                    Some(Value::Object(prop)) => {
-                        prop.insert("default".into(), value.clone());
-                    }
-                    _ => {
-                        props.insert(key.clone(), json!({ "default": value }));
-                    }
-                }
-            }
-        }
-    }
+    apply_overrides(&mut schema, overrides.get(id));
     let package = id.split_once(':').map(|(p, _)| p).unwrap_or(id);
     let version = read_json(&root.join(package).join("package.json.orig"))
         .and_then(|p| p.get("version")?.as_str().map(str::to_owned))
@@ -572,6 +584,12 @@ pub(crate) async fn update() -> Json<Value> {
     Json(json!({ "notification": null }))
 }
 
+/// jupyter_lsp's status with no language servers: the front ends' LSP features stay idle
+/// instead of logging a failed request on every page.
+pub(crate) async fn lsp_status() -> Json<Value> {
+    Json(json!({ "version": 2, "sessions": {}, "specs": {} }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -582,6 +600,24 @@ mod tests {
         assert_eq!(v, json!({"a": "x // y", "b": [1, 2]}));
         assert_eq!(parse_json5("  "), Some(json!({})));
         assert_eq!(parse_json5("{"), None);
+    }
+
+    #[test]
+    fn overrides_merge_into_object_defaults_and_replace_others() {
+        let mut schema = json!({"properties": {
+            "theme": {"type": "string", "default": "light"},
+            "shortcuts": {"type": "object", "default": {"a": 1, "b": 2}},
+        }});
+        let overrides = json!({"theme": "dark", "shortcuts": {"b": 3}, "extra": true});
+        apply_overrides(&mut schema, Some(&overrides));
+        assert_eq!(
+            schema["properties"],
+            json!({
+                "theme": {"type": "string", "default": "dark"},
+                "shortcuts": {"type": "object", "default": {"a": 1, "b": 3}},
+                "extra": {"default": true},
+            })
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The JupyterLab and Notebook 7 front ends, served from the Python environment's installed
 //! packages: index pages with their page config, static files, and the `/lab/api/...`
-//! endpoints the front ends call (settings, themes, workspaces, translations, listings).
+//! endpoints the front ends call (settings, themes, workspaces, translations, listings), and
+//! `/lsp/status`.
 
 mod api;
 mod files;
@@ -181,6 +182,7 @@ pub(crate) fn protected_router() -> Router<AppState> {
         .route("/lab/api/listings/{*path}", get(api::listings))
         .route("/lab/api/news", get(api::news))
         .route("/lab/api/update", get(api::update))
+        .route("/lsp/status", get(api::lsp_status))
 }
 
 /// Pages (which check the token themselves, to set the cookie) and static files (public, as in
