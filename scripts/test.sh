@@ -84,7 +84,7 @@ fi
 set +e
 tests/clients/run-all.sh "http://127.0.0.1:$port/" "$token"
 record "Jupyter client suites" $?
-tests/e2e/run.sh "http://127.0.0.1:$port/" "$token"
+COMMONLAB_TEST_ROOT_DIR="$root_dir" tests/e2e/run.sh "http://127.0.0.1:$port/" "$token"
 record "browser journeys" $?
 set -e
 stop_server

@@ -4,7 +4,9 @@
 #   tests/e2e/run.sh URL TOKEN
 #   COMMONLAB_TEST_URL=… COMMONLAB_TEST_TOKEN=… tests/e2e/run.sh
 #
-# URL is the server's base URL, e.g. http://127.0.0.1:8888/. Screenshots go to tests/e2e/artifacts/.
+# URL is the server's base URL, e.g. http://127.0.0.1:8888/. Screenshots of each step go to
+# target/e2e-artifacts/ (or $COMMONLAB_E2E_ARTIFACTS); set COMMONLAB_TEST_ROOT_DIR to the server's
+# root directory to have saves and renames checked on disk too.
 # Installs node_modules with `npm ci` only when package-lock.json changed since the last install.
 set -euo pipefail
 
