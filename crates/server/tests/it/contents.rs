@@ -592,3 +592,342 @@ async fn checkpoints_create_list_restore_delete() {
         .join(".ipynb_checkpoints/m-checkpoint.ipynb")
         .exists());
 }
+
+/// Every entry under `dir` (links not followed): its path and, for files, its bytes.
+fn disk(dir: &std::path::Path) -> std::collections::BTreeMap<PathBuf, Option<Vec<u8>>> {
+    let mut entries = std::collections::BTreeMap::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(current) = pending.pop() {
+        for entry in std::fs::read_dir(&current).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let bytes = if meta.is_dir() {
+                pending.push(path.clone());
+                None
+            } else if meta.is_symlink() {
+                Some(
+                    std::fs::read_link(&path)
+                        .unwrap()
+                        .into_os_string()
+                        .into_encoded_bytes(),
+                )
+            } else {
+                Some(std::fs::read(&path).unwrap())
+            };
+            entries.insert(path, bytes);
+        }
+    }
+    entries
+}
+
+/// Sends `target` as written (no URL normalisation) with `body`; the status and the JSON body.
+async fn raw_call(app: &TestApp, method: &str, target: &str, body: &str) -> (u16, Value) {
+    let addr = app.base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: token {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let status = response.split(' ').nth(1).unwrap().parse().unwrap();
+    let json = response
+        .split_once("\r\n\r\n")
+        .and_then(|(_, body)| serde_json::from_str(body).ok())
+        .unwrap_or(Value::Null);
+    (status, json)
+}
+
+/// A refusal as jupyter_server words it: `message` and `reason`, plus our stable `code`.
+fn assert_refused(body: &Value, code: &str, message_has: &str, context: &str) {
+    assert_eq!(body["code"], code, "{context}: {body}");
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(message_has),
+        "{context}: message {message:?} lacks {message_has:?}"
+    );
+    assert!(body.get("reason").is_some(), "{context}: {body}");
+}
+
+/// A root with a notebook, a text file and a directory with a file in it.
+fn populate(app: &TestApp) -> &'static str {
+    let nb =
+        "{\n \"cells\": [],\n \"metadata\": {},\n \"nbformat\": 4,\n \"nbformat_minor\": 5\n}\n";
+    std::fs::write(root(app).join("nb.ipynb"), nb).unwrap();
+    std::fs::write(root(app).join("a.txt"), "a").unwrap();
+    std::fs::create_dir(root(app).join("d")).unwrap();
+    std::fs::write(root(app).join("d/keep.txt"), "keep").unwrap();
+    nb
+}
+
+#[tokio::test]
+async fn traversal_is_refused_with_a_clear_error_and_nothing_changes() {
+    let Some(app) = spawn_app().await else { return };
+    populate(&app);
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret.txt"), "secret").unwrap();
+    let outside_name = outside
+        .path()
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let (root_before, outside_before) = (disk(&root(&app)), disk(outside.path()));
+
+    let write = r#"{"type": "file", "format": "text", "content": "pwned"}"#;
+    for (method, body) in [
+        ("GET", ""),
+        ("PUT", write),
+        ("POST", "{}"),
+        ("PATCH", r#"{"path": "stolen.txt"}"#),
+        ("DELETE", ""),
+    ] {
+        for target in [
+            format!("/api/contents/../{outside_name}/secret.txt"),
+            format!("/api/contents/%2e%2e/{outside_name}/secret.txt"),
+            format!("/api/contents/%2E%2E%2F{outside_name}%2Fsecret.txt"),
+            format!("/api/contents/d/../../{outside_name}/secret.txt"),
+        ] {
+            let (status, body) = raw_call(&app, method, &target, body).await;
+            let context = format!("{method} {target}");
+            assert_eq!(status, 404, "{context}: {body}");
+            assert_refused(
+                &body,
+                "path_outside_root",
+                "is outside root contents directory",
+                &context,
+            );
+        }
+    }
+    // `..` in a request body: rename to, copy from, and save into a path outside.
+    let (status, body) = call(
+        &app,
+        Method::PATCH,
+        "/api/contents/a.txt",
+        Some(json!({"path": format!("../{outside_name}/a.txt")})),
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    assert_refused(
+        &body,
+        "path_outside_root",
+        "is outside root contents directory",
+        "rename",
+    );
+    let (status, body) = call(
+        &app,
+        Method::POST,
+        "/api/contents/d",
+        Some(json!({"copy_from": format!("../{outside_name}/secret.txt")})),
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    assert_refused(
+        &body,
+        "path_outside_root",
+        "is outside root contents directory",
+        "copy",
+    );
+
+    assert_eq!(disk(&root(&app)), root_before);
+    assert_eq!(disk(outside.path()), outside_before);
+}
+
+#[tokio::test]
+async fn invalid_notebook_json_is_refused_and_the_saved_notebook_is_kept() {
+    let Some(app) = spawn_app().await else { return };
+    populate(&app);
+    let before = disk(&root(&app));
+
+    // A body that is not JSON at all.
+    for target in ["/api/contents/nb.ipynb", "/api/contents/new.ipynb"] {
+        let (status, body) = raw_call(
+            &app,
+            "PUT",
+            target,
+            r#"{"type": "notebook", "content": {"cells": ["#,
+        )
+        .await;
+        assert_eq!(status, 400, "{target}: {body}");
+        assert_refused(
+            &body,
+            "invalid_json",
+            "Invalid JSON in body of request",
+            target,
+        );
+    }
+    // JSON, but not an nbformat 4 notebook: the message says what is wrong.
+    for (content, problem) in [
+        (json!({"cells": [], "metadata": {}}), "nbformat"),
+        (
+            json!({"cells": [{"cell_type": "markdown", "metadata": {}}], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}),
+            "cells[0]: 'source'",
+        ),
+        (json!([1, 2, 3]), ""),
+    ] {
+        let (status, body) = call(
+            &app,
+            Method::PUT,
+            "/api/contents/nb.ipynb",
+            Some(json!({"type": "notebook", "content": content})),
+        )
+        .await;
+        assert_eq!(status, 400, "{content}: {body}");
+        assert_refused(
+            &body,
+            "invalid_notebook",
+            "is invalid and was not saved",
+            &content.to_string(),
+        );
+        let message = body["message"].as_str().unwrap();
+        assert!(
+            message.contains(problem),
+            "{message:?} does not name {problem:?}"
+        );
+    }
+    // Uploading a notebook's text as a file is allowed; a notebook upload of broken text is not.
+    let (status, body) = call(
+        &app,
+        Method::PUT,
+        "/api/contents/nb.ipynb",
+        Some(json!({"type": "notebook", "format": "text", "content": "{\"cells\": ["})),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_refused(
+        &body,
+        "invalid_notebook",
+        "is invalid and was not saved",
+        "text notebook",
+    );
+
+    assert_eq!(disk(&root(&app)), before);
+}
+
+#[tokio::test]
+async fn saving_over_a_directory_is_refused_and_the_directory_is_kept() {
+    let Some(app) = spawn_app().await else { return };
+    populate(&app);
+    let before = disk(&root(&app));
+
+    let notebook = json!({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5});
+    for body in [
+        json!({"type": "file", "format": "text", "content": "x"}),
+        json!({"type": "file", "format": "base64", "content": "eA=="}),
+        json!({"type": "notebook", "content": notebook}),
+        json!({"type": "file", "format": "text", "content": "x", "chunk": 1}),
+        json!({"type": "file", "format": "text", "content": "x", "chunk": -1}),
+    ] {
+        let (status, response) =
+            call(&app, Method::PUT, "/api/contents/d", Some(body.clone())).await;
+        assert_eq!(status, 400, "{body}: {response}");
+        assert_refused(
+            &response,
+            "is_a_directory",
+            "Cannot save d: it is a directory",
+            &body.to_string(),
+        );
+        // The root itself.
+        let (status, response) = call(&app, Method::PUT, "/api/contents", Some(body.clone())).await;
+        assert_eq!(status, 400, "root {body}: {response}");
+        assert_refused(&response, "is_a_directory", "directory", &body.to_string());
+    }
+    // Renaming a file onto the directory, or making a directory over a file.
+    let (status, body) = call(
+        &app,
+        Method::PATCH,
+        "/api/contents/a.txt",
+        Some(json!({"path": "d"})),
+    )
+    .await;
+    assert_eq!(status, 409, "{body}");
+    assert_refused(
+        &body,
+        "file_exists",
+        "File already exists: d",
+        "rename onto d",
+    );
+    let (status, body) = call(
+        &app,
+        Method::PUT,
+        "/api/contents/a.txt",
+        Some(json!({"type": "directory"})),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_refused(
+        &body,
+        "not_a_directory",
+        "Not a directory: a.txt",
+        "directory over a.txt",
+    );
+
+    assert_eq!(disk(&root(&app)), before);
+}
+
+#[tokio::test]
+async fn uploads_beyond_the_limit_are_refused_and_nothing_changes() {
+    let Some(app) = spawn_app().await else { return };
+    populate(&app);
+    let before = disk(&root(&app));
+    let limit = CONTENTS_UPLOAD_BYTES_MAX as usize;
+    let limit_text =
+        format!("more than the {limit} bytes this server accepts; nothing was written");
+
+    // base64 that decodes to one byte more than the limit, over an existing file and a new one.
+    let b64 = "A".repeat((limit + 3) / 3 * 4);
+    for path in ["a.txt", "new.bin"] {
+        let (status, body) = call(
+            &app,
+            Method::PUT,
+            &format!("/api/contents/{path}"),
+            Some(json!({"type": "file", "format": "base64", "content": b64})),
+        )
+        .await;
+        assert_eq!(status, 413, "{path}: {body}");
+        assert_refused(&body, "upload_too_large", &limit_text, path);
+    }
+    // A notebook whose file would be larger than the limit.
+    let big_cell =
+        json!({"cell_type": "markdown", "id": "big", "metadata": {}, "source": "x".repeat(limit)});
+    let notebook = json!({"cells": [big_cell], "metadata": {}, "nbformat": 4, "nbformat_minor": 5});
+    let (status, body) = call(
+        &app,
+        Method::PUT,
+        "/api/contents/nb.ipynb",
+        Some(json!({"type": "notebook", "content": notebook})),
+    )
+    .await;
+    assert_eq!(status, 413, "{body}");
+    assert_refused(&body, "upload_too_large", &limit_text, "notebook");
+    // Chunks: the one that crosses the limit ends the upload and its staging file goes.
+    let half = "a".repeat(limit / 2 + 1);
+    for (n, expected) in [(1, 200), (2, 413)] {
+        let (status, body) = call(
+            &app,
+            Method::PUT,
+            "/api/contents/a.txt",
+            Some(json!({"type": "file", "format": "text", "content": half, "chunk": n})),
+        )
+        .await;
+        assert_eq!(status, expected, "chunk {n}: {body}");
+    }
+    let (status, body) = call(
+        &app,
+        Method::PUT,
+        "/api/contents/a.txt",
+        Some(json!({"type": "file", "format": "text", "content": "x", "chunk": -1})),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_refused(
+        &body,
+        "upload_not_started",
+        "send chunk 1 first",
+        "after a refused chunk",
+    );
+
+    assert_eq!(disk(&root(&app)), before);
+}
