@@ -362,6 +362,11 @@ impl Policy {
         collector.verdict(&ctx.tier, &self.thresholds)
     }
 
+    /// Where users appeal a decision.
+    pub fn appeal_url(&self) -> &str {
+        &self.appeal_url
+    }
+
     /// The explanation of `verdict` for the user, with this policy's appeal address.
     pub fn user_message(&self, verdict: &Verdict) -> String {
         verdict.user_message(&self.appeal_url)
