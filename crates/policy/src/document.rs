@@ -443,30 +443,6 @@ pub(crate) const MARKERS: &[(&str, u16, bool)] = &[
     (" import ", M_IMPORT, false),
 ];
 
-const BARE_SHELL_COMMANDS: &[&str] = &[
-    "./",
-    "sudo ",
-    "apt ",
-    "apt-get ",
-    "wget ",
-    "curl ",
-    "git ",
-    "chmod ",
-    "nohup ",
-    "bash ",
-    "cd ",
-    "pip ",
-    "pip3 ",
-    "tar ",
-    "unzip ",
-    "mkdir ",
-    "aria2c ",
-    "screen ",
-    "tmux ",
-    "systemctl ",
-    "service ",
-];
-
 /// Blanks comments and docstrings and gives each line its contexts.
 pub(crate) fn prepare(unit: &Unit) -> Prepared {
     let mut text = unit.source.as_bytes().to_vec();
@@ -680,13 +656,12 @@ fn is_line_magic(rest: &[u8]) -> bool {
     if !rest.starts_with(b"%") || rest.starts_with(b"%%") {
         return false;
     }
-    let name: Vec<u8> = rest[1..]
+    let length = rest[1..]
         .iter()
         .take_while(|b| b.is_ascii_alphanumeric() || **b == b'_')
-        .copied()
-        .collect();
+        .count();
     matches!(
-        name.as_slice(),
+        &rest[1..=length],
         b"cd"
             | b"pip"
             | b"conda"
@@ -709,23 +684,42 @@ fn is_line_magic(rest: &[u8]) -> bool {
     )
 }
 
+/// Whether a Python line is a shell command written without `!`: `./program`, or a common
+/// command's name and a space, not followed by what would make it Python (`cd = 1`, `tar(x)`).
 fn is_bare_shell(rest: &[u8]) -> bool {
     if rest.starts_with(b"./") {
         return true;
     }
-    // Every other command is a word followed by a space.
-    let Some(space) = rest.iter().position(|b| *b == b' ') else {
+    let Some(space) = memchr::memchr(b' ', rest) else {
         return false;
     };
-    let word = &rest[..=space];
-    BARE_SHELL_COMMANDS.iter().any(|command| {
-        command.as_bytes() == word && {
-            let after = rest[command.len()..]
-                .iter()
-                .find(|b| !b.is_ascii_whitespace());
-            after.is_some_and(|b| !matches!(b, b'=' | b'(' | b'.' | b',' | b')' | b'['))
-        }
-    })
+    let is_command = matches!(
+        &rest[..space],
+        b"sudo"
+            | b"apt"
+            | b"apt-get"
+            | b"wget"
+            | b"curl"
+            | b"git"
+            | b"chmod"
+            | b"nohup"
+            | b"bash"
+            | b"cd"
+            | b"pip"
+            | b"pip3"
+            | b"tar"
+            | b"unzip"
+            | b"mkdir"
+            | b"aria2c"
+            | b"screen"
+            | b"tmux"
+            | b"systemctl"
+            | b"service"
+    );
+    is_command && {
+        let after = rest[space + 1..].iter().find(|b| !b.is_ascii_whitespace());
+        after.is_some_and(|b| !matches!(b, b'=' | b'(' | b'.' | b',' | b')' | b'['))
+    }
 }
 
 fn paren_balance(line: &[u8]) -> i32 {

@@ -3,6 +3,7 @@
 //! list, and scored.
 
 use std::collections::{BTreeMap, HashSet};
+use std::ops::Range;
 
 use memchr::memmem;
 
@@ -440,10 +441,10 @@ pub(crate) fn match_line(
         let Some(weight) = weight_in(rule, ctx) else {
             continue;
         };
-        if !passes(rule, &lower) {
+        let Some(found) = passes(rule, &lower) else {
             continue;
-        }
-        let matched = evidence(rule, text, &lower, start, end);
+        };
+        let matched = evidence(text, found, start, end);
         collector.record(
             rule_index,
             weight,
@@ -466,25 +467,69 @@ fn weight_in(rule: &Rule, ctx: ScopeBits) -> Option<f32> {
     (weight > 0.0).then_some(weight)
 }
 
-/// The evidence for a hit: the pattern's match on the line when the rule has one.
-fn evidence<'t>(rule: &Rule, line: &'t str, lower_line: &str, start: usize, end: usize) -> &'t str {
-    if let Some(found) = rule
-        .pattern
-        .as_ref()
-        .and_then(|pattern| pattern.find(lower_line))
-    {
-        if line.is_char_boundary(found.start()) && line.is_char_boundary(found.end()) {
-            return &line[found.start()..found.end()];
+/// The evidence for a hit at `start..end` of `line`: the pattern's match `found` on the line
+/// when the rule has a pattern.
+fn evidence(line: &str, found: Option<Range<usize>>, start: usize, end: usize) -> &str {
+    if let Some(found) = found {
+        if line.is_char_boundary(found.start) && line.is_char_boundary(found.end) {
+            return &line[found];
         }
     }
     &line[start..end]
 }
 
-fn passes(rule: &Rule, lower_line: &str) -> bool {
-    rule.pattern
-        .as_ref()
-        .is_none_or(|pattern| pattern.is_match(lower_line))
-        && !rule.allow.iter().any(|allow| allow.is_match(lower_line))
+/// What `passes` says: `None` when a hit does not count; else the pattern's match, if the
+/// rule has a pattern.
+type Passed = Option<Option<Range<usize>>>;
+
+/// Whether a hit of `rule` on `lower_line` counts: the rule's pattern, if it has one, matches
+/// the line (its match is returned, for the evidence) and none of its allow patterns does.
+fn passes(rule: &Rule, lower_line: &str) -> Passed {
+    let found = match &rule.pattern {
+        Some(pattern) => Some(pattern.find(lower_line)?.range()),
+        None => None,
+    };
+    if rule.allow.iter().any(|allow| allow.is_match(lower_line)) {
+        return None;
+    }
+    Some(found)
+}
+
+/// `passes` for the hits of one unit, remembered per rule and line: a word found several
+/// times on a line runs the rule's patterns once.
+#[derive(Default)]
+struct PassMemo {
+    /// `(rule, line, passed)`, the latest last.
+    recent: Vec<(usize, usize, Passed)>,
+}
+
+impl PassMemo {
+    const ENTRIES_MAX: usize = 16;
+
+    fn passes(
+        &mut self,
+        rule_index: usize,
+        rule: &Rule,
+        line_index: usize,
+        lower_line: &str,
+    ) -> Passed {
+        if rule.pattern.is_none() && rule.allow.is_empty() {
+            return Some(None);
+        }
+        if let Some((_, _, known)) = self
+            .recent
+            .iter()
+            .find(|(rule, line, _)| *rule == rule_index && *line == line_index)
+        {
+            return known.clone();
+        }
+        let result = passes(rule, lower_line);
+        if self.recent.len() == Self::ENTRIES_MAX {
+            self.recent.remove(0);
+        }
+        self.recent.push((rule_index, line_index, result.clone()));
+        result
+    }
 }
 
 /// Matches one unit of code, with its derived texts and renamed copies.
@@ -516,6 +561,7 @@ pub(crate) fn match_unit(
     state.markers = markers;
     let lower = &prepared.lower;
     let mut matched_lines: Vec<(usize, usize, f32, &str)> = Vec::new();
+    let mut memo = PassMemo::default();
     for &(rule_index, start, end) in &hits {
         let rule = &rules[rule_index];
         let line_index = prepared.line_of(start);
@@ -523,17 +569,12 @@ pub(crate) fn match_unit(
         let Some(weight) = weight_in(rule, line.ctx) else {
             continue;
         };
-        if !passes(rule, &lower[line.start..line.end]) {
+        let lower_line = &lower[line.start..line.end];
+        let Some(found) = memo.passes(rule_index, rule, line_index, lower_line) else {
             continue;
-        }
+        };
         let line_text = prepared.line_text(line_index);
-        let matched = evidence(
-            rule,
-            line_text,
-            &lower[line.start..line.end],
-            start - line.start,
-            end - line.start,
-        );
+        let matched = evidence(line_text, found, start - line.start, end - line.start);
         collector.record(
             rule_index,
             weight,
@@ -578,14 +619,14 @@ pub(crate) fn match_unit(
             let Some(weight) = weight_in(rule, ctx) else {
                 continue;
             };
-            if !passes(rule, &derived_lower) {
+            let Some(found) = passes(rule, &derived_lower) else {
                 continue;
-            }
+            };
             collector.record(
                 rule_index,
                 weight,
                 location(item.line),
-                evidence(rule, &item.text, &derived_lower, start, end),
+                evidence(&item.text, found, start, end),
                 prepared.line_text(item.line),
                 item.via.clone(),
             );
