@@ -8,9 +8,14 @@
 //! tamper-evident audit log in [`audit`](crate::AuditRecord). Time is always an argument: the
 //! store reads no clock.
 
+mod appeals;
 mod audit;
 mod users;
 
+pub use appeals::{
+    AppealDecision, AppealRecord, AppealStatus, APPEALS_LISTED_MAX, APPEAL_MESSAGE_CHARS_MAX,
+    DECISION_NOTE_CHARS_MAX,
+};
 pub use audit::{AuditBreak, AuditRecord, AuditVerify, AUDIT_ACTIONS, AUDIT_GENESIS_HASH};
 pub use users::{
     validate_user_name, ApiTokenInfo, Role, UserRecord, PASSWORD_CHARS_MIN, USER_UID_BASE,
@@ -100,6 +105,25 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX kernels_by_owner ON kernels(owner);
     CREATE INDEX sessions_by_owner ON sessions(owner);
     CREATE INDEX findings_by_owner ON findings(owner);",
+    // Appeals of a finding (`finding_id`) or of the user's restriction (`finding_id` NULL). At
+    // most one open appeal per finding, and one open restriction appeal per user.
+    "CREATE TABLE appeals (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        user TEXT NOT NULL,
+        finding_id INTEGER REFERENCES findings(id),
+        message TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('open', 'granted', 'denied')),
+        created_at TEXT NOT NULL,
+        decided_by TEXT,
+        decision_note TEXT,
+        decided_at TEXT
+    );
+    CREATE INDEX appeals_by_user ON appeals(user);
+    CREATE INDEX appeals_by_status ON appeals(status);
+    CREATE UNIQUE INDEX appeals_open_per_finding ON appeals(finding_id)
+        WHERE status = 'open' AND finding_id IS NOT NULL;
+    CREATE UNIQUE INDEX appeals_open_restriction_per_user ON appeals(user)
+        WHERE status = 'open' AND finding_id IS NULL;",
 ];
 
 /// Why the store failed.
@@ -135,6 +159,24 @@ pub enum StoreError {
     UnknownAuditAction(String),
     #[error("audit log record {seq} has detail that is not JSON: {reason}")]
     AuditDetail { seq: i64, reason: String },
+    #[error("no finding {0} of yours")]
+    NoSuchFinding(i64),
+    #[error("no appeal {0}")]
+    NoSuchAppeal(i64),
+    #[error("{user} has no restriction to appeal; to appeal a finding, name its id")]
+    NothingToAppeal { user: String },
+    #[error("an appeal of this {what} is already open (appeal {id}); wait for its decision")]
+    AppealOpen { what: &'static str, id: i64 },
+    #[error("appeal {id} was already decided: {status}")]
+    AppealDecided { id: i64, status: String },
+    #[error("an appeal's message must have 1 to {max_chars} characters")]
+    InvalidAppealMessage { max_chars: usize },
+    #[error("a decision note must have at most {max_chars} characters")]
+    InvalidDecisionNote { max_chars: usize },
+    #[error("unknown appeal status `{0}`: use `open`, `granted` or `denied`")]
+    InvalidAppealStatus(String),
+    #[error("`{0}` is not an administrator")]
+    NotAdmin(String),
 }
 
 /// A kernel the server started, with what is needed to reconnect to it.
@@ -172,6 +214,19 @@ pub struct FindingRecord {
     /// The whole verdict, as JSON.
     pub verdict: String,
 }
+
+/// A stored finding with its id and owner, as [`Store::finding_list`] and
+/// [`Store::finding_get`] read it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredFinding {
+    pub id: i64,
+    /// The user whose kernel it is about (`""` on a single-user server).
+    pub owner: String,
+    pub record: FindingRecord,
+}
+
+/// The most findings one [`Store::finding_list`] returns.
+pub const FINDINGS_LISTED_MAX: usize = 1000;
 
 /// The store. Cheap operations run under one lock; it is never held across an await.
 ///
@@ -378,6 +433,58 @@ impl Store {
             rows.collect()
         })
     }
+
+    /// Findings, newest first, at most `limit` (capped at [`FINDINGS_LISTED_MAX`]): `owner`'s,
+    /// or everyone's with `None`. Reading across owners is the hub's: a handle scoped with
+    /// [`Store::for_owner`] reads only its own owner's findings whatever it asks for.
+    pub fn finding_list(
+        &self,
+        owner: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StoredFinding>, StoreError> {
+        let owner = match (self.owner.as_str(), owner) {
+            ("", owner) => owner,
+            (mine, Some(asked)) if asked != mine => return Ok(Vec::new()),
+            (mine, _) => Some(mine),
+        };
+        let limit = limit.min(FINDINGS_LISTED_MAX) as i64;
+        self.with(|c| {
+            let mut stmt = c.prepare(
+                "SELECT id, owner, at, kernel_id, msg_id, action, category, shadow, verdict FROM findings WHERE (?1 IS NULL OR owner = ?1) ORDER BY id DESC LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![owner, limit], stored_finding_from_row)?;
+            rows.collect()
+        })
+    }
+
+    /// One finding by id, whoever owns it; a handle scoped with [`Store::for_owner`] finds only
+    /// its own owner's.
+    pub fn finding_get(&self, id: i64) -> Result<Option<StoredFinding>, StoreError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT id, owner, at, kernel_id, msg_id, action, category, shadow, verdict FROM findings WHERE id = ?1 AND (?2 = '' OR owner = ?2)",
+                params![id, self.owner],
+                stored_finding_from_row,
+            )
+            .optional()
+        })
+    }
+}
+
+fn stored_finding_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredFinding> {
+    Ok(StoredFinding {
+        id: row.get(0)?,
+        owner: row.get(1)?,
+        record: FindingRecord {
+            at: row.get(2)?,
+            kernel_id: row.get(3)?,
+            msg_id: row.get(4)?,
+            action: row.get(5)?,
+            category: row.get(6)?,
+            shadow: row.get(7)?,
+            verdict: row.get(8)?,
+        },
+    })
 }
 
 fn session_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRecord> {
