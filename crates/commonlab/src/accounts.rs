@@ -225,16 +225,16 @@ impl UserServers for UserServerFactory {
                 self.backend(user),
                 store.clone(),
             )
-            .with_policy_gate(PolicyGate::new(
-                self.policy.clone(),
-                user.tier.clone(),
-                store.clone(),
-            )),
+            .with_policy_gate(
+                PolicyGate::new(self.policy.clone(), user.tier.clone(), store.clone())
+                    .with_restriction_period(Duration::from_secs(config.accounts.restriction_s)),
+            ),
         );
         let sessions = Arc::new(SessionManager::new(kernels.clone(), store));
         let contents = Arc::new(ContentsManager::new(ContentsConfig {
             root_dir: workspace.clone(),
             upload_bytes_max: config.contents.upload_bytes_max,
+            owner: self.sandbox.as_ref().map(|_| (user.uid, user.uid)),
         }));
         let lab = LabAssets::discover(&self.python.prefix, &state_dir, &workspace).map(Arc::new);
         Ok(AppState {

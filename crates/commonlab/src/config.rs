@@ -118,6 +118,8 @@ pub(crate) struct AccountsConfig {
     /// Failed logins for one name, within the window, before further attempts wait.
     pub(crate) login_failures_max: u32,
     pub(crate) login_failure_window_s: u64,
+    /// How long a `restrict` policy action keeps an account from starting kernels.
+    pub(crate) restriction_s: u64,
 }
 
 impl Default for AccountsConfig {
@@ -129,6 +131,7 @@ impl Default for AccountsConfig {
             login_session_ttl_s: 7 * 24 * 3600,
             login_failures_max: 10,
             login_failure_window_s: 15 * 60,
+            restriction_s: 24 * 3600,
         }
     }
 }
@@ -195,6 +198,8 @@ pub(crate) struct KernelConfig {
     pub(crate) ws_buffer_bytes_max: usize,
     /// Messages kept for a session whose client is disconnected.
     pub(crate) ws_buffer_messages_max: usize,
+    /// How often what runs in each kernel is observed and judged by the policy.
+    pub(crate) supervise_interval_s: u64,
 }
 
 impl Default for KernelConfig {
@@ -208,6 +213,7 @@ impl Default for KernelConfig {
             ws_send_queue_bytes_max: 256 * 1024 * 1024,
             ws_buffer_bytes_max: 64 * 1024 * 1024,
             ws_buffer_messages_max: 10_000,
+            supervise_interval_s: 5,
         }
     }
 }

@@ -306,9 +306,24 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 eprintln!("    There are no accounts yet: add an administrator with\n        commonlab user add NAME --admin\n    (it reads the password from standard input).\n");
             }
         }
+        let supervisor = {
+            let hub = hub.clone();
+            let interval = Duration::from_secs(config.kernel.supervise_interval_s.max(1));
+            tokio::spawn(async move {
+                let mut ticks = tokio::time::interval(interval);
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    ticks.tick().await;
+                    for state in hub.running() {
+                        state.kernels.supervise().await;
+                    }
+                }
+            })
+        };
         axum::serve(listener, commonlab_server::hub_app(hub.clone()))
             .with_graceful_shutdown(shutdown_signal())
             .await?;
+        supervisor.abort();
         tracing::info!("shutting down: stopping kernels");
         hub.shutdown_all().await;
         tracing::info!("stopped");
@@ -357,6 +372,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         commonlab_manager::ContentsConfig {
             root_dir: root_dir.clone(),
             upload_bytes_max: config.contents.upload_bytes_max,
+            owner: None,
         },
     ));
     let state = AppState {

@@ -7,310 +7,16 @@
 //! `COMMONLAB_TEST_REQUIRE` names `sandbox` (as `scripts/test.sh` sets it) a missing part is a
 //! failure; otherwise the suite is skipped with a message.
 
-use std::io::Write;
+mod support;
+
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::Message;
 
-const PASSWORD: &str = "a long enough password";
-const MEMORY_BYTES_MAX: u64 = 256 << 20;
-const PIDS_MAX: u64 = 64;
-const TMP_BYTES_MAX: u64 = 32 << 20;
-const FILE_BYTES_MAX: u64 = 16 << 20;
-const OPEN_FILES_MAX: u64 = 256;
-const WORKSPACE_BYTES_MAX: u64 = 64 << 20;
-
-#[allow(clippy::print_stderr)]
-fn prerequisites() -> Option<PathBuf> {
-    let required = std::env::var("COMMONLAB_TEST_REQUIRE")
-        .unwrap_or_default()
-        .split(',')
-        .any(|d| d == "sandbox");
-    let python = std::env::var_os("COMMONLAB_TEST_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python")
-        });
-    let mut missing = Vec::new();
-    if !nix::unistd::geteuid().is_root() {
-        missing.push("root".to_owned());
-    }
-    if !Path::new("/usr/bin/bwrap").is_file() {
-        missing.push("bubblewrap (/usr/bin/bwrap)".to_owned());
-    }
-    if !python.exists() {
-        missing.push(format!("a Python with ipykernel at {}", python.display()));
-    }
-    if missing.is_empty() {
-        return Some(python.canonicalize().map(|_| python).unwrap());
-    }
-    let message = format!("the escape suite needs {}", missing.join(", "));
-    if required {
-        panic!("{message} (COMMONLAB_TEST_REQUIRE names sandbox)");
-    }
-    eprintln!("skipped: {message}");
-    None
-}
-
-fn commonlab(data_dir: &Path, config: &Path, args: &[&str], stdin: &str) -> String {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_commonlab"));
-    for (name, _) in std::env::vars() {
-        if name.starts_with("COMMONLAB_") {
-            command.env_remove(name);
-        }
-    }
-    let mut child = command
-        .args(args)
-        .args(["--config", config.to_str().unwrap()])
-        .env("COMMONLAB_SERVER__DATA_DIR", data_dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "commonlab {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
-}
-
-struct Server {
-    child: Child,
-    port: u16,
-    dir: tempfile::TempDir,
-    config: PathBuf,
-}
-
-impl Server {
-    fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-
-    fn workspace(&self, user: &str) -> PathBuf {
-        self.data_dir().join("workspaces").join(user)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        for user in ["alice", "bob"] {
-            let _ = Command::new("umount").arg(self.workspace(user)).status();
-        }
-    }
-}
-
-fn start_server(python: &Path) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let data_dir = dir.path().join("data");
-    let config = dir.path().join("commonlab.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"[kernel]
-python = "{python}"
-
-[accounts]
-enabled = true
-
-[sandbox]
-enabled = true
-
-[sandbox.tiers.free]
-memory_bytes_max = {MEMORY_BYTES_MAX}
-cpu_millicores_max = 500
-pids_max = {PIDS_MAX}
-tmp_bytes_max = {TMP_BYTES_MAX}
-file_bytes_max = {FILE_BYTES_MAX}
-open_files_max = {OPEN_FILES_MAX}
-workspace_bytes_max = {WORKSPACE_BYTES_MAX}
-"#,
-            python = python.display()
-        ),
-    )
-    .unwrap();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    for user in ["alice", "bob"] {
-        commonlab(
-            &data_dir,
-            &config,
-            &["user", "add", user],
-            &format!("{PASSWORD}\n"),
-        );
-    }
-    let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_commonlab"));
-    for (name, _) in std::env::vars() {
-        if name.starts_with("COMMONLAB_") {
-            command.env_remove(name);
-        }
-    }
-    let child = command
-        .args([
-            "serve",
-            "--config",
-            config.to_str().unwrap(),
-            "--port",
-            &port.to_string(),
-        ])
-        .env("COMMONLAB_SERVER__DATA_DIR", &data_dir)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    Server {
-        child,
-        port,
-        dir,
-        config,
-    }
-}
-
-struct Api {
-    base: String,
-    token: String,
-    http: reqwest::Client,
-}
-
-impl Api {
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .header("Authorization", format!("token {}", self.token));
-        if let Some(body) = body {
-            request = request.body(body.to_string());
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
-    }
-}
-
-/// What one cell did.
-#[derive(Debug, Default)]
-struct Outcome {
-    stdout: String,
-    error: Option<String>,
-    /// Text the server sent when the kernel died (status `dead` and any explanation).
-    death: Option<String>,
-}
-
-struct KernelClient {
-    ws: tokio_tungstenite::WebSocketStream<
-        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-    >,
-    session: String,
-}
-
-impl KernelClient {
-    async fn open(port: u16, user: &str, token: &str, kernel_id: &str) -> KernelClient {
-        let session = uuid::Uuid::new_v4().to_string();
-        let url = format!("ws://127.0.0.1:{port}/user/{user}/api/kernels/{kernel_id}/channels?session_id={session}&token={token}");
-        let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-        KernelClient { ws, session }
-    }
-
-    async fn run(&mut self, code: &str, timeout: Duration) -> Outcome {
-        let msg_id = uuid::Uuid::new_v4().to_string();
-        let message = json!({
-            "channel": "shell",
-            "header": {"msg_id": msg_id, "username": "escape", "session": self.session, "msg_type": "execute_request", "version": "5.3", "date": "2026-01-01T00:00:00.000000Z"},
-            "parent_header": {}, "metadata": {},
-            "content": {"code": code, "silent": false, "store_history": false, "user_expressions": {}, "allow_stdin": false, "stop_on_error": true},
-        });
-        self.ws
-            .send(Message::Text(message.to_string().into()))
-            .await
-            .unwrap();
-        let mut outcome = Outcome::default();
-        let (mut idle, mut replied) = (false, false);
-        let deadline = Instant::now() + timeout;
-        while !(idle && replied) {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let frame = match tokio::time::timeout(remaining, self.ws.next()).await {
-                Ok(Some(Ok(frame))) => frame,
-                Ok(_) => break,
-                Err(_) => {
-                    panic!("cell did not finish within {timeout:?}: {code}\nso far: {outcome:?}")
-                }
-            };
-            let Message::Text(text) = frame else { continue };
-            let message: Value = serde_json::from_str(&text).unwrap();
-            let msg_type = message["header"]["msg_type"].as_str().unwrap_or_default();
-            let content = &message["content"];
-            if msg_type == "status" && content["execution_state"] == "dead" {
-                // Collect what the server says about the death, whenever it arrives.
-                let death = outcome.death.get_or_insert_with(String::new);
-                let until = Instant::now() + Duration::from_secs(2);
-                while let Ok(Some(Ok(Message::Text(text)))) = tokio::time::timeout(
-                    until.saturating_duration_since(Instant::now()),
-                    self.ws.next(),
-                )
-                .await
-                {
-                    death.push_str(&text);
-                }
-                break;
-            }
-            if message["parent_header"]["msg_id"] != msg_id.as_str() {
-                // The server's own notices (a death explained) have no parent.
-                if msg_type == "stream" || msg_type == "error" || msg_type == "display_data" {
-                    outcome
-                        .death
-                        .get_or_insert_with(String::new)
-                        .push_str(&message["content"].to_string());
-                }
-                continue;
-            }
-            match msg_type {
-                "stream" => outcome
-                    .stdout
-                    .push_str(content["text"].as_str().unwrap_or_default()),
-                "error" => {
-                    outcome.error = Some(format!("{}: {}", content["ename"], content["evalue"]))
-                }
-                "status" => idle |= content["execution_state"] == "idle",
-                "execute_reply" => replied = true,
-                _ => {}
-            }
-        }
-        outcome
-    }
-}
+use support::*;
 
 /// Defines `attempt` and `report` in the kernel. An attempt that returns is an escape; one that
 /// raises is contained.
@@ -646,53 +352,6 @@ report('link another user\'s workspace into mine', False, 'links made; the test 
         .collect()
 }
 
-/// The host pid of the ipykernel process run by `uid`, and its connection file.
-fn kernel_of(uid: u32) -> Option<(i32, PathBuf)> {
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(status) = std::fs::read_to_string(entry.path().join("status")) else {
-            continue;
-        };
-        let owner = status
-            .lines()
-            .find_map(|l| l.strip_prefix("Uid:"))
-            .and_then(|l| l.split_whitespace().next())
-            .and_then(|u| u.parse::<u32>().ok());
-        if owner != Some(uid) {
-            continue;
-        }
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        let args: Vec<String> = cmdline
-            .split(|b| *b == 0)
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        if !args.iter().any(|a| a.contains("ipykernel")) {
-            continue;
-        }
-        let file = args
-            .iter()
-            .position(|a| a == "-f")
-            .and_then(|i| args.get(i + 1))?;
-        return Some((pid, PathBuf::from(file)));
-    }
-    None
-}
-
-async fn wait_ready(api: &Api) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(response) = api.http.get(format!("{}/hub/login", api.base)).send().await {
-            if response.status().is_success() {
-                return;
-            }
-        }
-        assert!(Instant::now() < deadline, "server did not start");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 // Each attack's line is printed, so the run shows what contained what.
 #[allow(clippy::print_stderr)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -700,27 +359,10 @@ async fn hostile_cells_are_contained() {
     let Some(python) = prerequisites() else {
         return;
     };
-    let server = start_server(&python);
+    let server = start_server(&python, "", &[("alice", &[]), ("bob", &[])]);
     let data_dir = server.data_dir();
-    let token = |user: &str| {
-        commonlab(&data_dir, &server.config, &["user", "token", user], "")
-            .split_whitespace()
-            .find(|w| w.starts_with("clt_"))
-            .expect("a token is printed")
-            .to_owned()
-    };
-    let base = format!("http://127.0.0.1:{}", server.port);
-    let http = reqwest::Client::new();
-    let alice = Api {
-        base: base.clone(),
-        token: token("alice"),
-        http: http.clone(),
-    };
-    let bob = Api {
-        base: base.clone(),
-        token: token("bob"),
-        http,
-    };
+    let alice = server.api("alice");
+    let bob = server.api("bob");
     wait_ready(&alice).await;
 
     // Bob's work: a secret file and a running kernel holding state.
@@ -744,7 +386,7 @@ async fn hostile_cells_are_contained() {
     let mut bob_ws = KernelClient::open(server.port, "bob", &bob.token, &bob_kernel).await;
     let outcome = bob_ws
         .run(
-            "state = 41\nimport os\nprint(os.getuid())",
+            "state = 41\nimport os\nopen('secret.txt', 'r+').close()  # saved through the API, editable by bob\nprint(os.getuid())",
             Duration::from_secs(60),
         )
         .await;

@@ -39,6 +39,9 @@ pub struct ContentsConfig {
     pub root_dir: PathBuf,
     /// Largest file one save or one chunked upload may write.
     pub upload_bytes_max: u64,
+    /// The uid and gid files and directories written here are given to (the user's sandbox
+    /// identity, so their kernel can edit what they saved); `None` leaves them the server's.
+    pub owner: Option<(u32, u32)>,
 }
 
 /// The contents model, with jupyter_server's keys in its order.
@@ -123,6 +126,7 @@ impl ContentsManager {
             fs: Arc::new(Fs {
                 root,
                 upload_bytes_max: config.upload_bytes_max,
+                owner: config.owner,
             }),
         }
     }
@@ -382,9 +386,25 @@ fn strip_copy_suffix(name: &str) -> String {
 struct Fs {
     root: PathBuf,
     upload_bytes_max: u64,
+    owner: Option<(u32, u32)>,
 }
 
 impl Fs {
+    /// Gives a path just written to the workspace's owner, when there is one. Best effort: a
+    /// file the owner cannot edit is an inconvenience, not a loss, so a failure is logged.
+    fn give(&self, path: &Path) {
+        let Some((uid, gid)) = self.owner else {
+            return;
+        };
+        if let Err(e) = nix::unistd::chown(
+            path,
+            Some(nix::unistd::Uid::from_raw(uid)),
+            Some(nix::unistd::Gid::from_raw(gid)),
+        ) {
+            tracing::warn!(path = %path.display(), error = %e, "could not give a file to the workspace's owner");
+        }
+    }
+
     fn resolve(&self, api: &str) -> Result<Target, ManagerError> {
         resolve(&self.root, api)
     }
@@ -671,6 +691,7 @@ impl Fs {
                 let bytes = notebook::to_disk_bytes(nb);
                 self.check_size(bytes.len() as u64)?;
                 fsio::atomic_write(&target.real, &bytes).map_err(|e| io_error(api, e))?;
+                self.give(&target.real);
                 if self.list_checkpoints(api)?.is_empty() {
                     self.create_checkpoint(api)?;
                 }
@@ -683,6 +704,7 @@ impl Fs {
                 }
                 self.check_parent(&target)?;
                 fsio::atomic_write(&target.real, &bytes).map_err(|e| io_error(api, e))?;
+                self.give(&target.real);
             }
             "directory" => {
                 if target.meta.is_some() && !target.is_dir() {
@@ -694,6 +716,7 @@ impl Fs {
                 if target.meta.is_none() {
                     self.check_parent(&target)?;
                     fs::create_dir(&target.real).map_err(|e| io_error(api, e))?;
+                    self.give(&target.real);
                 }
             }
             other => {
@@ -794,6 +817,7 @@ impl Fs {
                 }
                 drop(file);
                 fs::rename(&staging, &target.real)?;
+                self.give(&target.real);
                 fsio::sync_dir(&dir);
             }
             Ok(())
@@ -933,6 +957,7 @@ impl Fs {
         let mut reader = File::open(&source.real).map_err(|e| io_error(from, e))?;
         fsio::atomic_write_with(&target.real, |file| io::copy(&mut reader, file).map(|_| ()))
             .map_err(|e| io_error(&to_path, e))?;
+        self.give(&target.real);
         if to_path.ends_with(".ipynb") && self.list_checkpoints(&to_path)?.is_empty() {
             self.create_checkpoint(&to_path)?;
         }
@@ -1078,8 +1103,10 @@ impl Fs {
         let cp = self.checkpoint_path(api)?;
         if let Some(dir) = cp.parent() {
             fs::create_dir_all(dir).map_err(|e| io_error(api, e))?;
+            self.give(dir);
         }
         self.copy_file(api, &target.real, &cp)?;
+        self.give(&cp);
         Fs::checkpoint_model(&cp).ok_or_else(|| Fs::no_such_checkpoint(api, CHECKPOINT_ID))
     }
 

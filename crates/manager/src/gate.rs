@@ -1,10 +1,28 @@
-//! The policy gate on the execute path: each `execute_request` is checked before it reaches the
-//! kernel, and every verdict with findings is stored.
+//! The policy gate: each `execute_request` is checked before it reaches the kernel, what runs
+//! in a kernel is judged on the supervisor's tick, a restricted account starts no kernel, and
+//! every verdict with findings is stored (and audited) with its evidence.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use commonlab_policy::{Action, CheckContext, Policy, Verdict};
+use commonlab_policy::{Action, CheckContext, Observation, Policy, Verdict};
+use commonlab_runtime::ProcessInfo;
 use commonlab_store::{FindingRecord, Store};
+
+use crate::{ErrorKind, ManagerError};
+
+/// What the supervisor must do about what runs in one kernel.
+#[derive(Debug, Clone)]
+pub(crate) struct RuntimeDecision {
+    pub(crate) action: Action,
+    /// The explanation shown to the user.
+    pub(crate) message: String,
+    /// The host pids of the processes the deciding findings were made on.
+    pub(crate) pids: Vec<i32>,
+    /// Rule ids and pids, so the same finding is acted on once.
+    pub(crate) signature: String,
+    pub(crate) category: Option<String>,
+}
 
 /// What the kernel does with a cell after the check.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,6 +39,8 @@ pub struct PolicyGate {
     policy: Arc<Policy>,
     tier: String,
     store: Arc<Store>,
+    /// How long an account stays restricted after a `restrict` action.
+    restriction: Duration,
 }
 
 impl PolicyGate {
@@ -29,6 +49,134 @@ impl PolicyGate {
             policy,
             tier,
             store,
+            restriction: Duration::from_secs(24 * 3600),
+        }
+    }
+
+    /// How long a `restrict` action restricts the account (default a day).
+    pub fn with_restriction_period(mut self, period: Duration) -> PolicyGate {
+        self.restriction = period;
+        self
+    }
+
+    /// Refuses a kernel start while the owner's account is restricted, saying until when, why,
+    /// and where to appeal.
+    pub(crate) fn admit(&self) -> Result<(), ManagerError> {
+        let owner = self.store.owner();
+        if owner.is_empty() {
+            return Ok(());
+        }
+        let user = match self.store.user_get(owner) {
+            Ok(Some(user)) => user,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                tracing::error!(error = %e, "could not read the account's restriction");
+                return Ok(());
+            }
+        };
+        let now = chrono::Utc::now().to_rfc3339();
+        if !user.is_restricted_at(&now).unwrap_or(false) {
+            return Ok(());
+        }
+        Err(ManagerError::new(
+            ErrorKind::Forbidden,
+            "account_restricted",
+            format!(
+                "Your account may not start kernels until {} ({}). If this is a mistake, appeal at {}.",
+                user.restricted_until.as_deref().unwrap_or("an administrator lifts it"),
+                user.restricted_reason.as_deref().unwrap_or("a usage-policy decision"),
+                self.policy.appeal_url()
+            ),
+        ))
+    }
+
+    /// Judges the processes running in a kernel; `None` when nothing is to be done.
+    pub(crate) fn inspect_processes(
+        &self,
+        kernel_id: &str,
+        processes: &[ProcessInfo],
+    ) -> Option<RuntimeDecision> {
+        let observed: Vec<&ProcessInfo> =
+            processes.iter().filter(|p| !is_infrastructure(p)).collect();
+        let observations: Vec<Observation> = observed
+            .iter()
+            .map(|p| Observation::Process {
+                pid: u32::try_from(p.pid).ok(),
+                exe: p
+                    .exe
+                    .as_ref()
+                    .map(|e| e.display().to_string())
+                    .or_else(|| p.cmdline.first().cloned())
+                    .unwrap_or_default(),
+                cmdline: p.cmdline.clone(),
+                sha256: None,
+            })
+            .collect();
+        let verdict = self
+            .policy
+            .inspect_runtime(&observations, &CheckContext::new(&self.tier));
+        if verdict.findings.is_empty() {
+            return None;
+        }
+        let mut rules: Vec<&str> = verdict
+            .deciding_findings()
+            .map(|f| f.rule.as_str())
+            .collect();
+        rules.sort_unstable();
+        rules.dedup();
+        let mut pids: Vec<i32> = verdict
+            .deciding_findings()
+            .filter_map(|f| observed.get((f.location.line as usize).checked_sub(1)?))
+            .map(|p| p.pid)
+            .collect();
+        pids.sort_unstable();
+        pids.dedup();
+        let signature = format!("{}|{:?}", rules.join(","), pids);
+        self.record(kernel_id, "runtime", &verdict);
+        if verdict.action == Action::Allow {
+            return None;
+        }
+        let message = format!(
+            "Usage policy: a process running in this kernel was examined.\n{}",
+            self.policy.user_message(&verdict)
+        )
+        .replace("This code ", "It ");
+        Some(RuntimeDecision {
+            action: verdict.action,
+            message,
+            pids,
+            signature,
+            category: verdict.category.clone(),
+        })
+    }
+
+    /// Restricts the owner's account for the configured period, recorded in the audit log.
+    pub(crate) fn restrict(&self, reason: &str) {
+        let owner = self.store.owner();
+        if owner.is_empty() {
+            return;
+        }
+        let until = chrono::Utc::now()
+            + chrono::Duration::from_std(self.restriction).unwrap_or(chrono::Duration::days(1));
+        let until = until.to_rfc3339();
+        match self.store.user_restrict(owner, Some(&until), Some(reason)) {
+            Ok(_) => self.audit(
+                "restriction",
+                owner,
+                serde_json::json!({"until": until, "reason": reason, "by": "policy"}),
+            ),
+            Err(e) => tracing::error!(error = %e, user = owner, "could not restrict an account"),
+        }
+    }
+
+    /// Appends to the audit log as the policy; a failure is logged, never shown.
+    pub(crate) fn audit(&self, action: &str, subject: &str, detail: serde_json::Value) {
+        let now = chrono::Utc::now().to_rfc3339();
+        if let Err(e) =
+            self.store
+                .audit_append(&now, Some("policy"), action, Some(subject), &detail)
+        {
+            tracing::error!(error = %e, action, "could not append to the audit log");
         }
     }
 
@@ -60,6 +208,32 @@ impl PolicyGate {
         if let Err(e) = self.store.insert_finding(&record) {
             tracing::error!(error = %e, kernel = kernel_id, "could not store a policy finding");
         }
+        let rules: Vec<&str> = verdict.findings.iter().map(|f| f.rule.as_str()).collect();
+        self.audit(
+            "finding",
+            kernel_id,
+            serde_json::json!({
+                "owner": self.store.owner(),
+                "source": if msg_id == "runtime" { "runtime" } else { "cell" },
+                "action": record.action,
+                "category": record.category,
+                "shadow": record.shadow,
+                "rules": rules,
+            }),
+        );
         tracing::info!(kernel = kernel_id, action = %record.action, category = ?record.category, shadow = record.shadow, "policy finding");
     }
+}
+
+/// The sandbox's own processes (the launcher and bubblewrap), whose command lines hold paths
+/// rather than the user's code.
+fn is_infrastructure(process: &ProcessInfo) -> bool {
+    let name = |s: &str| s.rsplit('/').next().unwrap_or(s).to_owned();
+    let exe = process
+        .exe
+        .as_ref()
+        .map(|e| name(&e.display().to_string()))
+        .unwrap_or_default();
+    let argv0 = process.cmdline.first().map(|a| name(a)).unwrap_or_default();
+    exe == "bwrap" || argv0 == "bwrap" || process.cmdline.iter().any(|a| a == "sandbox-exec")
 }

@@ -55,6 +55,11 @@ struct State {
     /// The header of the request the kernel is busy with (the parent of its last `busy`), so a
     /// death can be explained in that cell's output.
     busy_parent: Option<Bytes>,
+    /// The header of the last request the kernel went busy for, so a notice about something
+    /// it started in the background lands in that cell's output.
+    last_parent: Option<Bytes>,
+    /// Signatures of runtime findings already acted on, so a process is reported once.
+    acted_on: std::collections::HashSet<String>,
 }
 
 /// A running kernel.
@@ -96,6 +101,8 @@ impl Kernel {
                 iopub_seen: false,
                 kernel_info: None,
                 busy_parent: None,
+                last_parent: None,
+                acted_on: Default::default(),
             }),
             readiness,
             lifecycle: tokio::sync::Mutex::new(()),
@@ -413,6 +420,30 @@ impl Kernel {
         );
     }
 
+    /// Shows a notice from the server in the notebook: on stderr of the running cell, or of the
+    /// last cell that ran when the kernel is idle (its output area still listens).
+    pub(crate) fn notify(&self, text: &str) {
+        let parent = {
+            let state = self.state();
+            state
+                .busy_parent
+                .clone()
+                .or_else(|| state.last_parent.clone())
+                .unwrap_or_else(|| Bytes::from_static(b"{}"))
+        };
+        self.emit(
+            Channel::Iopub,
+            "stream",
+            &parent,
+            serde_json::json!({ "name": "stderr", "text": format!("{text}\n") }),
+        );
+    }
+
+    /// Records that a runtime finding was acted on; false when it already was.
+    pub(crate) fn first_time(&self, signature: &str) -> bool {
+        self.state().acted_on.insert(signature.to_owned())
+    }
+
     /// Broadcasts a status the server decided (e.g. `restarting`, `dead`) to every client.
     pub(crate) fn broadcast_status(&self, execution_state: &str) {
         let content = serde_json::json!({ "execution_state": execution_state }).to_string();
@@ -493,6 +524,9 @@ impl Kernel {
                 if let Ok(status) = serde_json::from_slice::<Status>(&message.content) {
                     state.busy_parent =
                         (status.execution_state == "busy").then(|| message.parent_header.clone());
+                    if let Some(parent) = &state.busy_parent {
+                        state.last_parent = Some(parent.clone());
+                    }
                     state.execution_state = status.execution_state;
                 }
                 state.last_activity = iso_now();

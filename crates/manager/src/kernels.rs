@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use commonlab_policy::Action;
 use commonlab_protocol::{Channel, ConnectionInfo};
 use commonlab_runtime::{
     find_kernelspecs, InterruptMode, KernelSpec, LaunchSpec, Runtime, RuntimeBackend, RuntimeRecord,
@@ -190,6 +191,9 @@ impl KernelManager {
 
     /// Starts a kernel and returns once it has answered `kernel_info_request`.
     pub async fn start(&self, name: Option<&str>) -> Result<Arc<Kernel>, ManagerError> {
+        if let Some(gate) = &self.gate {
+            gate.admit()?;
+        }
         let name = name
             .filter(|n| !n.is_empty())
             .unwrap_or(&self.config.default_kernel_name)
@@ -242,6 +246,11 @@ impl KernelManager {
             return Err(e);
         }
         tracing::info!(kernel = %kernel_id, %name, "kernel started");
+        self.audit(
+            "kernel_start",
+            &kernel_id,
+            serde_json::json!({ "name": name }),
+        );
         self.kernels
             .write()
             .expect("not poisoned")
@@ -277,6 +286,87 @@ impl KernelManager {
             }
         }
         Ok(())
+    }
+
+    /// Appends to the audit log with the owner as actor; a failure is logged, never shown.
+    fn audit(&self, action: &str, kernel_id: &str, detail: serde_json::Value) {
+        let owner = self.store.owner();
+        let actor = (!owner.is_empty()).then_some(owner);
+        if let Err(e) = self.store.audit_append(
+            &chrono::Utc::now().to_rfc3339(),
+            actor,
+            action,
+            Some(kernel_id),
+            &detail,
+        ) {
+            tracing::error!(error = %e, action, "could not append to the audit log");
+        }
+    }
+
+    /// One supervisor pass: what runs in each kernel goes to the policy, and its verdict is
+    /// acted on — a warning in the notebook, the offending processes killed (`block`), the cell
+    /// interrupted, the kernel stopped, or the kernel stopped and the account restricted. Each
+    /// finding is acted on once. Returns the actions taken, as `(kernel id, action)`.
+    pub async fn supervise(&self) -> Vec<(String, Action)> {
+        let Some(gate) = self.gate.clone() else {
+            return Vec::new();
+        };
+        let kernels: Vec<Arc<Kernel>> = self
+            .kernels
+            .read()
+            .expect("not poisoned")
+            .values()
+            .cloned()
+            .collect();
+        let mut taken = Vec::new();
+        for kernel in kernels {
+            let Some(runtime) = kernel.runtime() else {
+                continue;
+            };
+            let processes = runtime.processes();
+            let Some(decision) = gate.inspect_processes(&kernel.id, &processes) else {
+                continue;
+            };
+            if !kernel.first_time(&decision.signature) {
+                continue;
+            }
+            tracing::warn!(kernel = %kernel.id, action = %decision.action, category = ?decision.category, pids = ?decision.pids, "policy acted on a running process");
+            gate.audit(
+                "action",
+                &kernel.id,
+                serde_json::json!({"action": decision.action.as_str(), "category": decision.category, "pids": decision.pids}),
+            );
+            kernel.notify(&decision.message);
+            match decision.action {
+                Action::Allow | Action::Warn => {}
+                Action::Block => {
+                    for pid in &decision.pids {
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(*pid),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
+                    }
+                }
+                Action::Interrupt => {
+                    if let Err(e) = self.interrupt(&kernel.id).await {
+                        tracing::error!(kernel = %kernel.id, error = %e.message, "policy interrupt failed");
+                    }
+                }
+                Action::Stop | Action::Restrict => {
+                    if decision.action == Action::Restrict {
+                        gate.restrict(&format!(
+                            "usage policy: {}",
+                            decision.category.as_deref().unwrap_or("a prohibited use")
+                        ));
+                    }
+                    if let Err(e) = self.shutdown(&kernel.id).await {
+                        tracing::error!(kernel = %kernel.id, error = %e.message, "policy stop failed");
+                    }
+                }
+            }
+            taken.push((kernel.id.clone(), decision.action));
+        }
+        taken
     }
 
     /// Ends the kernel's runtime: a polite `shutdown_request`, then a kill after the wait.
@@ -346,6 +436,7 @@ impl KernelManager {
         self.kernels.write().expect("not poisoned").remove(id);
         self.store.delete_kernel(id)?;
         tracing::info!(kernel = %id, "kernel shut down");
+        self.audit("kernel_stop", id, serde_json::json!({}));
         Ok(())
     }
 

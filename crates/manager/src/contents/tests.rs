@@ -7,6 +7,7 @@ fn manager(limit: u64) -> (tempfile::TempDir, ContentsManager) {
     let contents = ContentsManager::new(ContentsConfig {
         root_dir: dir.path().to_owned(),
         upload_bytes_max: limit,
+        owner: None,
     });
     (dir, contents)
 }

@@ -54,6 +54,7 @@ impl UserServers for Factory {
             contents: Arc::new(ContentsManager::new(ContentsConfig {
                 root_dir: workspace.clone(),
                 upload_bytes_max: 1 << 20,
+                owner: None,
             })),
             token: Arc::new(String::new()),
             limits: EdgeLimits {
@@ -75,16 +76,16 @@ impl UserServers for Factory {
     }
 }
 
-struct TestHub {
-    base: String,
-    hub: Arc<Hub>,
-    store: Arc<Store>,
+pub(crate) struct TestHub {
+    pub(crate) base: String,
+    pub(crate) hub: Arc<Hub>,
+    pub(crate) store: Arc<Store>,
     data_dir: tempfile::TempDir,
     server: tokio::task::JoinHandle<()>,
     /// API tokens of alice, bob and carol (an admin).
-    alice: String,
-    bob: String,
-    carol: String,
+    pub(crate) alice: String,
+    pub(crate) bob: String,
+    pub(crate) carol: String,
 }
 
 impl Drop for TestHub {
@@ -96,10 +97,10 @@ impl Drop for TestHub {
     }
 }
 
-const NOW: &str = "2026-01-01T00:00:00+00:00";
-const PASSWORD: &str = "correct horse battery";
+pub(crate) const NOW: &str = "2026-01-01T00:00:00+00:00";
+pub(crate) const PASSWORD: &str = "correct horse battery";
 
-async fn spawn_hub() -> Option<TestHub> {
+pub(crate) async fn spawn_hub() -> Option<TestHub> {
     let python = python()?;
     let data_dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open_sqlite(&data_dir.path().join("hub.sqlite")).unwrap());
@@ -146,7 +147,7 @@ async fn spawn_hub() -> Option<TestHub> {
     })
 }
 
-fn client() -> reqwest::Client {
+pub(crate) fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -154,7 +155,7 @@ fn client() -> reqwest::Client {
 }
 
 impl TestHub {
-    async fn call(
+    pub(crate) async fn call(
         &self,
         token: Option<&str>,
         method: Method,
@@ -412,7 +413,7 @@ async fn one_users_server_is_closed_to_everyone_else() {
     );
 }
 
-fn cookie_value(response: &reqwest::Response, name_prefix: &str) -> Option<String> {
+pub(crate) fn cookie_value(response: &reqwest::Response, name_prefix: &str) -> Option<String> {
     response
         .headers()
         .get_all("set-cookie")

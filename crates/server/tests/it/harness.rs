@@ -107,6 +107,7 @@ pub(crate) async fn spawn_app_with_policy(
             commonlab_manager::ContentsConfig {
                 root_dir: data_dir.path().join("root"),
                 upload_bytes_max: CONTENTS_UPLOAD_BYTES_MAX,
+                owner: None,
             },
         )),
         token: Arc::new(TOKEN.into()),
