@@ -93,7 +93,7 @@ async function journey(name, context, fn) {
     await fn(page);
   } catch (e) {
     failure = e.message;
-    await shot(page, `failed-${name.split(':')[0].replace(/\W+/g, '-')}`).catch(() => {});
+    for (const p of context.pages()) await shot(p, `failed-${name.split(':')[0].replace(/\W+/g, '-')}`).catch(() => {});
   }
   const unexpected = [];
   for (const e of pageErrors) {
@@ -126,9 +126,18 @@ async function until(what, check, timeoutMs = 60_000) {
   }
 }
 
-// The toolbar's execution indicator of the notebook on `page` says idle.
+// The toolbar's execution indicator of the notebook on `page` says idle. It starts out idle
+// before any kernel is attached, so on a fresh page wait for `kernelConnected` first.
 const kernelIdle = (page) =>
   page.locator('.jp-NotebookPanel-toolbar [data-jp-item-name="executionProgress"] [data-status="idle"]').first().waitFor();
+
+// A new session matching `isOurs` has its kernel idle with a WebSocket open: the page's kernel
+// connection exists, so cells run from now on reach the kernel (before, they are dropped).
+const kernelConnected = (isOurs) =>
+  until('the notebook\'s kernel connected and idle', async () => {
+    const sessions = (await getJson('api/sessions')).filter((s) => !sessionsBefore.has(s.id) && isOurs(s));
+    return sessions.some((s) => s.kernel?.connections > 0 && s.kernel?.execution_state === 'idle');
+  });
 
 const cell = (page, index) => page.locator('.jp-NotebookPanel .jp-Notebook .jp-Cell').nth(index);
 
@@ -216,6 +225,7 @@ try {
     await card.click();
     await cell(page, 0).waitFor();
     await page.locator('.jp-NotebookPanel-toolbar .jp-KernelName', { hasText: 'Python 3 (ipykernel)' }).waitFor();
+    await kernelConnected((s) => s.kernel?.name === 'python3');
     await kernelIdle(page);
     await shot(page, 'lab-new-notebook');
 
@@ -243,7 +253,7 @@ try {
     await executed(target);
     await kernelIdle(page);
     await until('the kernel idle in /api/kernels', async () => {
-      const kernels = await getJson('api/kernels');
+      const kernels = (await getJson('api/kernels')).filter((k) => !kernelsBefore.has(k.id));
       return kernels.length > 0 && kernels.every((k) => k.execution_state === 'idle');
     });
     await target.scrollIntoViewIfNeeded();
@@ -304,6 +314,7 @@ try {
     const [nbPage] = await Promise.all([context.waitForEvent('page'), item.dblclick()]);
     await nbPage.waitForURL(/\/notebooks\//);
     await cell(nbPage, 0).waitFor();
+    await kernelConnected((s) => s.path === NB7_NB);
     await kernelIdle(nbPage);
     await shot(nbPage, 'notebook7-opened');
 
