@@ -179,7 +179,7 @@ async function labOutputsShown(page) {
   await cell(page, 3).locator('.jp-OutputArea-output', { hasText: 'KeyboardInterrupt' }).first().waitFor();
 }
 
-// The saved notebook at `nbPath` holds every output of the lab journey.
+// The saved notebook `model` holds every output of the lab journey.
 function checkSavedLabNotebook(model) {
   const outputs = model.content.cells.map((c) => c.outputs ?? []);
   const text = (o) => [].concat(o.text ?? '').join('');
