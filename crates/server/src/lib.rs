@@ -22,6 +22,10 @@ pub use error::ApiError;
 pub use hub::{hub_app, Hub, HubConfig, UserServers};
 pub use lab::{LabAssets, NotebookAssets};
 
+/// The page where users see their policy findings and restriction and appeal them, relative
+/// to the base URL; in accounts mode the policy's notices should link here.
+pub const APPEAL_PATH: &str = "hub/appeal";
+
 /// Limits of the edge, with units in their names.
 #[derive(Debug, Clone)]
 pub struct EdgeLimits {

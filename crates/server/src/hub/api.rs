@@ -30,12 +30,13 @@ pub(super) fn router(hub: Arc<Hub>) -> Router<Arc<Hub>> {
             "/hub/api/users/{name}",
             get(user_get).patch(user_update).delete(user_remove),
         )
+        .merge(super::appeals::router())
         .route_layer(axum::middleware::from_fn_with_state(hub, authenticate))
 }
 
 /// The authenticated caller of a hub API request.
 #[derive(Clone)]
-struct Caller(UserRecord);
+pub(super) struct Caller(pub(super) UserRecord);
 
 async fn authenticate(State(hub): State<Arc<Hub>>, mut request: Request, next: Next) -> Response {
     let who = super::identify(&hub, request.headers(), request.uri());
@@ -65,7 +66,7 @@ async fn authenticate(State(hub): State<Arc<Hub>>, mut request: Request, next: N
     }
 }
 
-fn store_error(e: StoreError) -> ApiError {
+pub(super) fn store_error(e: StoreError) -> ApiError {
     match e {
         StoreError::UserExists(_) => {
             ApiError::new(StatusCode::CONFLICT, "user_exists", e.to_string())
@@ -104,7 +105,7 @@ fn user_json(user: &UserRecord) -> Value {
     })
 }
 
-fn require_admin(caller: &Caller) -> Result<(), ApiError> {
+pub(super) fn require_admin(caller: &Caller) -> Result<(), ApiError> {
     match caller.0.role {
         Role::Admin => Ok(()),
         Role::User => Err(ApiError::new(

@@ -7,6 +7,7 @@
 //! [`crate::AccountsAuth`]), so a routing mistake cannot open one user's work to another.
 
 mod api;
+mod appeals;
 mod login;
 
 use std::collections::HashMap;
@@ -203,6 +204,7 @@ pub fn hub_app(hub: Arc<Hub>) -> Router {
         .route("/hub/login", get(login::page).post(login::submit))
         .route("/hub/logout", get(login::logout).post(login::logout))
         .merge(api::router(hub.clone()))
+        .merge(appeals::pages())
         // Users' servers are reached through the fallback rather than a `/user/{name}/{*rest}`
         // route, so the request reaches the user's router carrying no path parameters of the
         // hub's (axum would add them to the inner router's own).

@@ -2,6 +2,7 @@
 //! connections on 127.0.0.1.
 
 mod accounts;
+mod appeals;
 mod contents;
 mod harness;
 mod kernels;
