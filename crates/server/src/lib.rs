@@ -26,6 +26,16 @@ pub use lab::{LabAssets, NotebookAssets};
 /// to the base URL; in accounts mode the policy's notices should link here.
 pub const APPEAL_PATH: &str = "hub/appeal";
 
+/// The absolute path of [`APPEAL_PATH`] under `base_url` (with or without its slashes).
+pub fn appeal_url(base_url: &str) -> String {
+    let base = base_url.trim_matches('/');
+    if base.is_empty() {
+        format!("/{APPEAL_PATH}")
+    } else {
+        format!("/{base}/{APPEAL_PATH}")
+    }
+}
+
 /// Limits of the edge, with units in their names.
 #[derive(Debug, Clone)]
 pub struct EdgeLimits {

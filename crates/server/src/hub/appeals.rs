@@ -1014,3 +1014,40 @@ async fn admin_submit(
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_appeal_url_sits_under_the_base_url() {
+        assert_eq!(crate::appeal_url("/"), "/hub/appeal");
+        assert_eq!(crate::appeal_url(""), "/hub/appeal");
+        assert_eq!(crate::appeal_url("/lab/"), "/lab/hub/appeal");
+        assert_eq!(crate::appeal_url("lab"), "/lab/hub/appeal");
+    }
+
+    #[test]
+    fn long_matches_are_cut_on_a_character_boundary() {
+        assert_eq!(shorten("ééé", 2), "éé…");
+        assert_eq!(shorten("éé", 2), "éé");
+    }
+
+    #[test]
+    fn evidence_is_escaped_and_runtime_findings_name_no_line() {
+        let finding = json!({
+            "id": 7, "at": "t", "action": "stop", "category": "mining", "kernel_id": "k",
+            "msg_id": "runtime", "shadow": false,
+            "evidence": [{
+                "rule": "mining.miner-program", "description": "a <miner>",
+                "matched": "xmrig", "line_text": "./xmrig --url '<b>'",
+                "location": {"cell": null, "line": 2}, "via": {"kind": "direct"},
+            }],
+        });
+        let html = evidence_html(&finding);
+        assert!(html.contains("a &lt;miner&gt;"), "{html}");
+        assert!(html.contains("&#39;&lt;b&gt;&#39;"), "{html}");
+        assert!(html.contains("in a running process"), "{html}");
+        assert!(!html.contains("line 2"), "{html}");
+    }
+}
