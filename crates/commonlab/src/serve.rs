@@ -210,6 +210,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     kernelspec_dirs.extend(jupyter_data_dirs(std::slice::from_ref(&python.prefix)));
 
     let store = Arc::new(Store::open_sqlite(&database_path(&data_dir))?);
+    let mut config = config;
+    if config.accounts.enabled && config.policy.appeal_url.is_none() {
+        // Notices link to the server's own appeal page.
+        config.policy.appeal_url = Some(commonlab_server::appeal_url(&config.server.base_url));
+    }
     let policy = Arc::new(load_policy(&config)?);
     let mut base_url = config.server.base_url.clone();
     if !base_url.starts_with('/') {

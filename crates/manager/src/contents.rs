@@ -159,6 +159,34 @@ impl ContentsManager {
         self.blocking(move |fs| fs.get(&api, &options)).await
     }
 
+    /// The bytes of a file and its guessed mimetype, for `/files/<path>` (downloads, images in
+    /// Markdown): the same confinement and hidden-file rule as [`ContentsManager::get`].
+    pub async fn read_file(
+        &self,
+        path: &str,
+    ) -> Result<(Vec<u8>, Option<&'static str>), ManagerError> {
+        let api = api_path(path)?;
+        if is_hidden(&api) {
+            return Err(not_served(&api));
+        }
+        self.blocking(move |fs| {
+            let target = fs.resolve(&api)?;
+            match &target.meta {
+                Some(meta) if meta.is_file() => {}
+                _ => {
+                    return Err(ManagerError::new(
+                        crate::ErrorKind::NotFound,
+                        "file_not_found",
+                        format!("File not found: {api}"),
+                    ))
+                }
+            }
+            let bytes = std::fs::read(&target.real).map_err(|e| io_error(&api, e))?;
+            Ok((bytes, fsio::guess_mimetype(target.name())))
+        })
+        .await
+    }
+
     /// PUT: saves `request` at `path`; `None` (an empty body) creates an untitled file in the
     /// directory `path`. Returns the model and whether something new was created.
     pub async fn put(

@@ -70,6 +70,25 @@ pub struct AccountsAuth {
     pub owner: String,
 }
 
+/// A body over the request limit is refused by the extractor with a plain-text 413; say it as
+/// the API's other errors are said.
+async fn json_payload_too_large(response: axum::response::Response) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let plain = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_none_or(|v| v.as_bytes().starts_with(b"text/plain"));
+    if response.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE && plain {
+        return ApiError::new(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "request_too_large",
+            "The request body is larger than the server accepts (server.request_body_bytes_max); upload large files in chunks, as JupyterLab does",
+        )
+        .into_response();
+    }
+    response
+}
+
 /// Builds the router for the whole edge.
 pub fn app(state: AppState) -> Router {
     let base = state.base_url.trim_end_matches('/').to_owned();
@@ -80,7 +99,8 @@ pub fn app(state: AppState) -> Router {
         ))
         .layer(axum::extract::DefaultBodyLimit::max(
             state.limits.request_body_bytes_max,
-        ));
+        ))
+        .layer(axum::middleware::map_response(json_payload_too_large));
     let public = api::public_router();
     let routes = Router::new().merge(public).merge(api).with_state(state);
     if base.is_empty() {

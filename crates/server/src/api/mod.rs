@@ -4,6 +4,7 @@ mod channels;
 mod config;
 mod contents;
 mod events;
+mod files;
 mod kernels;
 mod kernelspecs;
 mod nbconvert;
@@ -52,6 +53,7 @@ pub(crate) fn router(_state: AppState) -> Router<AppState> {
             get(config::get).patch(config::patch).put(config::put),
         )
         .route("/api/nbconvert", get(nbconvert::formats))
+        .route("/files/{*path}", get(files::get))
         .route("/api/events", post(events::emit))
         .route("/api/events/subscribe", get(events::subscribe))
         .merge(crate::lab::protected_router())

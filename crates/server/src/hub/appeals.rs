@@ -29,6 +29,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::api::{require_admin, store_error, Caller};
+use super::login::escape_html;
 use super::Hub;
 use crate::api::parse_json;
 use crate::auth::{self, XSRF_COOKIE};
@@ -404,14 +405,6 @@ async fn appeal_decision(
 }
 
 // The pages.
-
-fn escape_html(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
-}
 
 /// The browser's XSRF cookie value, and a `Set-Cookie` for a fresh one when it has none.
 fn xsrf_for_page(hub: &Hub, headers: &HeaderMap) -> (String, Option<String>) {

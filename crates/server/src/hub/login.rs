@@ -43,7 +43,7 @@ pub(super) fn percent_encode(s: &str) -> String {
         .collect()
 }
 
-fn escape_html(s: &str) -> String {
+pub(super) fn escape_html(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -56,8 +56,17 @@ fn escape_html(s: &str) -> String {
 /// someone elsewhere.
 fn landing(hub: &Hub, user: &str, next: Option<&str>) -> String {
     let own = hub.url(&format!("user/{user}/"));
+    let hub_page = |next: &str| {
+        ["hub/appeal", "hub/account", "hub/admin/appeals"]
+            .iter()
+            .any(|page| next.split('?').next() == Some(hub.url(page).as_str()))
+    };
     match next {
-        Some(next) if next.starts_with(&own) && !next.contains("//") && !next.contains('\\') => {
+        Some(next)
+            if (next.starts_with(&own) || hub_page(next))
+                && !next.contains("//")
+                && !next.contains('\\') =>
+        {
             next.to_owned()
         }
         _ => format!("{own}lab"),

@@ -931,3 +931,73 @@ async fn uploads_beyond_the_limit_are_refused_and_nothing_changes() {
 
     assert_eq!(disk(&root(&app)), before);
 }
+
+#[tokio::test]
+async fn files_are_served_raw_inside_the_root_only() {
+    let Some(app) = spawn_app().await else {
+        return;
+    };
+    let root = app.data_dir.path().join("root");
+    let png: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR";
+    std::fs::create_dir_all(root.join("img")).unwrap();
+    std::fs::write(root.join("img/plot.png"), png).unwrap();
+    std::fs::write(root.join(".secret"), b"hidden").unwrap();
+    std::fs::write(app.data_dir.path().join("outside.txt"), b"outside").unwrap();
+    let get = |path: &str| {
+        let request = app
+            .http
+            .get(format!("{}{path}", app.base))
+            .header("Authorization", format!("token {TOKEN}"));
+        async move { request.send().await.unwrap() }
+    };
+    let response = get("/files/img/plot.png").await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "image/png");
+    assert!(response.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .contains("sandbox"));
+    assert!(response.headers().get("content-disposition").is_none());
+    assert_eq!(response.bytes().await.unwrap(), png);
+    let response = get("/files/img/plot.png?download=1").await;
+    assert_eq!(
+        response.headers()["content-disposition"],
+        "attachment; filename=\"plot.png\""
+    );
+    for refused in [
+        "/files/.secret",
+        "/files/img",
+        "/files/missing.txt",
+        "/files/../outside.txt",
+        "/files/..%2Foutside.txt",
+    ] {
+        let response = get(refused).await;
+        assert_eq!(response.status(), 404, "{refused}");
+    }
+    // Without the token: refused like the rest of the API.
+    let response = app
+        .http
+        .get(format!("{}/files/img/plot.png", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+}
+
+#[tokio::test]
+async fn a_body_over_the_request_limit_gets_a_json_error() {
+    let Some(app) = spawn_app().await else {
+        return;
+    };
+    let body = "x".repeat((1 << 20) + 1);
+    let (status, reply) = app
+        .request(Method::PUT, "/api/contents/big.txt", Some(&body))
+        .await;
+    assert_eq!(status, 413, "{reply}");
+    assert_eq!(reply["code"], "request_too_large");
+    assert!(reply["message"]
+        .as_str()
+        .unwrap()
+        .contains("request_body_bytes_max"));
+    assert!(!app.data_dir.path().join("root/big.txt").exists());
+}
