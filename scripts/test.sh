@@ -12,7 +12,8 @@ REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO_ROOT"
 TARGET_DIR="${CARGO_TARGET_DIR:-$REPO_ROOT/target}"
 mkdir -p "$TARGET_DIR"
-export COMMONLAB_TEST_REQUIRE="${COMMONLAB_TEST_REQUIRE:-ipykernel}"
+# Suites that need these fail, rather than skip, when they are missing.
+export COMMONLAB_TEST_REQUIRE="${COMMONLAB_TEST_REQUIRE:-ipykernel,sandbox}"
 
 log() { echo "test.sh: $*" >&2; }
 passed=0
@@ -23,7 +24,7 @@ record() { # name, exit status
 
 # 1. System packages.
 need_pkgs=()
-for pkg in python3-venv nodejs npm chromium; do
+for pkg in python3-venv nodejs npm chromium bubblewrap e2fsprogs util-linux; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need_pkgs+=("$pkg")
 done
 if ((${#need_pkgs[@]})); then
