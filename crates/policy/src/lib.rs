@@ -12,6 +12,7 @@
 //! - `document`: notebooks and scripts into units of code, comments blanked, line contexts.
 //! - `normalize`: joined strings, variables, base64, hex, reversed strings.
 //! - `engine`: matching and scoring.
+//! - `search`: the overlapping Aho-Corasick searches, several texts side by side.
 //! - [`runtime`]: observations of a running runtime and their detectors.
 //! - [`verdict`]: findings, verdicts, actions and the explanation shown to users.
 //!
