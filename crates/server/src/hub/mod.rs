@@ -202,6 +202,7 @@ pub fn hub_app(hub: Arc<Hub>) -> Router {
         .route("/hub", get(root))
         .route("/hub/", get(root))
         .route("/hub/login", get(login::page).post(login::submit))
+        .route("/hub/home", get(home))
         .route("/hub/logout", get(login::logout).post(login::logout))
         .merge(api::router(hub.clone()))
         .merge(appeals::pages())
@@ -236,6 +237,11 @@ async fn fallback(State(hub): State<Arc<Hub>>, request: Request) -> Response {
         return api_outside_user().into_response();
     }
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "Not Found").into_response()
+}
+
+/// The "Hub Control Panel" of the front ends' File menu: the account page.
+async fn home(State(hub): State<Arc<Hub>>) -> Response {
+    Redirect::to(&hub.url("hub/account")).into_response()
 }
 
 fn api_outside_user() -> ApiError {

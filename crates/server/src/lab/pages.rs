@@ -166,10 +166,22 @@ fn page_config(
         "workspacesDir": lab.state_dir.join("workspaces"),
         "wsUrl": "",
     });
-    match config {
+    let mut map = match config {
         Value::Object(map) => map,
         _ => unreachable!("page config is an object"),
+    };
+    if let Some(accounts) = &state.accounts {
+        // As JupyterHub's single-user servers say it: the front ends then offer "Log Out" and
+        // "Hub Control Panel" (the account page) in the File menu.
+        let hub_base = base
+            .strip_suffix(&format!("user/{}/", accounts.owner))
+            .unwrap_or("/");
+        map.insert("hubUser".into(), json!(accounts.owner));
+        map.insert("hubPrefix".into(), json!(format!("{hub_base}hub/")));
+        map.insert("hubHost".into(), json!(""));
+        map.insert("hubServerName".into(), json!(""));
     }
+    map
 }
 
 fn forbidden_page() -> Response {

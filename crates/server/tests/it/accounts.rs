@@ -530,6 +530,22 @@ async fn browsers_log_in_with_a_form_and_are_kept_to_their_own_server() {
     };
     assert_eq!(get("/user/alice/api/status".into()).await.status(), 200);
     assert_eq!(get("/user/bob/api/status".into()).await.status(), 403);
+    // Her lab knows it is behind a hub, so its File menu offers the hub and logging out.
+    let page = get("/user/alice/lab".into()).await;
+    assert_eq!(
+        page.status(),
+        200,
+        "JupyterLab is installed with the test environment"
+    );
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains(r#""hubUser":"alice""#) && html.contains(r#""hubPrefix":"/hub/""#),
+        "page config of alice's lab"
+    );
+    assert_eq!(
+        get("/hub/home".into()).await.headers()["location"],
+        "/hub/account"
+    );
     assert_eq!(
         get("/".into()).await.headers()["location"],
         "/user/alice/lab"
