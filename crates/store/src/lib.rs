@@ -5,11 +5,12 @@
 //! nothing of kernels' processes or sockets: it keeps records given to it as plain values.
 //!
 //! Accounts (users, API tokens, login sessions) live in [`users`](crate::UserRecord) and the
-//! tamper-evident audit log in [`audit`](crate::AuditRecord). Time is always an argument: the
-//! store reads no clock.
+//! tamper-evident audit log in [`audit`](crate::AuditRecord), the usage ledger per user per day
+//! in [`usage`](crate::UsageDay). Time is always an argument: the store reads no clock.
 
 mod appeals;
 mod audit;
+mod usage;
 mod users;
 
 pub use appeals::{
@@ -17,6 +18,7 @@ pub use appeals::{
     DECISION_NOTE_CHARS_MAX,
 };
 pub use audit::{AuditBreak, AuditRecord, AuditVerify, AUDIT_ACTIONS, AUDIT_GENESIS_HASH};
+pub use usage::{Usage, UsageDay, USAGE_DAYS_LISTED_MAX};
 pub use users::{
     validate_user_name, ApiTokenInfo, Role, UserRecord, PASSWORD_CHARS_MIN, USER_UID_BASE,
 };
@@ -124,6 +126,17 @@ const MIGRATIONS: &[&str] = &[
         WHERE status = 'open' AND finding_id IS NOT NULL;
     CREATE UNIQUE INDEX appeals_open_restriction_per_user ON appeals(user)
         WHERE status = 'open' AND finding_id IS NULL;",
+    // The usage ledger: one row per user per UTC day (`YYYY-MM-DD`).
+    "CREATE TABLE usage_days (
+        user TEXT NOT NULL,
+        day TEXT NOT NULL,
+        cpu_seconds REAL NOT NULL DEFAULT 0,
+        gpu_seconds_held REAL NOT NULL DEFAULT 0,
+        gpu_seconds_busy REAL NOT NULL DEFAULT 0,
+        kernel_seconds REAL NOT NULL DEFAULT 0,
+        memory_bytes_peak INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (user, day)
+    ) WITHOUT ROWID;",
 ];
 
 /// Why the store failed.
@@ -177,6 +190,12 @@ pub enum StoreError {
     InvalidAppealStatus(String),
     #[error("`{0}` is not an administrator")]
     NotAdmin(String),
+    #[error("invalid day `{0}`: expected a UTC date as YYYY-MM-DD, e.g. 2026-01-31")]
+    InvalidDay(String),
+    #[error("invalid usage {0}: amounts must be finite and not negative")]
+    InvalidUsage(String),
+    #[error("a store handle scoped to `{owner}` cannot record usage of `{user}`")]
+    NotYourUsage { owner: String, user: String },
 }
 
 /// A kernel the server started, with what is needed to reconnect to it.
