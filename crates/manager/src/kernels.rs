@@ -306,24 +306,26 @@ impl KernelManager {
     /// One supervisor pass: what runs in each kernel goes to the policy, and its verdict is
     /// acted on — a warning in the notebook, the offending processes killed (`block`), the cell
     /// interrupted, the kernel stopped, or the kernel stopped and the account restricted. Each
-    /// finding is acted on once. Returns the actions taken, as `(kernel id, action)`.
+    /// finding is acted on once. Returns the actions taken, as `(kernel id, action)`. First,
+    /// what the kernels used since the last pass goes to the owner's usage ledger.
     pub async fn supervise(&self) -> Vec<(String, Action)> {
-        let Some(gate) = self.gate.clone() else {
-            return Vec::new();
-        };
-        let kernels: Vec<Arc<Kernel>> = self
+        let kernels: Vec<(Arc<Kernel>, Vec<commonlab_runtime::ProcessInfo>)> = self
             .kernels
             .read()
             .expect("not poisoned")
             .values()
-            .cloned()
+            .filter_map(|kernel| Some((kernel.clone(), kernel.runtime()?.processes())))
             .collect();
+        crate::usage::record_kernels(
+            &self.store,
+            chrono::Utc::now(),
+            kernels.iter().map(|(k, p)| (k.id.as_str(), p.as_slice())),
+        );
+        let Some(gate) = self.gate.clone() else {
+            return Vec::new();
+        };
         let mut taken = Vec::new();
-        for kernel in kernels {
-            let Some(runtime) = kernel.runtime() else {
-                continue;
-            };
-            let processes = runtime.processes();
+        for (kernel, processes) in kernels {
             let Some(decision) = gate.inspect_processes(&kernel.id, &processes) else {
                 continue;
             };

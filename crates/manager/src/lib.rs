@@ -13,6 +13,7 @@ mod kernel;
 mod kernels;
 mod python;
 mod sessions;
+mod usage;
 
 pub use commonlab_runtime::KernelSpec;
 pub use contents::{
@@ -25,6 +26,10 @@ pub use kernel::{Kernel, KernelModel};
 pub use kernels::{KernelManager, KernelManagerConfig, KernelSpecView};
 pub use python::{find_python, PythonEnv, PythonSetup};
 pub use sessions::{SessionManager, SessionModel, SessionRequest};
+pub use usage::{
+    day_of, quota_left, record_gpu_usage, usage_report, TierQuota, UsageReport, QUOTA_WINDOW_DAYS,
+    USAGE_REPORT_DAYS,
+};
 
 /// The current time as Jupyter writes it: ISO 8601 in UTC with microseconds and `Z`.
 pub fn iso_now() -> String {
