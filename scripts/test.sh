@@ -51,7 +51,7 @@ cargo fmt --all --check
 record "cargo fmt" $?
 cargo clippy --workspace --all-targets --locked -- -D warnings
 record "cargo clippy" $?
-cargo test --workspace --locked 2>&1 | tee "$TARGET_DIR/cargo-test.log"
+cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$TARGET_DIR/cargo-test.log"
 record "cargo test" "${PIPESTATUS[0]}"
 set -e
 
