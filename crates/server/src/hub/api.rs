@@ -31,6 +31,7 @@ pub(super) fn router(hub: Arc<Hub>) -> Router<Arc<Hub>> {
             get(user_get).patch(user_update).delete(user_remove),
         )
         .merge(super::appeals::router())
+        .merge(super::account::router())
         .route_layer(axum::middleware::from_fn_with_state(hub, authenticate))
 }
 

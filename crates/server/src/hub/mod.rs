@@ -6,6 +6,7 @@
 //! when the request proves it comes from that user. The user's server checks again (see
 //! [`crate::AccountsAuth`]), so a routing mistake cannot open one user's work to another.
 
+mod account;
 mod api;
 mod appeals;
 mod login;
@@ -75,6 +76,9 @@ pub struct Hub {
     servers: Mutex<HashMap<String, Arc<UserServer>>>,
     failures: Mutex<HashMap<String, (u32, Instant)>>,
     config: HubConfig,
+    /// Quotas by tier name, shown on the account page; see [`Hub::set_tier_quotas`].
+    tier_quotas:
+        std::sync::RwLock<std::collections::BTreeMap<String, commonlab_manager::TierQuota>>,
 }
 
 impl Hub {
@@ -85,7 +89,25 @@ impl Hub {
             servers: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
             config,
+            tier_quotas: Default::default(),
         }
+    }
+
+    /// Sets the quotas of each tier (GPU-hours per rolling week, kernels at once) that the
+    /// account page and `/hub/api/usage` show; a tier without one shows none.
+    pub fn set_tier_quotas(
+        &self,
+        quotas: std::collections::BTreeMap<String, commonlab_manager::TierQuota>,
+    ) {
+        *self.tier_quotas.write().expect("not poisoned") = quotas;
+    }
+
+    fn tier_quota(&self, tier: &str) -> Option<commonlab_manager::TierQuota> {
+        self.tier_quotas
+            .read()
+            .expect("not poisoned")
+            .get(tier)
+            .copied()
     }
 
     pub fn store(&self) -> &Arc<Store> {
@@ -206,6 +228,7 @@ pub fn hub_app(hub: Arc<Hub>) -> Router {
         .route("/hub/logout", get(login::logout).post(login::logout))
         .merge(api::router(hub.clone()))
         .merge(appeals::pages())
+        .merge(account::pages())
         // Users' servers are reached through the fallback rather than a `/user/{name}/{*rest}`
         // route, so the request reaches the user's router carrying no path parameters of the
         // hub's (axum would add them to the inner router's own).

@@ -8,3 +8,4 @@ mod harness;
 mod kernels;
 mod policy;
 mod recovery;
+mod usage;
