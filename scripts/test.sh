@@ -13,7 +13,7 @@ cd "$REPO_ROOT"
 TARGET_DIR="${CARGO_TARGET_DIR:-$REPO_ROOT/target}"
 mkdir -p "$TARGET_DIR"
 # Suites that need these fail, rather than skip, when they are missing.
-export COMMONLAB_TEST_REQUIRE="${COMMONLAB_TEST_REQUIRE:-ipykernel,sandbox}"
+export COMMONLAB_TEST_REQUIRE="${COMMONLAB_TEST_REQUIRE:-ipykernel,sandbox,first-run}"
 
 log() { echo "test.sh: $*" >&2; }
 passed=0
