@@ -12,8 +12,8 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, StatusCode, Uri};
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::{Extension, Form, Json, Router};
 use commonlab_manager::{TierQuota, UsageReport, QUOTA_WINDOW_DAYS};
@@ -22,8 +22,11 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::api::{require_admin, store_error, Caller};
+use super::page::{
+    error_page, escape_html, html_response, layout, message_html, to_login, xsrf_for_page,
+    xsrf_matches,
+};
 use super::Hub;
-use crate::auth::{self, XSRF_COOKIE};
 use crate::ApiError;
 
 /// The longest label of an API token made on the page, in characters.
@@ -113,106 +116,6 @@ async fn usage(
 }
 
 // The page.
-
-fn escape_html(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
-}
-
-/// The browser's XSRF cookie value, and a `Set-Cookie` for a fresh one when it has none.
-fn xsrf_for_page(hub: &Hub, headers: &HeaderMap) -> (String, Option<String>) {
-    if let Some(existing) = auth::cookie(headers, XSRF_COOKIE).filter(|c| !c.is_empty()) {
-        return (existing, None);
-    }
-    let fresh: String = rand::random::<[u8; 16]>()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let cookie = format!(
-        "{XSRF_COOKIE}={fresh}; Path={}; SameSite=Lax{}",
-        hub.config.base_url,
-        if hub.config.cookie_secure {
-            "; Secure"
-        } else {
-            ""
-        }
-    );
-    (fresh, Some(cookie))
-}
-
-/// Whether a form's `_xsrf` field matches the browser's XSRF cookie (double submit).
-fn xsrf_matches(headers: &HeaderMap, submitted: &str) -> bool {
-    auth::cookie(headers, XSRF_COOKIE).is_some_and(|cookie| {
-        !cookie.is_empty() && auth::constant_time_eq(cookie.as_bytes(), submitted.as_bytes())
-    })
-}
-
-fn html_response(status: StatusCode, body: String, set_cookie: Option<String>) -> Response {
-    let mut response = (status, Html(body)).into_response();
-    // The page may carry a token shown once; nothing of it is kept by caches.
-    response.headers_mut().insert(
-        header::CACHE_CONTROL,
-        header::HeaderValue::from_static("no-store"),
-    );
-    if let Some(cookie) = set_cookie {
-        response.headers_mut().append(
-            header::SET_COOKIE,
-            cookie.parse().expect("cookie is a header value"),
-        );
-    }
-    response
-}
-
-fn layout(hub: &Hub, title: &str, user: Option<&UserRecord>, body: &str) -> String {
-    let nav = user
-        .map(|user| {
-            format!(
-                r#"<nav>Logged in as <strong>{name}</strong> · <a href="{lab}">JupyterLab</a> · <a href="{account}">Your account</a> · <a href="{appeal}">Your findings and appeals</a> · <a href="{logout}">Log out</a></nav>"#,
-                name = escape_html(&user.name),
-                lab = hub.url(&format!("user/{}/lab", user.name)),
-                account = hub.url("hub/account"),
-                appeal = hub.url("hub/appeal"),
-                logout = hub.url("hub/logout"),
-            )
-        })
-        .unwrap_or_default();
-    format!(
-        r#"<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{title} · Commonlab</title>
-<style>
-body {{ font-family: system-ui, sans-serif; background: #f5f5f5; margin: 0; padding: 1.5rem; }}
-main {{ max-width: 60rem; margin: 0 auto; }}
-nav {{ margin-bottom: 1rem; color: #444; }}
-h1 {{ font-size: 1.5rem; }}
-h2 {{ font-size: 1.15rem; margin-top: 2rem; }}
-.box {{ background: white; padding: 1rem 1.25rem; border-radius: 8px; box-shadow: 0 1px 4px rgba(0,0,0,.15); margin: .8rem 0; }}
-code {{ background: #f0f0f0; padding: 0 .2rem; word-break: break-all; }}
-meter {{ width: 100%; height: 1.2rem; }}
-button {{ padding: .3rem .8rem; }}
-table {{ border-collapse: collapse; width: 100%; background: white; }}
-th, td {{ border: 1px solid #ddd; padding: .35rem .5rem; text-align: left; vertical-align: top; }}
-td.number {{ text-align: right; font-variant-numeric: tabular-nums; }}
-.error {{ color: #b00020; }}
-.notice {{ color: #1b5e20; }}
-</style></head>
-<body><main>
-{nav}
-{body}
-</main></body></html>
-"#,
-        title = escape_html(title),
-    )
-}
-
-fn message_html(kind: &str, message: Option<&str>) -> String {
-    message
-        .map(|m| format!(r#"<p class="{kind}" role="alert">{}</p>"#, escape_html(m)))
-        .unwrap_or_default()
-}
 
 /// Seconds as people read them: `42 s`, `3 min 05 s`, `2 h 07 min`.
 fn duration_text(seconds: f64) -> String {
@@ -399,25 +302,6 @@ fn render(
         tokens = tokens_html(hub, user, xsrf)?,
     );
     Ok(layout(hub, "Your account", Some(user), &body))
-}
-
-fn to_login(hub: &Hub, uri: &Uri) -> Response {
-    let next = uri.path_and_query().map_or("/", |pq| pq.as_str());
-    Redirect::to(&format!(
-        "{}?next={}",
-        hub.url("hub/login"),
-        super::login::percent_encode(next)
-    ))
-    .into_response()
-}
-
-fn error_page(hub: &Hub, user: Option<&UserRecord>, error: &ApiError) -> Response {
-    let body = format!(
-        "<h1>{}</h1>{}",
-        error.status.canonical_reason().unwrap_or("Error"),
-        message_html("error", Some(&error.message))
-    );
-    html_response(error.status, layout(hub, "Error", user, &body), None)
 }
 
 #[derive(Debug, Deserialize, Default)]

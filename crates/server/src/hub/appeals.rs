@@ -17,8 +17,8 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, StatusCode, Uri};
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Form, Json, Router};
 use commonlab_store::{
@@ -29,10 +29,12 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::api::{require_admin, store_error, Caller};
-use super::login::escape_html;
+use super::page::{
+    error_page, escape_html, html_response, layout, message_html, to_login, xsrf_for_page,
+    xsrf_matches,
+};
 use super::Hub;
 use crate::api::parse_json;
-use crate::auth::{self, XSRF_COOKIE};
 use crate::ApiError;
 
 /// Findings listed when the request names no limit.
@@ -406,94 +408,6 @@ async fn appeal_decision(
 
 // The pages.
 
-/// The browser's XSRF cookie value, and a `Set-Cookie` for a fresh one when it has none.
-fn xsrf_for_page(hub: &Hub, headers: &HeaderMap) -> (String, Option<String>) {
-    if let Some(existing) = auth::cookie(headers, XSRF_COOKIE).filter(|c| !c.is_empty()) {
-        return (existing, None);
-    }
-    let fresh: String = rand::random::<[u8; 16]>()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let cookie = format!(
-        "{XSRF_COOKIE}={fresh}; Path={}; SameSite=Lax{}",
-        hub.config.base_url,
-        if hub.config.cookie_secure {
-            "; Secure"
-        } else {
-            ""
-        }
-    );
-    (fresh, Some(cookie))
-}
-
-/// Whether a form's `_xsrf` field matches the browser's XSRF cookie (double submit).
-fn xsrf_matches(headers: &HeaderMap, submitted: &str) -> bool {
-    auth::cookie(headers, XSRF_COOKIE).is_some_and(|cookie| {
-        !cookie.is_empty() && auth::constant_time_eq(cookie.as_bytes(), submitted.as_bytes())
-    })
-}
-
-fn html_response(status: StatusCode, body: String, set_cookie: Option<String>) -> Response {
-    let mut response = (status, Html(body)).into_response();
-    if let Some(cookie) = set_cookie {
-        response.headers_mut().append(
-            header::SET_COOKIE,
-            cookie.parse().expect("cookie is a header value"),
-        );
-    }
-    response
-}
-
-fn layout(hub: &Hub, title: &str, user: Option<&UserRecord>, body: &str) -> String {
-    let nav = user
-        .map(|user| {
-            let admin = if is_admin(user) {
-                format!(
-                    r#" · <a href="{}">Open appeals</a>"#,
-                    hub.url("hub/admin/appeals")
-                )
-            } else {
-                String::new()
-            };
-            format!(
-                r#"<nav>Logged in as <strong>{name}</strong> · <a href="{lab}">JupyterLab</a> · <a href="{own}">Your findings and appeals</a>{admin} · <a href="{logout}">Log out</a></nav>"#,
-                name = escape_html(&user.name),
-                lab = hub.url(&format!("user/{}/lab", user.name)),
-                own = hub.url("hub/appeal"),
-                logout = hub.url("hub/logout"),
-            )
-        })
-        .unwrap_or_default();
-    format!(
-        r#"<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{title} · Commonlab</title>
-<style>
-body {{ font-family: system-ui, sans-serif; background: #f5f5f5; margin: 0; padding: 1.5rem; }}
-main {{ max-width: 60rem; margin: 0 auto; }}
-nav {{ margin-bottom: 1rem; color: #444; }}
-h1 {{ font-size: 1.5rem; }}
-h2 {{ font-size: 1.15rem; margin-top: 2rem; }}
-section > article, .box {{ background: white; padding: 1rem 1.25rem; border-radius: 8px; box-shadow: 0 1px 4px rgba(0,0,0,.15); margin: .8rem 0; }}
-code {{ background: #f0f0f0; padding: 0 .2rem; word-break: break-all; }}
-textarea {{ width: 100%; box-sizing: border-box; min-height: 4.5rem; }}
-button {{ margin-top: .5rem; padding: .4rem .9rem; }}
-table {{ border-collapse: collapse; width: 100%; background: white; }}
-th, td {{ border: 1px solid #ddd; padding: .35rem .5rem; text-align: left; vertical-align: top; }}
-.error {{ color: #b00020; }}
-.notice {{ color: #1b5e20; }}
-.status-open {{ color: #8a6d00; }} .status-granted {{ color: #1b5e20; }} .status-denied {{ color: #b00020; }}
-</style></head>
-<body><main>
-{nav}
-{body}
-</main></body></html>
-"#,
-        title = escape_html(title),
-    )
-}
-
 fn shorten(text: &str, max_chars: usize) -> String {
     match text.char_indices().nth(max_chars) {
         Some((cut, _)) => format!("{}…", &text[..cut]),
@@ -571,12 +485,6 @@ fn restriction_html(restriction: &Value) -> String {
     } else {
         format!("<p>The account's restriction ended at {until}{reason}.</p>")
     }
-}
-
-fn message_html(kind: &str, message: Option<&str>) -> String {
-    message
-        .map(|m| format!(r#"<p class="{kind}" role="alert">{}</p>"#, escape_html(m)))
-        .unwrap_or_default()
 }
 
 fn decision_html(appeal: &AppealRecord) -> String {
@@ -808,25 +716,6 @@ fn render_admin_page(
     }
     body.push_str("</section>");
     Ok(layout(hub, "Open appeals", Some(admin), &body))
-}
-
-fn to_login(hub: &Hub, uri: &Uri) -> Response {
-    let next = uri.path_and_query().map_or("/", |pq| pq.as_str());
-    Redirect::to(&format!(
-        "{}?next={}",
-        hub.url("hub/login"),
-        super::login::percent_encode(next)
-    ))
-    .into_response()
-}
-
-fn error_page(hub: &Hub, user: Option<&UserRecord>, error: &ApiError) -> Response {
-    let body = format!(
-        "<h1>{}</h1>{}",
-        error.status.canonical_reason().unwrap_or("Error"),
-        message_html("error", Some(&error.message))
-    );
-    html_response(error.status, layout(hub, "Error", user, &body), None)
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -11,6 +11,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::Form;
 use serde::Deserialize;
 
+use super::page::{escape_html, xsrf_cookie};
 use super::Hub;
 use crate::auth::{self, XSRF_COOKIE};
 
@@ -41,14 +42,6 @@ pub(super) fn percent_encode(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
-}
-
-pub(super) fn escape_html(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
 }
 
 /// `next` only ever leads into a user's own server: anything else (another host, another
@@ -116,18 +109,6 @@ button {{ margin-top: 1.2rem; width: 100%; padding: .55rem; }}
 <button type="submit" id="login_submit">Log in</button>
 </form></body></html>
 "#
-    )
-}
-
-fn xsrf_cookie(hub: &Hub, value: &str) -> String {
-    format!(
-        "{XSRF_COOKIE}={value}; Path={}; SameSite=Lax{}",
-        hub.config.base_url,
-        if hub.config.cookie_secure {
-            "; Secure"
-        } else {
-            ""
-        }
     )
 }
 
@@ -309,14 +290,6 @@ pub(super) async fn logout(State(hub): State<Arc<Hub>>, headers: HeaderMap) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn html_is_escaped() {
-        assert_eq!(
-            escape_html(r#"<a href="x">'&"#),
-            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;"
-        );
-    }
 
     #[test]
     fn next_is_percent_encoded() {

@@ -10,6 +10,7 @@ mod account;
 mod api;
 mod appeals;
 mod login;
+mod page;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
