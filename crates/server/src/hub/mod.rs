@@ -68,6 +68,8 @@ impl Default for HubConfig {
 struct UserServer {
     state: AppState,
     router: Router,
+    /// The tier it was built for: its sandbox limits and policy actions follow the tier.
+    tier: String,
 }
 
 /// The accounts-mode front: logins, the account API, and the users' servers.
@@ -131,17 +133,31 @@ impl Hub {
         servers.values().map(|s| s.state.clone()).collect()
     }
 
+    /// The user's server, built on first use. After a tier change it is rebuilt for the new
+    /// tier as soon as it has no kernel running (kernels keep the limits they started with).
     fn server(&self, user: &UserRecord) -> Result<Arc<UserServer>, String> {
         if let Some(server) = self.servers.lock().expect("not poisoned").get(&user.name) {
-            return Ok(server.clone());
+            if server.tier == user.tier || !server.state.kernels.list().is_empty() {
+                return Ok(server.clone());
+            }
         }
         let state = self.factory.build(user)?;
         let router = crate::app(state.clone());
+        let fresh = Arc::new(UserServer {
+            state,
+            router,
+            tier: user.tier.clone(),
+        });
         let mut servers = self.servers.lock().expect("not poisoned");
-        // Another request may have built it meanwhile; keep the first.
+        // Another request may have built one meanwhile; keep it unless it is for an old tier.
         let server = servers
             .entry(user.name.clone())
-            .or_insert_with(|| Arc::new(UserServer { state, router }))
+            .and_modify(|existing| {
+                if existing.tier != user.tier && existing.state.kernels.list().is_empty() {
+                    *existing = fresh.clone();
+                }
+            })
+            .or_insert_with(|| fresh.clone())
             .clone();
         Ok(server)
     }

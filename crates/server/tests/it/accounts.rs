@@ -21,10 +21,16 @@ struct Factory {
     python: PathBuf,
     data_dir: PathBuf,
     store: Arc<Store>,
+    /// Every server built, as (user, tier).
+    builds: Arc<std::sync::Mutex<Vec<(String, String)>>>,
 }
 
 impl UserServers for Factory {
     fn build(&self, user: &UserRecord) -> Result<AppState, String> {
+        self.builds
+            .lock()
+            .unwrap()
+            .push((user.name.clone(), user.tier.clone()));
         let env = commonlab_manager::find_python(std::slice::from_ref(&self.python))
             .ok_or("no python")?;
         let workspace = self.data_dir.join("workspaces").join(&user.name);
@@ -86,6 +92,8 @@ pub(crate) struct TestHub {
     pub(crate) alice: String,
     pub(crate) bob: String,
     pub(crate) carol: String,
+    /// Every user server the hub built, as (user, tier).
+    builds: Arc<std::sync::Mutex<Vec<(String, String)>>>,
 }
 
 impl Drop for TestHub {
@@ -113,10 +121,12 @@ pub(crate) async fn spawn_hub() -> Option<TestHub> {
         store.user_add(name, PASSWORD, role, "free", NOW).unwrap();
         tokens.push(store.api_token_create(name, "test", NOW).unwrap());
     }
+    let builds = Arc::new(std::sync::Mutex::new(Vec::new()));
     let factory = Factory {
         python,
         data_dir: data_dir.path().to_owned(),
         store: store.clone(),
+        builds: builds.clone(),
     };
     let hub = Arc::new(Hub::new(
         store.clone(),
@@ -144,6 +154,7 @@ pub(crate) async fn spawn_hub() -> Option<TestHub> {
         alice,
         bob,
         carol,
+        builds,
     })
 }
 
@@ -780,4 +791,84 @@ async fn admins_manage_users_and_users_manage_their_tokens() {
             "{action} missing from {by_carol:?}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_tier_change_applies_once_no_kernel_of_the_old_tier_runs() {
+    let Some(hub) = spawn_hub().await else {
+        return;
+    };
+    let builds_of = |user: &str| -> Vec<String> {
+        hub.builds
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(name, _)| name == user)
+            .map(|(_, tier)| tier.clone())
+            .collect()
+    };
+    let (status, _) = hub
+        .call(
+            Some(&hub.alice),
+            Method::GET,
+            "/user/alice/api/status",
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(builds_of("alice"), ["free"]);
+    // With a kernel running, the server (and the kernel's limits) stay as they are.
+    let (status, kernel) = hub
+        .call(
+            Some(&hub.alice),
+            Method::POST,
+            "/user/alice/api/kernels",
+            Some("{}"),
+        )
+        .await;
+    assert_eq!(status, 201, "{kernel}");
+    let (status, _) = hub
+        .call(
+            Some(&hub.carol),
+            Method::PATCH,
+            "/hub/api/users/alice",
+            Some(r#"{"tier":"pro"}"#),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = hub
+        .call(
+            Some(&hub.alice),
+            Method::GET,
+            "/user/alice/api/kernels",
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        builds_of("alice"),
+        ["free"],
+        "not rebuilt under a running kernel"
+    );
+    // Once it has stopped, the next request gets a server built for the new tier.
+    let id = kernel["id"].as_str().unwrap();
+    let (status, _) = hub
+        .call(
+            Some(&hub.alice),
+            Method::DELETE,
+            &format!("/user/alice/api/kernels/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    let (status, _) = hub
+        .call(
+            Some(&hub.alice),
+            Method::GET,
+            "/user/alice/api/status",
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(builds_of("alice"), ["free", "pro"]);
 }
