@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use commonlab_manager::{
-    ContentsConfig, ContentsManager, KernelManager, KernelManagerConfig, PolicyGate, PythonEnv,
-    SessionManager,
+    ContentsConfig, ContentsManager, GpuScheduler, KernelManager, KernelManagerConfig, PolicyGate,
+    PythonEnv, SessionManager,
 };
 use commonlab_runtime::{
     LocalBackend, RuntimeBackend, SandboxBackend, SandboxIdentity, SandboxLimits, SandboxSpec,
@@ -31,6 +31,8 @@ pub(crate) struct UserServerFactory {
     /// Where kernels are placed: one sandbox backend for everyone, or `None` for unconfined
     /// local kernels (each user gets their own runtime directory).
     pub(crate) sandbox: Option<Arc<SandboxBackend>>,
+    /// The GPUs every user's GPU kernels share, when the server has any.
+    pub(crate) gpu: Option<Arc<GpuScheduler>>,
 }
 
 impl UserServerFactory {
@@ -82,6 +84,7 @@ impl UserServerFactory {
             },
             limits,
             workspace: workspace.to_owned(),
+            devices: Vec::new(),
         })
     }
 }
@@ -208,28 +211,30 @@ impl UserServers for UserServerFactory {
         // Every kernel, session and finding this server records is stamped with the user's
         // name, and it reads back only those.
         let store = Arc::new(self.store.for_owner(&user.name));
-        let kernels = Arc::new(
-            KernelManager::new(
-                KernelManagerConfig {
-                    root_dir: workspace.clone(),
-                    kernelspec_dirs: self.kernelspec_dirs.clone(),
-                    default_kernel_name: config.kernel.default_name.clone(),
-                    fallback_spec: Some(self.python.kernelspec()),
-                    kernel_start_timeout: Duration::from_secs(config.kernel.start_timeout_s),
-                    kernel_shutdown_wait: Duration::from_secs(config.kernel.shutdown_wait_s),
-                    ws_send_queue_bytes_max: config.kernel.ws_send_queue_bytes_max,
-                    ws_buffer_bytes_max: config.kernel.ws_buffer_bytes_max,
-                    ws_buffer_messages_max: config.kernel.ws_buffer_messages_max,
-                    sandbox: self.sandbox_spec(user, &workspace),
-                },
-                self.backend(user),
-                store.clone(),
-            )
-            .with_policy_gate(
-                PolicyGate::new(self.policy.clone(), user.tier.clone(), store.clone())
-                    .with_restriction_period(Duration::from_secs(config.accounts.restriction_s)),
-            ),
+        let mut kernels = KernelManager::new(
+            KernelManagerConfig {
+                root_dir: workspace.clone(),
+                kernelspec_dirs: self.kernelspec_dirs.clone(),
+                default_kernel_name: config.kernel.default_name.clone(),
+                fallback_spec: Some(self.python.kernelspec()),
+                kernel_start_timeout: Duration::from_secs(config.kernel.start_timeout_s),
+                kernel_shutdown_wait: Duration::from_secs(config.kernel.shutdown_wait_s),
+                ws_send_queue_bytes_max: config.kernel.ws_send_queue_bytes_max,
+                ws_buffer_bytes_max: config.kernel.ws_buffer_bytes_max,
+                ws_buffer_messages_max: config.kernel.ws_buffer_messages_max,
+                sandbox: self.sandbox_spec(user, &workspace),
+            },
+            self.backend(user),
+            store.clone(),
+        )
+        .with_policy_gate(
+            PolicyGate::new(self.policy.clone(), user.tier.clone(), store.clone())
+                .with_restriction_period(Duration::from_secs(config.accounts.restriction_s)),
         );
+        if let Some(gpu) = &self.gpu {
+            kernels = kernels.with_gpu_scheduler(gpu.clone(), &user.name, &user.tier);
+        }
+        let kernels = Arc::new(kernels);
         let sessions = Arc::new(SessionManager::new(kernels.clone(), store));
         let contents = Arc::new(ContentsManager::new(ContentsConfig {
             root_dir: workspace.clone(),

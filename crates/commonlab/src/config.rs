@@ -17,6 +17,144 @@ pub(crate) struct Config {
     pub(crate) policy: commonlab_policy::PolicyConfig,
     pub(crate) accounts: AccountsConfig,
     pub(crate) sandbox: SandboxConfig,
+    pub(crate) gpu: GpuConfig,
+}
+
+/// Where the GPU list comes from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum GpuSource {
+    /// The driver's GPUs (`nvidia-smi`) when it answers, else `devices`.
+    #[default]
+    Auto,
+    /// The driver's GPUs only; the server does not start without them.
+    Nvml,
+    /// `devices` only: a fake inventory on a machine without GPUs, for tests and trials.
+    Config,
+}
+
+/// `[gpu]`: the GPUs, and how they are shared (the allocator and its tiers).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct GpuConfig {
+    pub(crate) source: GpuSource,
+    /// Device nodes every GPU kernel needs besides its GPUs' own; missing ones are skipped.
+    pub(crate) shared_device_nodes: Vec<PathBuf>,
+    /// The configured inventory (`[[gpu.devices]]`), used when the source is `config`, or
+    /// `auto` without a driver. On a machine without GPUs it is a fake inventory.
+    pub(crate) devices: Vec<GpuDeviceConfig>,
+    /// `[gpu.allocator]`: policy, warnings, queue bounds (see docs/allocator.md).
+    #[serde(serialize_with = "serialize_allocator")]
+    pub(crate) allocator: commonlab_manager::AllocatorConfig,
+    /// `[gpu.tiers.<name>]`: share weight, caps, quota, lifetime and idle threshold per tier;
+    /// the names are the users' tiers.
+    #[serde(serialize_with = "serialize_tiers")]
+    pub(crate) tiers: commonlab_manager::TiersConfig,
+}
+
+/// One configured GPU.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct GpuDeviceConfig {
+    /// The driver's index (what `CUDA_VISIBLE_DEVICES` names).
+    pub(crate) id: u32,
+    pub(crate) name: String,
+    #[serde(default)]
+    pub(crate) memory_bytes: u64,
+    /// Its device node, bound into a sandboxed kernel only while it holds the GPU.
+    #[serde(default)]
+    pub(crate) device_node: Option<PathBuf>,
+}
+
+impl Default for GpuConfig {
+    fn default() -> Self {
+        let pro = commonlab_manager::TierConfig {
+            share_weight: 2.0,
+            kernels_max: 8,
+            gpus_max: 2,
+            gpus_per_kernel_max: 2,
+            gpu_hours_per_week_max: 100.0,
+            lifetime_s_max: 24 * 3600,
+            idle_reclaim_after_s: 3600,
+        };
+        GpuConfig {
+            source: GpuSource::Auto,
+            shared_device_nodes: ["/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools"]
+                .map(PathBuf::from)
+                .to_vec(),
+            devices: Vec::new(),
+            allocator: Default::default(),
+            tiers: [
+                ("free".to_owned(), commonlab_manager::TierConfig::default()),
+                ("pro".to_owned(), pro),
+            ]
+            .into(),
+        }
+    }
+}
+
+/// The allocator's own config type reads `[gpu.allocator]`; this writes it back out.
+fn serialize_allocator<S: serde::Serializer>(
+    config: &commonlab_manager::AllocatorConfig,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct View {
+        policy: &'static str,
+        usage_half_life_s: u64,
+        reclaim_warning_s: u64,
+        lifetime_warning_s: u64,
+        queue_requests_max: u32,
+        queue_positions_reported_max: u32,
+        backfill_reserve_after_s: u64,
+        idle_gpus_count_as_demand: bool,
+    }
+    View {
+        policy: config.policy.name(),
+        usage_half_life_s: config.usage_half_life_s,
+        reclaim_warning_s: config.reclaim_warning_s,
+        lifetime_warning_s: config.lifetime_warning_s,
+        queue_requests_max: config.queue_requests_max,
+        queue_positions_reported_max: config.queue_positions_reported_max,
+        backfill_reserve_after_s: config.backfill_reserve_after_s,
+        idle_gpus_count_as_demand: config.idle_gpus_count_as_demand,
+    }
+    .serialize(serializer)
+}
+
+/// The allocator's own config type reads `[gpu.tiers.<name>]`; this writes it back out.
+fn serialize_tiers<S: serde::Serializer>(
+    tiers: &commonlab_manager::TiersConfig,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct View {
+        share_weight: f64,
+        kernels_max: u32,
+        gpus_max: u32,
+        gpus_per_kernel_max: u32,
+        gpu_hours_per_week_max: f64,
+        lifetime_s_max: u64,
+        idle_reclaim_after_s: u64,
+    }
+    let views: std::collections::BTreeMap<&String, View> = tiers
+        .iter()
+        .map(|(name, tier)| {
+            (
+                name,
+                View {
+                    share_weight: tier.share_weight,
+                    kernels_max: tier.kernels_max,
+                    gpus_max: tier.gpus_max,
+                    gpus_per_kernel_max: tier.gpus_per_kernel_max,
+                    gpu_hours_per_week_max: tier.gpu_hours_per_week_max,
+                    lifetime_s_max: tier.lifetime_s_max,
+                    idle_reclaim_after_s: tier.idle_reclaim_after_s,
+                },
+            )
+        })
+        .collect();
+    views.serialize(serializer)
 }
 
 /// `[sandbox]`: how each user's kernels are confined in accounts mode.
@@ -335,6 +473,32 @@ mod tests {
             doc.contains(&defaults),
             "docs/config.md is stale: its defaults block must read\n{defaults}"
         );
+    }
+
+    #[test]
+    fn the_gpu_section_reads_back_what_it_writes() {
+        let mut config = Config::default();
+        config.gpu.allocator.reclaim_warning_s = 7;
+        config
+            .gpu
+            .tiers
+            .get_mut("free")
+            .unwrap()
+            .idle_reclaim_after_s = 11;
+        config.gpu.devices.push(GpuDeviceConfig {
+            id: 0,
+            name: "Fake GPU".into(),
+            memory_bytes: 1 << 30,
+            device_node: Some("/dev/nvidia0".into()),
+        });
+        let text = toml::to_string_pretty(&config).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, &text).unwrap();
+        let read = load(Some(&path), env(&[])).unwrap();
+        assert_eq!(read.gpu.allocator, config.gpu.allocator);
+        assert_eq!(read.gpu.tiers, config.gpu.tiers);
+        assert_eq!(read.gpu.devices, config.gpu.devices);
     }
 
     #[test]

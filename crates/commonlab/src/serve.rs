@@ -9,14 +9,14 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::serve::ListenerExt;
 use commonlab_manager::{
-    find_python, KernelManager, KernelManagerConfig, PolicyGate, PythonEnv, PythonSetup,
-    SessionManager,
+    find_python, GpuDevice, GpuScheduler, GpuSchedulerConfig, KernelManager, KernelManagerConfig,
+    PolicyGate, PythonEnv, PythonSetup, SessionManager,
 };
 use commonlab_runtime::{jupyter_data_dirs, LocalBackend};
 use commonlab_server::{AppState, EdgeLimits};
 use commonlab_store::Store;
 
-use crate::config::{self, Config};
+use crate::config::{self, Config, GpuSource};
 
 /// Flags of `commonlab serve`; each overrides the config file and environment.
 #[derive(Debug, clap::Args)]
@@ -156,6 +156,91 @@ pub(crate) fn load_policy(config: &Config) -> anyhow::Result<commonlab_policy::P
         .map_err(|e| anyhow::anyhow!("invalid policy configuration: {e}"))
 }
 
+/// The GPUs the driver reports, read with `nvidia-smi`; `None` when there is no driver.
+fn nvidia_smi_gpus() -> Option<Vec<GpuDevice>> {
+    let output = std::process::Command::new("nvidia-smi")
+        .args([
+            "--query-gpu=index,name,memory.total",
+            "--format=csv,noheader,nounits",
+        ])
+        .output()
+        .ok()?;
+    if !output.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    let gpus: Vec<GpuDevice> = text
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split(',').map(str::trim);
+            let index: u32 = fields.next()?.parse().ok()?;
+            let name = fields.next()?.to_owned();
+            let memory_mib: u64 = fields.next()?.parse().unwrap_or(0);
+            Some(GpuDevice {
+                index,
+                name,
+                memory_bytes: memory_mib << 20,
+                node: Some(PathBuf::from(format!("/dev/nvidia{index}"))),
+            })
+        })
+        .collect();
+    (!gpus.is_empty()).then_some(gpus)
+}
+
+/// The GPU scheduler every user's kernels share, when the server has GPUs (from the driver,
+/// else the configured inventory); `None` without GPUs.
+fn gpu_scheduler(config: &Config) -> anyhow::Result<Option<Arc<GpuScheduler>>> {
+    let configured = || -> Vec<GpuDevice> {
+        config
+            .gpu
+            .devices
+            .iter()
+            .map(|device| GpuDevice {
+                index: device.id,
+                name: device.name.clone(),
+                memory_bytes: device.memory_bytes,
+                node: device.device_node.clone(),
+            })
+            .collect()
+    };
+    let devices = match config.gpu.source {
+        GpuSource::Config => configured(),
+        GpuSource::Nvml => nvidia_smi_gpus().context(
+            "gpu.source is nvml, but nvidia-smi reports no GPU (is the NVIDIA driver installed?)",
+        )?,
+        GpuSource::Auto => nvidia_smi_gpus().unwrap_or_else(configured),
+    };
+    if devices.is_empty() {
+        return Ok(None);
+    }
+    let scheduler = GpuScheduler::new(GpuSchedulerConfig {
+        allocator: config.gpu.allocator.clone(),
+        tiers: config.gpu.tiers.clone(),
+        devices,
+        shared_nodes: config.gpu.shared_device_nodes.clone(),
+    })
+    .map_err(|e| anyhow::anyhow!("invalid GPU configuration: {e}"))?;
+    let users_tiers: Vec<&String> = if config.accounts.enabled {
+        config.sandbox.tiers.keys().collect()
+    } else {
+        vec![&config.server.user_tier]
+    };
+    for tier in users_tiers {
+        anyhow::ensure!(
+            scheduler.knows_tier(tier),
+            "tier `{tier}` has no [gpu.tiers.{tier}] section: every users' tier needs GPU limits"
+        );
+    }
+    let names: Vec<String> = scheduler
+        .devices()
+        .iter()
+        .map(|d| format!("{}: {}", d.index, d.name))
+        .collect();
+    tracing::info!(gpus = ?names, policy = config.gpu.allocator.policy.name(), "GPUs are shared by the allocator");
+    scheduler.spawn_ticker();
+    Ok(Some(scheduler))
+}
+
 fn init_logging(args: &ServeArgs) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&args.log));
@@ -237,6 +322,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     } else {
         addr.ip().to_string()
     };
+    let gpu = gpu_scheduler(&config)?;
     let listener = listener.tap_io(|stream| {
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
@@ -286,6 +372,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 policy,
                 base_url: base_url.clone(),
                 sandbox,
+                gpu: gpu.clone(),
             }),
             commonlab_server::HubConfig {
                 base_url: base_url.clone(),
@@ -331,6 +418,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         supervisor.abort();
         tracing::info!("shutting down: stopping kernels");
         hub.shutdown_all().await;
+        if let Some(gpu) = &gpu {
+            gpu.shutdown();
+        }
         tracing::info!("stopped");
         return Ok(());
     }
@@ -341,29 +431,31 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         config.server.token.clone()
     };
     let backend = Arc::new(LocalBackend::new(data_dir.join("runtime")));
-    let kernels = Arc::new(
-        KernelManager::new(
-            KernelManagerConfig {
-                root_dir: root_dir.clone(),
-                kernelspec_dirs,
-                default_kernel_name: config.kernel.default_name.clone(),
-                fallback_spec: Some(python.kernelspec()),
-                kernel_start_timeout: Duration::from_secs(config.kernel.start_timeout_s),
-                kernel_shutdown_wait: Duration::from_secs(config.kernel.shutdown_wait_s),
-                ws_send_queue_bytes_max: config.kernel.ws_send_queue_bytes_max,
-                ws_buffer_bytes_max: config.kernel.ws_buffer_bytes_max,
-                ws_buffer_messages_max: config.kernel.ws_buffer_messages_max,
-                sandbox: None,
-            },
-            backend,
-            store.clone(),
-        )
-        .with_policy_gate(PolicyGate::new(
-            policy,
-            config.server.user_tier.clone(),
-            store.clone(),
-        )),
-    );
+    let mut kernels = KernelManager::new(
+        KernelManagerConfig {
+            root_dir: root_dir.clone(),
+            kernelspec_dirs,
+            default_kernel_name: config.kernel.default_name.clone(),
+            fallback_spec: Some(python.kernelspec()),
+            kernel_start_timeout: Duration::from_secs(config.kernel.start_timeout_s),
+            kernel_shutdown_wait: Duration::from_secs(config.kernel.shutdown_wait_s),
+            ws_send_queue_bytes_max: config.kernel.ws_send_queue_bytes_max,
+            ws_buffer_bytes_max: config.kernel.ws_buffer_bytes_max,
+            ws_buffer_messages_max: config.kernel.ws_buffer_messages_max,
+            sandbox: None,
+        },
+        backend,
+        store.clone(),
+    )
+    .with_policy_gate(PolicyGate::new(
+        policy,
+        config.server.user_tier.clone(),
+        store.clone(),
+    ));
+    if let Some(gpu) = &gpu {
+        kernels = kernels.with_gpu_scheduler(gpu.clone(), "local", &config.server.user_tier);
+    }
+    let kernels = Arc::new(kernels);
     let (reattached, cleaned) = kernels.recover().await?;
     if reattached + cleaned > 0 {
         tracing::info!(
@@ -407,6 +499,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await?;
     tracing::info!("shutting down: stopping kernels");
     kernels.shutdown_all().await;
+    if let Some(gpu) = &gpu {
+        gpu.shutdown();
+    }
     tracing::info!("stopped");
     Ok(())
 }

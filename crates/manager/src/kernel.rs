@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::gate::{GateDecision, PolicyGate};
+use crate::gpu::{GpuDevice, GpuScheduler, QueuePlace};
 use crate::hub::{Encoded, Hub, HubLimits};
 use crate::{iso_now, ClientHandle, ErrorKind, ManagerError, Outgoing, WireProtocol};
 
@@ -60,6 +61,55 @@ struct State {
     last_parent: Option<Bytes>,
     /// Signatures of runtime findings already acted on, so a process is reported once.
     acted_on: std::collections::HashSet<String>,
+    /// A GPU kernel's request with the scheduler; `None` for CPU-only kernels.
+    gpu: Option<GpuState>,
+}
+
+/// A GPU kernel's standing with the scheduler.
+struct GpuState {
+    scheduler: Arc<GpuScheduler>,
+    request: commonlab_allocator::RequestId,
+    /// The GPUs granted; empty while queued.
+    devices: Vec<GpuDevice>,
+    /// Set while the kernel waits for a GPU: clients' requests are held until it runs.
+    waiting: Option<Waiting>,
+    /// The last activity reported to the scheduler.
+    busy: bool,
+    /// When the GPUs were granted.
+    granted_at: Option<std::time::Instant>,
+}
+
+/// What a GPU kernel held, when it lets go of its request.
+pub(crate) struct GpuRelease {
+    pub(crate) scheduler: Arc<GpuScheduler>,
+    pub(crate) request: commonlab_allocator::RequestId,
+    pub(crate) devices: Vec<GpuDevice>,
+    pub(crate) held_s: f64,
+}
+
+/// A queued kernel's held requests and the notice shown in the cells that wait.
+struct Waiting {
+    place: QueuePlace,
+    language: String,
+    held: Vec<Held>,
+    /// The first held cell; updates of the queue notice are parented to it (clients route
+    /// `update_display_data` by `display_id` to every cell that shows it).
+    display_parent: Option<Bytes>,
+}
+
+/// A client's message that waits for the kernel's runtime.
+pub(crate) struct Held {
+    client_id: u64,
+    channel: Channel,
+    message: RawMessage,
+}
+
+pub(crate) struct AbortOnDrop(pub(crate) JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// A running kernel.
@@ -73,6 +123,9 @@ pub struct Kernel {
     pub(crate) lifecycle: tokio::sync::Mutex<()>,
     builder: MessageBuilder,
     gate: Option<Arc<PolicyGate>>,
+    /// A GPU kernel's task applying the scheduler's notices; it holds the kernel weakly and
+    /// ends when the scheduler forgets the request, or is aborted with the kernel.
+    gpu_driver: Mutex<Option<AbortOnDrop>>,
 }
 
 impl Kernel {
@@ -103,10 +156,12 @@ impl Kernel {
                 busy_parent: None,
                 last_parent: None,
                 acted_on: Default::default(),
+                gpu: None,
             }),
             readiness,
             lifecycle: tokio::sync::Mutex::new(()),
             gate,
+            gpu_driver: Mutex::new(None),
         })
     }
 
@@ -262,6 +317,21 @@ impl Kernel {
                 format!("Clients cannot send on the {} channel", channel.as_str()),
             ));
         }
+        let Some(message) = self.hold_while_waiting(client_id, channel, &header.msg_type, message)
+        else {
+            return Ok(());
+        };
+        self.forward(client_id, channel, header, message).await
+    }
+
+    /// Sends a client's message on: the policy on `execute_request`, then the kernel.
+    async fn forward(
+        &self,
+        client_id: u64,
+        channel: Channel,
+        header: commonlab_protocol::Header,
+        message: RawMessage,
+    ) -> Result<(), ManagerError> {
         // Wait for readiness so nothing sent during start is lost to the slow joiner.
         let mut readiness = self.readiness.subscribe();
         loop {
@@ -395,12 +465,24 @@ impl Kernel {
     /// Answers an `execute_request` the policy refused, as a kernel would answer a failing cell,
     /// so every Jupyter client shows the explanation.
     fn refuse(&self, client_id: u64, msg_id: &str, parent_header: &Bytes, text: &str) {
+        self.answer_error(client_id, msg_id, parent_header, "PolicyViolation", text);
+    }
+
+    /// Answers an `execute_request` with an error the server wrote, as a failing cell.
+    fn answer_error(
+        &self,
+        client_id: u64,
+        msg_id: &str,
+        parent_header: &Bytes,
+        ename: &str,
+        text: &str,
+    ) {
         self.state()
             .hub
             .remember_request(msg_id.to_owned(), client_id);
         let evalue = text.lines().next().unwrap_or(text).to_owned();
         let traceback: Vec<&str> = text.lines().collect();
-        let error = serde_json::json!({ "ename": "PolicyViolation", "evalue": evalue, "traceback": traceback });
+        let error = serde_json::json!({ "ename": ename, "evalue": evalue, "traceback": traceback });
         self.emit(
             Channel::Iopub,
             "status",
@@ -437,6 +519,286 @@ impl Kernel {
             &parent,
             serde_json::json!({ "name": "stderr", "text": format!("{text}\n") }),
         );
+    }
+
+    /// Makes this a GPU kernel with a request at `scheduler`.
+    pub(crate) fn set_gpu(
+        &self,
+        scheduler: Arc<GpuScheduler>,
+        request: commonlab_allocator::RequestId,
+    ) {
+        self.state().gpu = Some(GpuState {
+            scheduler,
+            request,
+            devices: Vec::new(),
+            waiting: None,
+            busy: false,
+            granted_at: None,
+        });
+    }
+
+    /// Gives the kernel the task that applies its scheduler's notices.
+    pub(crate) fn set_gpu_driver(&self, driver: JoinHandle<()>) {
+        *self
+            .gpu_driver
+            .lock()
+            .expect("driver lock is never poisoned") = Some(AbortOnDrop(driver));
+    }
+
+    /// Lets go of the GPU request (the caller tells the scheduler); what was held.
+    pub(crate) fn take_gpu(&self) -> Option<GpuRelease> {
+        let gpu = self.state().gpu.take()?;
+        Some(GpuRelease {
+            held_s: gpu
+                .granted_at
+                .map(|at| at.elapsed().as_secs_f64())
+                .unwrap_or(0.0),
+            scheduler: gpu.scheduler,
+            request: gpu.request,
+            devices: gpu.devices,
+        })
+    }
+
+    /// The scheduler and request of a GPU kernel.
+    pub(crate) fn gpu_request(
+        &self,
+    ) -> Option<(Arc<GpuScheduler>, commonlab_allocator::RequestId)> {
+        self.state()
+            .gpu
+            .as_ref()
+            .map(|gpu| (gpu.scheduler.clone(), gpu.request))
+    }
+
+    /// The GPUs this kernel holds.
+    pub fn gpus(&self) -> Vec<GpuDevice> {
+        self.state()
+            .gpu
+            .as_ref()
+            .map(|gpu| gpu.devices.clone())
+            .unwrap_or_default()
+    }
+
+    /// Whether the kernel waits in the GPU queue.
+    pub fn is_waiting_for_gpu(&self) -> bool {
+        self.state()
+            .gpu
+            .as_ref()
+            .is_some_and(|gpu| gpu.waiting.is_some())
+    }
+
+    /// The kernel waits for a GPU: clients' requests are held from now on.
+    pub(crate) fn wait_for_gpu(&self, place: QueuePlace, language: &str) {
+        if let Some(gpu) = self.state().gpu.as_mut() {
+            gpu.waiting = Some(Waiting {
+                place,
+                language: language.to_owned(),
+                held: Vec::new(),
+                display_parent: None,
+            });
+        }
+    }
+
+    /// The queue moved: the cells that wait show the new place.
+    pub(crate) fn queue_moved(&self, place: QueuePlace) {
+        let parent = {
+            let mut state = self.state();
+            let Some(waiting) = state.gpu.as_mut().and_then(|gpu| gpu.waiting.as_mut()) else {
+                return;
+            };
+            waiting.place = place;
+            waiting.display_parent.clone()
+        };
+        if let Some(parent) = parent {
+            self.queue_display(
+                "update_display_data",
+                &parent,
+                &crate::gpu::queue_text(place),
+            );
+        }
+    }
+
+    /// GPUs were granted: the runtime is about to be launched with them.
+    pub(crate) fn gpus_granted(&self, devices: Vec<GpuDevice>) {
+        let names: Vec<String> = devices
+            .iter()
+            .map(|d| format!("GPU {} ({})", d.index, d.name))
+            .collect();
+        let parent = {
+            let mut state = self.state();
+            let Some(gpu) = state.gpu.as_mut() else {
+                return;
+            };
+            gpu.devices = devices;
+            gpu.busy = false;
+            gpu.granted_at = Some(std::time::Instant::now());
+            gpu.waiting.as_ref().and_then(|w| w.display_parent.clone())
+        };
+        if let Some(parent) = parent {
+            let text = format!(
+                "A GPU was granted: {}. Starting the kernel; this cell runs next.",
+                names.join(", ")
+            );
+            self.queue_display("update_display_data", &parent, &text);
+        }
+    }
+
+    /// Sends the requests held while the kernel waited, in order, then stops holding.
+    pub(crate) async fn release_held(&self) {
+        loop {
+            let held = {
+                let mut state = self.state();
+                let Some(waiting) = state.gpu.as_mut().and_then(|gpu| gpu.waiting.as_mut()) else {
+                    return;
+                };
+                if waiting.held.is_empty() {
+                    if let Some(gpu) = state.gpu.as_mut() {
+                        gpu.waiting = None;
+                    }
+                    return;
+                }
+                std::mem::take(&mut waiting.held)
+            };
+            for Held {
+                client_id,
+                channel,
+                message,
+            } in held
+            {
+                let Ok(header) = message.parse_header() else {
+                    continue;
+                };
+                if let Err(e) = self.forward(client_id, channel, header, message).await {
+                    tracing::warn!(kernel = %self.id, error = %e, "a held request could not be sent");
+                }
+            }
+        }
+    }
+
+    /// The kernel will not get a GPU (it left the queue, was refused, or its launch failed):
+    /// every held cell is answered with `text` as its error, and nothing more is held.
+    pub(crate) fn abandon_wait(&self, text: &str) {
+        let held = {
+            let mut state = self.state();
+            match state.gpu.as_mut().and_then(|gpu| gpu.waiting.take()) {
+                Some(waiting) => waiting.held,
+                None => return,
+            }
+        };
+        for Held {
+            client_id,
+            channel,
+            message,
+        } in held
+        {
+            let Ok(header) = message.parse_header() else {
+                continue;
+            };
+            if channel == Channel::Shell && header.msg_type == "execute_request" {
+                self.answer_error(client_id, &header.msg_id, &message.header, "NoGpu", text);
+            }
+        }
+    }
+
+    /// While the kernel waits for a GPU, answers `kernel_info_request` itself and holds
+    /// everything else (showing the queue in each cell that waits); returns the message when
+    /// the kernel is not waiting.
+    fn hold_while_waiting(
+        &self,
+        client_id: u64,
+        channel: Channel,
+        msg_type: &str,
+        message: RawMessage,
+    ) -> Option<RawMessage> {
+        let mut state = self.state();
+        let Some(waiting) = state.gpu.as_mut().and_then(|gpu| gpu.waiting.as_mut()) else {
+            return Some(message);
+        };
+        if channel == Channel::Shell && msg_type == "kernel_info_request" {
+            let language = waiting.language.clone();
+            drop(state);
+            self.answer_kernel_info_waiting(client_id, &message.header, &language);
+            return None;
+        }
+        if channel == Channel::Stdin {
+            // Nothing runs, so nothing asked for input.
+            return None;
+        }
+        let cell = channel == Channel::Shell && msg_type == "execute_request";
+        let place = waiting.place;
+        let parent = message.header.clone();
+        if cell && waiting.display_parent.is_none() {
+            waiting.display_parent = Some(parent.clone());
+        }
+        waiting.held.push(Held {
+            client_id,
+            channel,
+            message,
+        });
+        drop(state);
+        if cell {
+            self.queue_display("display_data", &parent, &crate::gpu::queue_text(place));
+        }
+        None
+    }
+
+    /// Shows (or updates) the queue notice, under one `display_id` per kernel.
+    fn queue_display(&self, msg_type: &str, parent: &Bytes, text: &str) {
+        let display_id = format!("commonlab-gpu-queue-{}", self.id);
+        self.emit(
+            Channel::Iopub,
+            msg_type,
+            parent,
+            serde_json::json!({
+                "data": { "text/plain": text },
+                "metadata": {},
+                "transient": { "display_id": display_id },
+            }),
+        );
+    }
+
+    /// The server's own `kernel_info_reply` while the kernel waits for a GPU, so clients
+    /// consider the kernel connected.
+    fn answer_kernel_info_waiting(&self, client_id: u64, parent_header: &Bytes, language: &str) {
+        let language_info = match language {
+            "python" => serde_json::json!({
+                "name": "python",
+                "mimetype": "text/x-python",
+                "file_extension": ".py",
+                "codemirror_mode": { "name": "ipython", "version": 3 },
+                "pygments_lexer": "ipython3",
+                "nbconvert_exporter": "python",
+            }),
+            other => serde_json::json!({ "name": other }),
+        };
+        let content = serde_json::json!({
+            "status": "ok",
+            "protocol_version": commonlab_protocol::PROTOCOL_VERSION,
+            "implementation": "commonlab",
+            "implementation_version": env!("CARGO_PKG_VERSION"),
+            "language_info": language_info,
+            "banner": "Waiting for a GPU",
+            "help_links": [],
+        });
+        for (channel, msg_type, content) in [
+            (
+                Channel::Iopub,
+                "status",
+                Bytes::from_static(br#"{"execution_state":"busy"}"#),
+            ),
+            (
+                Channel::Shell,
+                "kernel_info_reply",
+                Bytes::from(content.to_string()),
+            ),
+            (
+                Channel::Iopub,
+                "status",
+                Bytes::from_static(br#"{"execution_state":"idle"}"#),
+            ),
+        ] {
+            let mut encoded = self.own_message(channel, msg_type, parent_header, content);
+            self.state().hub.send_to(client_id, &mut encoded);
+        }
     }
 
     /// Records that a runtime finding was acted on; false when it already was.
@@ -498,6 +860,8 @@ impl Kernel {
             return;
         };
         let (parent_msg_id, parent_session) = message.parent_ids();
+        // A GPU kernel's change between busy and idle, told to the scheduler after the lock.
+        let mut activity = None;
         let mut state = self.state();
         if parent_session.as_deref() == Some(self.builder.session.as_str())
             && channel == Channel::Shell
@@ -527,6 +891,13 @@ impl Kernel {
                     if let Some(parent) = &state.busy_parent {
                         state.last_parent = Some(parent.clone());
                     }
+                    let busy = status.execution_state == "busy";
+                    if let Some(gpu) = state.gpu.as_mut() {
+                        if !gpu.devices.is_empty() && gpu.busy != busy {
+                            gpu.busy = busy;
+                            activity = Some((gpu.scheduler.clone(), gpu.request, busy));
+                        }
+                    }
                     state.execution_state = status.execution_state;
                 }
                 state.last_activity = iso_now();
@@ -547,6 +918,15 @@ impl Kernel {
                 true,
                 &mut encoded,
             ),
+        }
+        drop(state);
+        if let Some((scheduler, request, busy)) = activity {
+            let activity = if busy {
+                commonlab_allocator::Activity::Busy
+            } else {
+                commonlab_allocator::Activity::Idle
+            };
+            scheduler.activity(request, activity);
         }
     }
 
@@ -613,6 +993,10 @@ impl Kernel {
         }
         let _ = self.readiness.send(Readiness::Failed(why));
         self.broadcast_status("dead");
+        // A dead kernel holds no GPU.
+        if let Some(gpu) = self.take_gpu() {
+            gpu.scheduler.exited(gpu.request);
+        }
     }
 }
 

@@ -14,8 +14,30 @@ use commonlab_runtime::{
 use commonlab_store::{KernelRecord, Store};
 
 use crate::gate::PolicyGate;
+use crate::gpu::{Admission, GpuDevice, GpuNotice, GpuScheduler};
 use crate::hub::HubLimits;
 use crate::{iso_now, ErrorKind, Kernel, KernelModel, ManagerError};
+
+/// The name of the kernelspec synthesized for one GPU when the server has GPUs.
+pub const GPU_KERNEL_NAME: &str = "python3-gpu";
+
+/// Whose GPU requests this manager makes, and where.
+struct GpuAccount {
+    scheduler: Arc<GpuScheduler>,
+    user: String,
+    tier: String,
+}
+
+/// The GPUs a kernelspec asks for: `metadata.commonlab.gpus`, 0 when absent.
+pub fn gpus_wanted(spec: &KernelSpec) -> u32 {
+    spec.spec
+        .metadata
+        .get("commonlab")
+        .and_then(|c| c.get("gpus"))
+        .and_then(|g| g.as_u64())
+        .map(|g| g.min(u32::MAX as u64) as u32)
+        .unwrap_or(0)
+}
 
 /// A kernelspec as the API shows it: name, `kernel.json` contents, resource file names.
 #[derive(Debug, Clone)]
@@ -65,6 +87,7 @@ pub struct KernelManager {
     kernels: RwLock<HashMap<String, Arc<Kernel>>>,
     started_at: String,
     gate: Option<Arc<PolicyGate>>,
+    gpu: Option<GpuAccount>,
 }
 
 impl KernelManager {
@@ -80,7 +103,25 @@ impl KernelManager {
             kernels: RwLock::new(HashMap::new()),
             started_at: iso_now(),
             gate: None,
+            gpu: None,
         }
+    }
+
+    /// Kernels whose kernelspec asks for GPUs (`metadata.commonlab.gpus`) get them from the
+    /// server's shared `scheduler`, as `user` of `tier`; they wait in its queue when none is
+    /// free. Without it such kernels are refused.
+    pub fn with_gpu_scheduler(
+        mut self,
+        scheduler: Arc<GpuScheduler>,
+        user: &str,
+        tier: &str,
+    ) -> KernelManager {
+        self.gpu = Some(GpuAccount {
+            scheduler,
+            user: user.to_owned(),
+            tier: tier.to_owned(),
+        });
+        self
     }
 
     /// Checks every `execute_request` against the policy before it reaches a kernel.
@@ -104,6 +145,22 @@ impl KernelManager {
             specs
                 .entry(fallback.name.clone())
                 .or_insert_with(|| fallback.clone());
+        }
+        let has_gpus = self
+            .gpu
+            .as_ref()
+            .is_some_and(|gpu| !gpu.scheduler.devices().is_empty());
+        if has_gpus && !specs.contains_key(GPU_KERNEL_NAME) {
+            if let Some(python) = specs.get("python3") {
+                let mut gpu_spec = python.clone();
+                gpu_spec.name = GPU_KERNEL_NAME.to_owned();
+                gpu_spec.spec.display_name = "Python 3 (1 GPU)".to_owned();
+                gpu_spec
+                    .spec
+                    .metadata
+                    .insert("commonlab".to_owned(), serde_json::json!({ "gpus": 1 }));
+                specs.insert(GPU_KERNEL_NAME.to_owned(), gpu_spec);
+            }
         }
         specs
     }
@@ -163,8 +220,26 @@ impl KernelManager {
         kernel_id: &str,
         spec: &KernelSpec,
         connection: &ConnectionInfo,
+        devices: &[GpuDevice],
     ) -> Result<Arc<dyn Runtime>, ManagerError> {
-        let env: BTreeMap<String, String> = spec.spec.env.clone();
+        let mut env: BTreeMap<String, String> = spec.spec.env.clone();
+        if let Some(gpu) = &self.gpu {
+            // Only the granted GPUs are visible; a CPU kernel sees none.
+            let visible = devices
+                .iter()
+                .map(|d| d.index.to_string())
+                .collect::<Vec<_>>()
+                .join(",");
+            let nvidia = if devices.is_empty() {
+                "void".to_owned()
+            } else {
+                visible.clone()
+            };
+            if !gpu.scheduler.devices().is_empty() {
+                env.insert("CUDA_VISIBLE_DEVICES".to_owned(), visible);
+                env.insert("NVIDIA_VISIBLE_DEVICES".to_owned(), nvidia);
+            }
+        }
         let launch = LaunchSpec {
             kernel_id: kernel_id.to_owned(),
             argv: resolve_python_argv(
@@ -177,7 +252,12 @@ impl KernelManager {
             env,
             cwd: self.config.root_dir.clone(),
             connection: connection.clone(),
-            sandbox: self.config.sandbox.clone(),
+            sandbox: self.config.sandbox.clone().map(|mut sandbox| {
+                if let Some(gpu) = &self.gpu {
+                    sandbox.devices = gpu.scheduler.nodes_for(devices);
+                }
+                sandbox
+            }),
         };
         let runtime = self.backend.launch(launch).await.map_err(|e| {
             ManagerError::new(
@@ -189,8 +269,10 @@ impl KernelManager {
         Ok(Arc::from(runtime))
     }
 
-    /// Starts a kernel and returns once it has answered `kernel_info_request`.
-    pub async fn start(&self, name: Option<&str>) -> Result<Arc<Kernel>, ManagerError> {
+    /// Starts a kernel and returns once it has answered `kernel_info_request`. A kernel whose
+    /// kernelspec asks for GPUs that are not free returns at once, waiting in the GPU queue
+    /// (`execution_state` `starting`); it is launched when the GPUs are granted.
+    pub async fn start(self: &Arc<Self>, name: Option<&str>) -> Result<Arc<Kernel>, ManagerError> {
         if let Some(gate) = &self.gate {
             gate.admit()?;
         }
@@ -202,22 +284,109 @@ impl KernelManager {
             .kernelspec(&name)
             .ok_or_else(|| ManagerError::kernelspec_not_found(&name))?;
         let kernel_id = uuid::Uuid::new_v4().to_string();
-        let key = uuid::Uuid::new_v4().to_string();
-        let connection = self.new_connection(&kernel_id, &key)?;
-        let started = std::time::Instant::now();
-        let runtime = self.launch(&kernel_id, &spec, &connection).await?;
-        let launched_ms = started.elapsed().as_millis();
-        let interrupt_mode = spec.spec.interrupt_mode;
         let kernel = Kernel::new(
             kernel_id.clone(),
             name.clone(),
-            interrupt_mode,
+            spec.spec.interrupt_mode,
             self.config.hub_limits(),
             self.gate.clone(),
         );
+        let gpus = gpus_wanted(&spec);
+        if gpus > 0 {
+            let Some(devices) = self.request_gpus(&kernel, &spec, gpus)? else {
+                tracing::info!(kernel = %kernel_id, %name, "kernel waits for a GPU");
+                self.kernels
+                    .write()
+                    .expect("not poisoned")
+                    .insert(kernel_id, kernel.clone());
+                return Ok(kernel);
+            };
+            if let Err(e) = self.bring_up(&kernel, &spec, &devices).await {
+                if let Some(gpu) = kernel.take_gpu() {
+                    gpu.scheduler.exited(gpu.request);
+                }
+                return Err(e);
+            }
+        } else {
+            self.bring_up(&kernel, &spec, &[]).await?;
+        }
+        tracing::info!(kernel = %kernel_id, %name, "kernel started");
+        self.audit_start(&kernel);
+        self.kernels
+            .write()
+            .expect("not poisoned")
+            .insert(kernel_id, kernel.clone());
+        Ok(kernel)
+    }
+
+    fn audit_start(&self, kernel: &Kernel) {
+        let gpus: Vec<u32> = kernel.gpus().iter().map(|d| d.index).collect();
+        let detail = if gpus.is_empty() {
+            serde_json::json!({ "name": kernel.name })
+        } else {
+            serde_json::json!({ "name": kernel.name, "gpus": gpus })
+        };
+        self.audit("kernel_start", &kernel.id, detail);
+    }
+
+    /// Asks the scheduler for `gpus` GPUs for `kernel`: the GPUs when granted at once, `None`
+    /// when the kernel now waits in the queue. A task applies the scheduler's later notices.
+    fn request_gpus(
+        self: &Arc<Self>,
+        kernel: &Arc<Kernel>,
+        spec: &KernelSpec,
+        gpus: u32,
+    ) -> Result<Option<Vec<GpuDevice>>, ManagerError> {
+        let Some(account) = &self.gpu else {
+            return Err(ManagerError::new(
+                ErrorKind::Unavailable,
+                "no_gpu_available",
+                format!(
+                    "The '{}' kernel needs {gpus} GPU(s), but this server has none.",
+                    spec.name
+                ),
+            ));
+        };
+        let (notices_tx, notices) = tokio::sync::mpsc::unbounded_channel();
+        let (request, admission) =
+            account
+                .scheduler
+                .request(&account.user, &account.tier, gpus, notices_tx)?;
+        kernel.set_gpu(account.scheduler.clone(), request);
+        kernel.set_gpu_driver(tokio::spawn(drive_gpu(
+            Arc::downgrade(self),
+            Arc::downgrade(kernel),
+            notices,
+        )));
+        match admission {
+            Admission::Placed(devices) => {
+                kernel.gpus_granted(devices.clone());
+                Ok(Some(devices))
+            }
+            Admission::Queued(place) => {
+                kernel.wait_for_gpu(place, &spec.spec.language);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Launches the kernel's runtime (with `devices` visible), records it, connects its
+    /// channels and waits until it answers; on failure nothing of it is left.
+    async fn bring_up(
+        &self,
+        kernel: &Arc<Kernel>,
+        spec: &KernelSpec,
+        devices: &[GpuDevice],
+    ) -> Result<(), ManagerError> {
+        let kernel_id = kernel.id.clone();
+        let key = uuid::Uuid::new_v4().to_string();
+        let connection = self.new_connection(&kernel_id, &key)?;
+        let started = std::time::Instant::now();
+        let runtime = self.launch(&kernel_id, spec, &connection, devices).await?;
+        let launched_ms = started.elapsed().as_millis();
         let record = KernelRecord {
             id: kernel_id.clone(),
-            name: name.clone(),
+            name: kernel.name.clone(),
             connection: serde_json::to_string(&connection).expect("serializes"),
             runtime: serde_json::to_string(&runtime.record()).expect("serializes"),
             started_at: iso_now(),
@@ -245,22 +414,97 @@ impl KernelManager {
             let _ = std::fs::remove_file(runtime.record().connection_file);
             return Err(e);
         }
-        tracing::info!(kernel = %kernel_id, %name, "kernel started");
-        self.audit(
-            "kernel_start",
-            &kernel_id,
-            serde_json::json!({ "name": name }),
-        );
-        self.kernels
-            .write()
-            .expect("not poisoned")
-            .insert(kernel_id, kernel.clone());
-        Ok(kernel)
+        Ok(())
+    }
+
+    /// Applies one of the scheduler's notices to a GPU kernel.
+    async fn apply_gpu_notice(&self, kernel: &Arc<Kernel>, notice: GpuNotice) {
+        match notice {
+            GpuNotice::Placed { devices, after } => {
+                for mut released in after {
+                    // The GPUs' previous kernel is being stopped; its stop is bounded by the
+                    // shutdown wait, so this wait is too.
+                    let wait = self.config.kernel_shutdown_wait + Duration::from_secs(10);
+                    let _ = tokio::time::timeout(wait, released.wait_for(|done| *done)).await;
+                }
+                let Some((scheduler, request)) = kernel.gpu_request() else {
+                    return;
+                };
+                let _guard = kernel.lifecycle.lock().await;
+                if self.get(&kernel.id).is_err() {
+                    scheduler.exited(request);
+                    return;
+                }
+                kernel.gpus_granted(devices.clone());
+                let launched = match self.kernelspec(&kernel.name) {
+                    Some(spec) => self.bring_up(kernel, &spec, &devices).await,
+                    None => Err(ManagerError::kernelspec_not_found(&kernel.name)),
+                };
+                match launched {
+                    Ok(()) => {
+                        tracing::info!(kernel = %kernel.id, gpus = ?devices.iter().map(|d| d.index).collect::<Vec<_>>(), "kernel started on its granted GPUs");
+                        self.audit_start(kernel);
+                        drop(_guard);
+                        kernel.release_held().await;
+                    }
+                    Err(e) => {
+                        tracing::error!(kernel = %kernel.id, error = %e, "a kernel granted a GPU failed to start");
+                        kernel.abandon_wait(&e.message);
+                        if let Some(gpu) = kernel.take_gpu() {
+                            gpu.scheduler.exited(gpu.request);
+                        }
+                        kernel.set_failed(e.message.clone());
+                        kernel.broadcast_status("dead");
+                    }
+                }
+            }
+            GpuNotice::Queued(place) => kernel.queue_moved(place),
+            GpuNotice::Warn {
+                at,
+                reason,
+                waiting,
+            } => {
+                tracing::info!(kernel = %kernel.id, reason = reason.code(), "kernel warned before losing its GPU");
+                kernel.notify(&crate::gpu::warn_text(at, reason, waiting));
+            }
+            GpuNotice::Reclaimed { reason, released } => {
+                tracing::info!(kernel = %kernel.id, reason = reason.code(), "GPU reclaimed; stopping the kernel");
+                kernel.notify(&crate::gpu::reclaim_text(reason));
+                self.stop_gpu_kernel(kernel, reason.code()).await;
+                let _ = released.send(true);
+            }
+            GpuNotice::Stopped { reason } => {
+                tracing::info!(kernel = %kernel.id, reason = reason.code(), "GPU kernel stopped by the scheduler");
+                kernel.notify(&crate::gpu::stop_text(reason));
+                self.stop_gpu_kernel(kernel, reason.code()).await;
+            }
+            GpuNotice::Refused { message } => {
+                kernel.abandon_wait(&format!("No GPU was granted: {message}."));
+                self.stop_gpu_kernel(kernel, "gpu_refused").await;
+            }
+        }
+    }
+
+    async fn stop_gpu_kernel(&self, kernel: &Arc<Kernel>, reason: &str) {
+        if let Err(e) = self.shutdown_because(&kernel.id, reason).await {
+            tracing::error!(kernel = %kernel.id, error = %e.message, "could not stop a GPU kernel");
+        }
     }
 
     /// Interrupts per the kernelspec's `interrupt_mode`.
     pub async fn interrupt(&self, id: &str) -> Result<(), ManagerError> {
         let kernel = self.get(id)?;
+        if kernel.is_waiting_for_gpu() {
+            // Interrupting a kernel that waits for a GPU takes it out of the queue.
+            let why = "The kernel was interrupted while it waited for a GPU, so it left the queue. Restart the kernel to wait again.";
+            kernel.abandon_wait(why);
+            if let Some(gpu) = kernel.take_gpu() {
+                gpu.scheduler.exited(gpu.request);
+            }
+            kernel.set_failed(why.to_owned());
+            kernel.broadcast_status("dead");
+            return Ok(());
+        }
         match kernel.interrupt_mode {
             InterruptMode::Message => {
                 kernel
@@ -397,8 +641,13 @@ impl KernelManager {
     }
 
     /// Restarts a kernel in place: same id, same clients, fresh process.
-    pub async fn restart(&self, id: &str) -> Result<Arc<Kernel>, ManagerError> {
+    /// A GPU kernel keeps its GPUs; one that holds none (it left the queue, or died) asks
+    /// for them again and may wait in the queue.
+    pub async fn restart(self: &Arc<Self>, id: &str) -> Result<Arc<Kernel>, ManagerError> {
         let kernel = self.get(id)?;
+        if kernel.is_waiting_for_gpu() {
+            return Ok(kernel);
+        }
         let _guard = kernel.lifecycle.lock().await;
         kernel.broadcast_status("restarting");
         self.stop_runtime(&kernel, true).await;
@@ -409,9 +658,22 @@ impl KernelManager {
                 format!("No such kernel named {}", kernel.name),
             )
         })?;
+        let gpus = gpus_wanted(&spec);
+        let devices = if gpus > 0 && kernel.gpu_request().is_none() {
+            match self.request_gpus(&kernel, &spec, gpus)? {
+                Some(devices) => devices,
+                None => {
+                    kernel.broadcast_status("starting");
+                    drop(_guard);
+                    return Ok(kernel);
+                }
+            }
+        } else {
+            kernel.gpus()
+        };
         let key = uuid::Uuid::new_v4().to_string();
         let connection = self.new_connection(id, &key)?;
-        let runtime = self.launch(id, &spec, &connection).await?;
+        let runtime = self.launch(id, &spec, &connection, &devices).await?;
         self.store.insert_kernel(&KernelRecord {
             id: id.to_owned(),
             name: kernel.name.clone(),
@@ -430,15 +692,34 @@ impl KernelManager {
 
     /// Shuts a kernel down and forgets it.
     pub async fn shutdown(&self, id: &str) -> Result<(), ManagerError> {
+        self.shutdown_because(id, "").await
+    }
+
+    /// Shuts a kernel down; `reason` (a stable code, empty when the user asked) goes to the
+    /// audit log with the GPUs it held.
+    async fn shutdown_because(&self, id: &str, reason: &str) -> Result<(), ManagerError> {
         let kernel = self.get(id)?;
         let _guard = kernel.lifecycle.lock().await;
         self.stop_runtime(&kernel, false).await;
+        // A queued kernel leaves the queue; a placed one's GPUs go to whoever waits.
+        let gpu = kernel.take_gpu();
+        if let Some(gpu) = &gpu {
+            gpu.scheduler.exited(gpu.request);
+        }
         kernel.set_failed("The kernel was shut down.".into());
         kernel.close_clients("kernel shut down");
         self.kernels.write().expect("not poisoned").remove(id);
         self.store.delete_kernel(id)?;
         tracing::info!(kernel = %id, "kernel shut down");
-        self.audit("kernel_stop", id, serde_json::json!({}));
+        let mut detail = serde_json::json!({});
+        if !reason.is_empty() {
+            detail["reason"] = reason.into();
+        }
+        if let Some(gpu) = gpu.filter(|gpu| !gpu.devices.is_empty()) {
+            detail["gpus"] = gpu.devices.iter().map(|d| d.index).collect();
+            detail["gpu_held_s"] = ((gpu.held_s * 1000.0).round() / 1000.0).into();
+        }
+        self.audit("kernel_stop", id, detail);
         Ok(())
     }
 
@@ -534,6 +815,21 @@ impl KernelManager {
             }
         }
         Ok((reattached, cleaned))
+    }
+}
+
+/// Applies the scheduler's notices to one GPU kernel until the scheduler forgets it. Holds the
+/// manager and kernel weakly between notices.
+async fn drive_gpu(
+    manager: std::sync::Weak<KernelManager>,
+    kernel: std::sync::Weak<Kernel>,
+    mut notices: tokio::sync::mpsc::UnboundedReceiver<GpuNotice>,
+) {
+    while let Some(notice) = notices.recv().await {
+        let (Some(manager), Some(kernel)) = (manager.upgrade(), kernel.upgrade()) else {
+            return;
+        };
+        manager.apply_gpu_notice(&kernel, notice).await;
     }
 }
 

@@ -8,6 +8,7 @@
 mod contents;
 mod error;
 mod gate;
+mod gpu;
 mod hub;
 mod kernel;
 mod kernels;
@@ -21,9 +22,15 @@ pub use contents::{
 };
 pub use error::{ErrorKind, ManagerError};
 pub use gate::PolicyGate;
+pub use gpu::{
+    AllocatorConfig, GpuDevice, GpuScheduler, GpuSchedulerConfig, PolicyKind, TierConfig,
+    TiersConfig,
+};
 pub use hub::{ClientHandle, Outgoing, WireProtocol};
 pub use kernel::{Kernel, KernelModel};
-pub use kernels::{KernelManager, KernelManagerConfig, KernelSpecView};
+pub use kernels::{
+    gpus_wanted, KernelManager, KernelManagerConfig, KernelSpecView, GPU_KERNEL_NAME,
+};
 pub use python::{find_python, PythonEnv, PythonSetup};
 pub use sessions::{SessionManager, SessionModel, SessionRequest};
 pub use usage::{

@@ -408,3 +408,46 @@ pub async fn wait_ready(api: &Api) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+impl KernelClient {
+    /// Sends a request on `channel` without waiting for anything; returns its `msg_id`.
+    pub async fn send(&mut self, channel: &str, msg_type: &str, content: Value) -> String {
+        let msg_id = uuid::Uuid::new_v4().to_string();
+        let message = json!({
+            "channel": channel,
+            "header": {"msg_id": msg_id, "username": "test", "session": self.session, "msg_type": msg_type, "version": "5.3", "date": "2026-01-01T00:00:00.000000Z"},
+            "parent_header": {}, "metadata": {},
+            "content": content,
+        });
+        self.ws
+            .send(Message::Text(message.to_string().into()))
+            .await
+            .unwrap();
+        msg_id
+    }
+
+    /// Sends an `execute_request` for `code` without waiting; returns its `msg_id`.
+    pub async fn execute(&mut self, code: &str) -> String {
+        self.send(
+            "shell",
+            "execute_request",
+            json!({"code": code, "silent": false, "store_history": false, "user_expressions": {}, "allow_stdin": false, "stop_on_error": true}),
+        )
+        .await
+    }
+
+    /// The next message from the server, or `None` at `timeout` or when the connection ends.
+    pub async fn recv(&mut self, timeout: Duration) -> Option<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(remaining, self.ws.next()).await {
+                Ok(Some(Ok(Message::Text(text)))) => {
+                    return Some(serde_json::from_str(&text).unwrap_or_default())
+                }
+                Ok(Some(Ok(_))) => continue,
+                _ => return None,
+            }
+        }
+    }
+}

@@ -55,6 +55,8 @@ pub(crate) struct Plan {
     pub(crate) read_only: Vec<PathBuf>,
     /// Bound writable at the same path (the workspace, the socket directory).
     pub(crate) writable: Vec<PathBuf>,
+    /// Host device nodes bound at `/dev/<file name>` (the GPUs granted to the kernel).
+    pub(crate) devices: Vec<PathBuf>,
     pub(crate) cwd: PathBuf,
     pub(crate) env: BTreeMap<String, String>,
     pub(crate) argv: Vec<String>,
@@ -97,6 +99,18 @@ impl Plan {
         push(&[
             "--size", &tmp_size, "--perms", "1777", "--tmpfs", "/dev/shm",
         ]);
+        // Only the devices granted to this kernel, where drivers look for them.
+        for device in &self.devices {
+            let Some(name) = device.file_name() else {
+                continue;
+            };
+            let inside = Path::new("/dev").join(name);
+            push(&[
+                "--dev-bind",
+                &device.display().to_string(),
+                &inside.display().to_string(),
+            ]);
+        }
         let mut binds: Vec<(&PathBuf, &str)> = self
             .read_only
             .iter()
@@ -180,6 +194,7 @@ mod tests {
             tmp_bytes_max: 1024,
             read_only: vec!["/opt/env".into()],
             writable: vec!["/tmp/ws/alice".into(), "/run/k/k-1".into()],
+            devices: vec!["/srv/fake-gpus/nvidia0".into()],
             cwd: "/tmp/ws/alice".into(),
             env: BTreeMap::from([("HOME".to_owned(), "/tmp/ws/alice".to_owned())]),
             argv: vec!["python".into(), "-m".into(), "ipykernel_launcher".into()],
@@ -190,6 +205,7 @@ mod tests {
              --new-session --hostname commonlab --ro-bind /usr /usr --symlink usr/bin /bin \
              --proc /proc --dev /dev --size 1024 --perms 1777 --tmpfs /tmp \
              --size 1024 --perms 1777 --tmpfs /dev/shm \
+             --dev-bind /srv/fake-gpus/nvidia0 /dev/nvidia0 \
              --ro-bind /opt/env /opt/env --bind /tmp/ws/alice /tmp/ws/alice \
              --bind /run/k/k-1 /run/k/k-1 --remount-ro / --chdir /tmp/ws/alice --clearenv \
              --setenv HOME /tmp/ws/alice -- python -m ipykernel_launcher"

@@ -85,6 +85,9 @@ pub struct SandboxSpec {
     /// Bound writable at the same path, and the kernel's `HOME`. Must be writable by the
     /// identity; the launch's `cwd` must lie inside it.
     pub workspace: PathBuf,
+    /// Device nodes the kernel may use (the GPUs granted to it), each bound with `--dev-bind`
+    /// at `/dev/<its file name>` inside; no other host device is there.
+    pub devices: Vec<PathBuf>,
 }
 
 /// How the sandbox backend is set up (once per server).
@@ -286,6 +289,7 @@ impl SandboxBackend {
             tmp_bytes_max: sandbox.limits.tmp_bytes_max,
             read_only: read_only.clone(),
             writable: vec![workspace.clone(), ipc_dir.clone()],
+            devices: sandbox.devices.clone(),
             cwd: spec.cwd.clone(),
             env,
             argv,

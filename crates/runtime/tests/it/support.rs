@@ -140,6 +140,7 @@ impl Setup {
                 identity,
                 limits,
                 workspace: workspace.clone(),
+                devices: Vec::new(),
             }),
             workspace,
             runtime_dir,
