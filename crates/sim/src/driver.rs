@@ -9,6 +9,7 @@ use commonlab_allocator::{
     RefuseReason, RequestId, StartRequest, TierName, Timestamp, UserId, WarnReason,
 };
 
+use crate::diagnostics::{Diagnostics, WaitKind};
 use crate::metrics::Recorder;
 use crate::workload::{SessionPlan, Workload};
 use crate::{metrics::Metrics, policies};
@@ -25,6 +26,8 @@ pub struct RunOptions {
     pub check_invariants: bool,
     /// Changes to the simulated tiers.
     pub overrides: policies::Overrides,
+    /// Collect [`Diagnostics`] (slower).
+    pub diagnose: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,6 +93,13 @@ struct Driver<'w> {
     user_ids: Vec<UserId>,
     tier_names: Vec<TierName>,
     grace_s: f64,
+    /// Sessions waiting for GPUs and what they are doing, for diagnostics.
+    waiting: BTreeMap<usize, WaitKind>,
+    diagnostics: Option<Diagnostics>,
+    /// Users who have asked before.
+    seen: Vec<bool>,
+    /// Newcomers not yet placed: what they found when they first asked.
+    newcomer_cause: BTreeMap<usize, &'static str>,
 }
 
 impl<'w> Driver<'w> {
@@ -127,6 +137,10 @@ impl<'w> Driver<'w> {
                 .map(|user| TierName::new(user.tier.name()))
                 .collect(),
             grace_s,
+            waiting: BTreeMap::new(),
+            diagnostics: options.diagnose.then(Diagnostics::default),
+            seen: vec![false; workload.users.len()],
+            newcomer_cause: BTreeMap::new(),
         };
         for (idx, _) in workload.sessions.iter().enumerate() {
             driver.schedule(workload.sessions[idx].arrive_s, Timer::Arrive(idx));
@@ -172,12 +186,92 @@ impl<'w> Driver<'w> {
                     .request_unserved(self.sessions[idx].plan.user, self.sessions[idx].asked_s);
             }
         }
-        Ok(self.recorder.finish(self.workload, self.policy))
+        let still_waiting: Vec<usize> = self.waiting.keys().copied().collect();
+        for idx in still_waiting {
+            if in_window(self.workload, self.sessions[idx].asked_s) {
+                if let Some(diagnostics) = &mut self.diagnostics {
+                    diagnostics.unserved("still waiting at the end".to_owned());
+                }
+            }
+        }
+        let causes: Vec<&'static str> = self.newcomer_cause.values().copied().collect();
+        if let Some(diagnostics) = &mut self.diagnostics {
+            for cause in causes {
+                diagnostics.slow_newcomer(cause);
+            }
+            diagnostics.busy_planned_fraction = busy_planned_fraction(self.workload);
+            let window_s = self.workload.horizon_s - self.workload.warmup_s;
+            diagnostics.normalise(window_s * f64::from(self.workload.gpus));
+        }
+        let mut metrics = self.recorder.finish(self.workload, self.policy);
+        metrics.diagnostics = self.diagnostics;
+        Ok(metrics)
+    }
+
+    /// Attributes free GPU time over `[from_s, to_s)` to what waiting sessions were doing.
+    fn diagnose_interval(&mut self, from_s: f64, to_s: f64) {
+        let Some(diagnostics) = &mut self.diagnostics else {
+            return;
+        };
+        let dt = to_s.min(self.workload.horizon_s) - from_s.max(self.workload.warmup_s);
+        let free = self.workload.gpus as usize - self.owners.len().min(self.workload.gpus as usize);
+        if dt <= 0.0 || free == 0 {
+            return;
+        }
+        let gpu_s = dt * free as f64;
+        if self.waiting.is_empty() {
+            diagnostics.free_while_nobody_waits += gpu_s;
+            return;
+        }
+        let mut category: Option<(u8, String)> = None;
+        for (&idx, kind) in &self.waiting {
+            let candidate = match kind {
+                WaitKind::Queued if self.sessions[idx].plan.gpus as usize <= free => {
+                    (0, "queued request that fits".to_owned())
+                }
+                WaitKind::Queued => (1, "queued request wanting more GPUs than free".to_owned()),
+                WaitKind::Refused(code) => (2, format!("refused {code}")),
+            };
+            if category.as_ref().is_none_or(|current| candidate < *current) {
+                category = Some(candidate);
+            }
+        }
+        let (_, category) = category.expect("someone waits");
+        diagnostics.free_while_waiting(category, gpu_s);
+    }
+
+    /// What a newcomer who was not placed at once found.
+    fn newcomer_cause(&self, idx: usize) -> &'static str {
+        let free = self.workload.gpus as usize > self.owners.len();
+        if free {
+            return match self.waiting.get(&idx) {
+                Some(WaitKind::Refused(_)) => "free GPU, refused",
+                _ => "free GPU, queued",
+            };
+        }
+        let (mut idle_over, mut busy_over) = (0, 0);
+        for session in &self.sessions {
+            if session.state == State::Running && self.recorder.over_share(session.plan.user) {
+                if session.busy {
+                    busy_over += 1;
+                } else {
+                    idle_over += 1;
+                }
+            }
+        }
+        if idle_over > 0 {
+            "an over-share kernel idle, not yet reclaimable"
+        } else if busy_over > 0 {
+            "every over-share kernel busy"
+        } else {
+            "nobody over their share"
+        }
     }
 
     fn advance(&mut self, at_ms: u64) {
         let at_s = at_ms as f64 / 1_000.0;
         if at_s > self.now_s {
+            self.diagnose_interval(self.now_s, at_s);
             self.recorder.advance(self.now_s, at_s);
             self.now_s = at_s;
         }
@@ -239,7 +333,15 @@ impl<'w> Driver<'w> {
             token: 0,
         });
         let idx = self.sessions.len() - 1;
-        self.start_waiting(idx)
+        let user = self.sessions[idx].plan.user;
+        let newcomer = !self.seen[user] && in_window(self.workload, self.now_s);
+        self.seen[user] = true;
+        self.start_waiting(idx)?;
+        if newcomer && self.diagnostics.is_some() && self.sessions[idx].state == State::Waiting {
+            let cause = self.newcomer_cause(idx);
+            self.newcomer_cause.insert(user, cause);
+        }
+        Ok(())
     }
 
     /// The session wants GPUs from now on.
@@ -269,6 +371,7 @@ impl<'w> Driver<'w> {
         session.request = Some(request);
         session.queued = true;
         self.by_request.insert(request, idx);
+        self.waiting.insert(idx, WaitKind::Queued);
         let user = session.plan.user;
         let event = Event::StartRequested(StartRequest {
             request,
@@ -285,6 +388,14 @@ impl<'w> Driver<'w> {
         session.state = State::Done;
         session.token += 1;
         let queued = session.queued.then_some(session.request).flatten();
+        let kind = self.waiting.remove(&idx);
+        if let (Some(diagnostics), true) = (&mut self.diagnostics, in_window(self.workload, asked))
+        {
+            diagnostics.unserved(match kind {
+                Some(WaitKind::Refused(code)) => format!("gave up after refusal {code}"),
+                _ => "gave up while queued".to_owned(),
+            });
+        }
         self.recorder.want(user, -(gpus as i64), self.now_s);
         self.recorder.request_unserved(user, asked);
         if let Some(request) = queued {
@@ -429,6 +540,14 @@ impl<'w> Driver<'w> {
                         ));
                     }
                 }
+                self.waiting.remove(&idx);
+                let user = self.sessions[idx].plan.user;
+                if let Some(cause) = self.newcomer_cause.remove(&user) {
+                    let waited = now - self.sessions[idx].asked_s;
+                    if let (Some(diagnostics), true) = (&mut self.diagnostics, waited > 60.0) {
+                        diagnostics.slow_newcomer(cause);
+                    }
+                }
                 let session = &mut self.sessions[idx];
                 if !session.ever_placed {
                     session.ever_placed = true;
@@ -463,6 +582,22 @@ impl<'w> Driver<'w> {
             }
             Decision::Queue { .. } | Decision::QueuePositionChanged { .. } => {}
             Decision::Refuse { reason, .. } => {
+                if let (Some(diagnostics), true) =
+                    (&mut self.diagnostics, in_window(self.workload, now))
+                {
+                    diagnostics.refused(reason.code());
+                }
+                if matches!(reason, RefuseReason::GpuQuotaExhausted { .. }) {
+                    self.waiting.remove(&idx);
+                    let asked = self.sessions[idx].asked_s;
+                    if let (Some(diagnostics), true) =
+                        (&mut self.diagnostics, in_window(self.workload, asked))
+                    {
+                        diagnostics.unserved("refused gpu_quota_exhausted".to_owned());
+                    }
+                } else {
+                    self.waiting.insert(idx, WaitKind::Refused(reason.code()));
+                }
                 let session = &mut self.sessions[idx];
                 session.queued = false;
                 let token = session.token;
@@ -515,10 +650,50 @@ impl<'w> Driver<'w> {
                 self.finish(idx, true)?;
             }
             Decision::Stop { .. } => {
+                let session = &self.sessions[idx];
+                let left: f64 = (session.phase_started_s + session.phase_left_s - now).max(0.0)
+                    + session.plan.phases[session.phase + 1..].iter().sum::<f64>();
+                let dropped = f64::from(session.plan.gpus) * left;
+                if let (Some(diagnostics), true) =
+                    (&mut self.diagnostics, in_window(self.workload, now))
+                {
+                    diagnostics.dropped_by_stops += dropped;
+                }
                 self.recorder.stopped(now);
                 self.finish(idx, false)?;
             }
         }
         Ok(())
     }
+}
+
+/// Busy GPU-seconds planned in the window over GPU-seconds present (see [`Diagnostics`]).
+fn busy_planned_fraction(workload: &Workload) -> f64 {
+    let busy_s = |plan: &SessionPlan| -> f64 { plan.phases.iter().step_by(2).sum() };
+    let mut busy_gpu_s = 0.0;
+    for session in &workload.sessions {
+        if session.arrive_s >= workload.warmup_s && session.arrive_s < workload.horizon_s {
+            busy_gpu_s += f64::from(session.gpus) * busy_s(session);
+        }
+    }
+    for chain in &workload.chains {
+        let (busy, total) = chain
+            .sessions
+            .iter()
+            .fold((0.0, 0.0), |(busy, total), plan| {
+                (
+                    busy + f64::from(plan.gpus) * busy_s(plan),
+                    total + plan.length_s(),
+                )
+            });
+        let span = (workload.horizon_s - workload.warmup_s.max(chain.start_s)).max(0.0);
+        if total > 0.0 {
+            busy_gpu_s += busy / total * span;
+        }
+    }
+    busy_gpu_s / ((workload.horizon_s - workload.warmup_s) * f64::from(workload.gpus))
+}
+
+fn in_window(workload: &Workload, at_s: f64) -> bool {
+    at_s >= workload.warmup_s && at_s < workload.horizon_s
 }

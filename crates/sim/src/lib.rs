@@ -12,6 +12,7 @@
 
 #![allow(clippy::print_stdout)]
 
+pub mod diagnostics;
 pub mod driver;
 pub mod metrics;
 pub mod policies;
@@ -100,6 +101,10 @@ pub struct SimArgs {
     /// twice this); the default is the configured tiers' (600 s).
     #[arg(long)]
     pub idle_reclaim_after_s: Option<u64>,
+    /// Also print diagnostics per policy: free GPU time while someone waits and why, refusals,
+    /// why requests went unserved, what slow newcomers found (slower).
+    #[arg(long)]
+    pub diagnose: bool,
     /// Under the Commons policy, treat GPUs of kernels idle past their threshold as leftovers
     /// rather than as their user's demand (`idle_gpus_count_as_demand = false`).
     #[arg(long)]
@@ -166,6 +171,7 @@ pub fn run_sim(args: &SimArgs) -> anyhow::Result<ExitCode> {
     };
     let options = RunOptions {
         check_invariants: args.check_invariants,
+        diagnose: args.diagnose,
         overrides: policies::Overrides {
             idle_reclaim_after_s: args.idle_reclaim_after_s,
             idle_gpus_count_as_demand: args.idle_gpus_are_not_demand.then_some(false),
@@ -176,6 +182,11 @@ pub fn run_sim(args: &SimArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&results)?);
     } else {
         print!("{}", report::table(&workload, &results));
+        for metrics in &results {
+            if let Some(diagnostics) = &metrics.diagnostics {
+                print!("{}", diagnostics.render(metrics.policy));
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -91,6 +91,9 @@ pub struct Metrics {
     pub refusals: usize,
     /// Refusals for an exhausted weekly quota.
     pub quota_refusals: usize,
+    /// With `--diagnose`: where the time went.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diagnostics: Option<crate::diagnostics::Diagnostics>,
 }
 
 struct Window {
@@ -266,6 +269,13 @@ impl Recorder {
         water_level(&claims, self.gpus)
     }
 
+    /// Whether `user` holds more than their fair share now.
+    pub(crate) fn over_share(&self, user: usize) -> bool {
+        let level = self.level();
+        let share = ((self.held[user] + self.wanted[user]) as f64).min(self.weights[user] * level);
+        self.held[user] as f64 > share + 1e-9
+    }
+
     /// Whether reclaiming from `victim` is justified now: someone with waiting demand holds
     /// less than their fair share, and the victim holds more than theirs.
     pub(crate) fn reclaim_justified(&self, victim: usize) -> bool {
@@ -405,6 +415,7 @@ impl Recorder {
             stops: self.stops,
             refusals: self.refusals,
             quota_refusals: self.quota_refusals,
+            diagnostics: None,
         }
     }
 }

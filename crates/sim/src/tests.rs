@@ -58,6 +58,7 @@ fn every_policy_keeps_the_allocator_invariants_on_seeded_workloads() {
                 policy,
                 RunOptions {
                     check_invariants: true,
+                    diagnose: false,
                     overrides: Default::default(),
                 },
             )
@@ -86,6 +87,7 @@ fn commons_reclaims_only_idle_gpus_for_waiters_under_their_share() {
             PolicyKind::Commons,
             RunOptions {
                 check_invariants: true,
+                diagnose: false,
                 overrides: Default::default(),
             },
         )
@@ -116,6 +118,7 @@ fn trace_replay_keeps_the_invariants() {
             policy,
             RunOptions {
                 check_invariants: true,
+                diagnose: false,
                 overrides: Default::default(),
             },
         )
@@ -131,6 +134,7 @@ fn runs_are_deterministic_for_a_seed() {
             PolicyKind::Commons,
             RunOptions {
                 check_invariants: false,
+                diagnose: false,
                 overrides: Default::default(),
             },
         )
@@ -143,6 +147,7 @@ fn runs_are_deterministic_for_a_seed() {
             PolicyKind::Commons,
             RunOptions {
                 check_invariants: false,
+                diagnose: false,
                 overrides: Default::default(),
             },
         )
@@ -156,6 +161,7 @@ fn runs_are_deterministic_for_a_seed() {
             PolicyKind::Commons,
             RunOptions {
                 check_invariants: false,
+                diagnose: false,
                 overrides: Default::default(),
             },
         )
