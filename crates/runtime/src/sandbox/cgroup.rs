@@ -56,8 +56,15 @@ pub(crate) struct MemoryUse {
 /// [`KernelCgroup`]'s absolute directories.
 pub(crate) trait CgroupDriver: Send + Sync + std::fmt::Debug {
     fn version(&self) -> CgroupVersion;
-    /// Creates the cgroup `name` under the server's `commonlab` parent and applies `limits`.
-    fn create(&self, name: &str, limits: &SandboxLimits) -> Result<KernelCgroup, String>;
+    /// Creates the cgroup `name` under the server's `commonlab` parent and applies `limits`;
+    /// where the host has a devices controller, only the sandbox's own `/dev` and `devices`
+    /// (the kernel's granted GPUs) may be opened.
+    fn create(
+        &self,
+        name: &str,
+        limits: &SandboxLimits,
+        devices: &[PathBuf],
+    ) -> Result<KernelCgroup, String>;
     /// The `cgroup.procs` files a process writes its pid to, to join every controller.
     fn procs_files(&self, cgroup: &KernelCgroup) -> Vec<PathBuf> {
         cgroup
@@ -171,6 +178,42 @@ const CPU_PERIOD_US: u64 = 100_000;
 
 const V1_CONTROLLERS: [&str; 3] = ["memory", "cpu", "pids"];
 
+/// Used where mounted: CPU accounting, and the device allowlist.
+const V1_OPTIONAL_CONTROLLERS: [&str; 2] = ["cpuacct", "devices"];
+
+/// The character devices bubblewrap's `/dev` holds (null, zero, full, random, urandom, tty,
+/// ptmx and the pseudo-terminals), allowed to every kernel.
+const V1_DEVICES_ALLOWED: [&str; 8] = [
+    "c 1:3 rwm",
+    "c 1:5 rwm",
+    "c 1:7 rwm",
+    "c 1:8 rwm",
+    "c 1:9 rwm",
+    "c 5:0 rwm",
+    "c 5:2 rwm",
+    "c 136:* rwm",
+];
+
+/// `c major:minor rw` for a device node, for `devices.allow`.
+fn device_rule(node: &Path) -> Result<String, String> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let meta = std::fs::metadata(node)
+        .map_err(|e| format!("could not read device {}: {e}", node.display()))?;
+    let kind = if meta.file_type().is_char_device() {
+        'c'
+    } else if meta.file_type().is_block_device() {
+        'b'
+    } else {
+        return Err(format!("{} is not a device node", node.display()));
+    };
+    let rdev = meta.rdev();
+    Ok(format!(
+        "{kind} {}:{} rw",
+        nix::sys::stat::major(rdev),
+        nix::sys::stat::minor(rdev)
+    ))
+}
+
 /// cgroup v1: a directory per controller.
 #[derive(Debug)]
 pub(crate) struct V1 {
@@ -183,7 +226,7 @@ impl V1 {
     pub(crate) fn new(root: &Path, proc_self_cgroup: &str) -> V1 {
         let own = V1_CONTROLLERS
             .iter()
-            .chain(["cpuacct"].iter())
+            .chain(V1_OPTIONAL_CONTROLLERS.iter())
             .map(|c| {
                 let path = own_path(proc_self_cgroup, Some(c)).unwrap_or_else(|| "/".into());
                 (c.to_string(), path)
@@ -201,12 +244,17 @@ impl CgroupDriver for V1 {
         CgroupVersion::V1
     }
 
-    fn create(&self, name: &str, limits: &SandboxLimits) -> Result<KernelCgroup, String> {
+    fn create(
+        &self,
+        name: &str,
+        limits: &SandboxLimits,
+        devices: &[PathBuf],
+    ) -> Result<KernelCgroup, String> {
         let mut dirs = BTreeMap::new();
         for (controller, own) in &self.own {
             let tree = self.root.join(controller);
             if !tree.join("cgroup.procs").exists() {
-                if controller == "cpuacct" {
+                if V1_OPTIONAL_CONTROLLERS.contains(&controller.as_str()) {
                     continue;
                 }
                 return Err(format!(
@@ -240,7 +288,17 @@ impl CgroupDriver for V1 {
                 &cpu_quota_us(limits.cpu_millicores_max).to_string(),
             )?;
             let pids = cgroup.dir("pids").expect("pids is required");
-            write(pids, "pids.max", &limits.pids_max.to_string())
+            write(pids, "pids.max", &limits.pids_max.to_string())?;
+            if let Some(dir) = cgroup.dir("devices") {
+                write(dir, "devices.deny", "a")?;
+                for rule in V1_DEVICES_ALLOWED {
+                    write(dir, "devices.allow", rule)?;
+                }
+                for device in devices {
+                    write(dir, "devices.allow", &device_rule(device)?)?;
+                }
+            }
+            Ok(())
         })();
         match result {
             Ok(()) => Ok(cgroup),
@@ -300,7 +358,14 @@ impl CgroupDriver for V2 {
         CgroupVersion::V2
     }
 
-    fn create(&self, name: &str, limits: &SandboxLimits) -> Result<KernelCgroup, String> {
+    /// cgroup v2 has no devices files (access is a BPF program); the sandbox's mount
+    /// namespace, which holds only the granted device nodes, is what confines devices here.
+    fn create(
+        &self,
+        name: &str,
+        limits: &SandboxLimits,
+        _devices: &[PathBuf],
+    ) -> Result<KernelCgroup, String> {
         let own = under(&self.root, &self.own);
         let parent = own.join("commonlab");
         let dir = parent.join(name);
@@ -386,7 +451,10 @@ mod tests {
             pids_max: 9,
             ..SandboxLimits::default()
         };
-        let cgroup = driver.create(&name, &limits).expect("create");
+        // /dev/null stands in for a granted GPU's node.
+        let cgroup = driver
+            .create(&name, &limits, &[PathBuf::from("/dev/null")])
+            .expect("create");
         assert_eq!(cgroup.version, driver.version());
         let value = |controller: &str, file: &str| {
             let dir = cgroup.dir(controller).expect("dir");
@@ -399,6 +467,12 @@ mod tests {
             CgroupVersion::V1 => {
                 assert_eq!(value("memory", "memory.limit_in_bytes"), "67108864");
                 assert_eq!(value("cpu", "cpu.cfs_quota_us"), "25000");
+                if cgroup.dirs.contains_key("devices") {
+                    let allowed = value("devices", "devices.list");
+                    assert!(!allowed.contains("a *:*"), "{allowed}");
+                    assert!(allowed.contains("c 1:3 rw"), "{allowed}");
+                    assert!(!allowed.contains("c 195:"), "{allowed}");
+                }
             }
             CgroupVersion::V2 => {
                 assert_eq!(value("memory", "memory.max"), "67108864");

@@ -329,7 +329,10 @@ impl SandboxBackend {
             .expect("checked by ipc_dir")
             .to_string_lossy()
             .into_owned();
-        let cgroup = match self.cgroups.create(&cgroup_name, &sandbox.limits) {
+        let cgroup = match self
+            .cgroups
+            .create(&cgroup_name, &sandbox.limits, &sandbox.devices)
+        {
             Ok(cgroup) => cgroup,
             Err(e) => {
                 cleanup_dir();
