@@ -929,7 +929,18 @@ impl Allocator {
                 level_now = self.share_level_reduced(&taken);
             }
             if gained < gpus {
-                continue;
+                // Taking small victims first can leave a multi-GPU waiter short while one
+                // larger victim, over its share on its own, would cover it: take that one.
+                let free = self.free_gpus();
+                let single = candidates.iter().find(|id| {
+                    let kernel = &self.kernels[*id];
+                    free + kernel.gpus.len() as u32 >= gpus
+                        && self.excess(&kernel.user, level) > 1e-9
+                });
+                match single {
+                    Some(id) => chosen = vec![*id],
+                    None => continue,
+                }
             }
             for id in chosen {
                 if let Some(kernel) = self.release(now, id) {

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 
 use commonlab_allocator::{
     Activity, Allocator, Decision, Event, GpuId, Inventory, PolicyKind, ReclaimReason,
-    RefuseReason, RequestId, StartRequest, TierName, Timestamp, UserId, WarnReason,
+    RefuseReason, RequestId, StartRequest, StopReason, TierName, Timestamp, UserId, WarnReason,
 };
 
 use crate::diagnostics::{Diagnostics, WaitKind};
@@ -28,6 +28,9 @@ pub struct RunOptions {
     pub overrides: policies::Overrides,
     /// Collect [`Diagnostics`] (slower).
     pub diagnose: bool,
+    /// A session stopped at its lifetime asks again for the rest of its plan at its next busy
+    /// phase, as after a reclaim, instead of ending.
+    pub resume_after_lifetime: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -647,6 +650,13 @@ impl<'w> Driver<'w> {
                 let wrong_no_waiter = !self.recorder.reclaim_justified(session.plan.user);
                 self.recorder
                     .reclaimed(now, wrong_busy, wrong_no_waiter, wrong_grace);
+                self.finish(idx, true)?;
+            }
+            Decision::Stop {
+                reason: StopReason::LifetimeReached,
+                ..
+            } if self.options.resume_after_lifetime => {
+                self.recorder.stopped(now);
                 self.finish(idx, true)?;
             }
             Decision::Stop { .. } => {

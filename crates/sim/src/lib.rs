@@ -98,13 +98,17 @@ pub struct SimArgs {
     #[arg(long)]
     pub check_invariants: bool,
     /// Idle seconds before a free-tier GPU can be reclaimed under the Commons policy (pro:
-    /// twice this); the default is the configured tiers' (600 s).
+    /// twice this); the default is the configured tiers' (120 s).
     #[arg(long)]
     pub idle_reclaim_after_s: Option<u64>,
     /// Also print diagnostics per policy: free GPU time while someone waits and why, refusals,
     /// why requests went unserved, what slow newcomers found (slower).
     #[arg(long)]
     pub diagnose: bool,
+    /// Sessions stopped at their lifetime ask again for the rest of their work at their next
+    /// busy phase, as after a reclaim, instead of ending.
+    #[arg(long)]
+    pub resume_after_lifetime: bool,
     /// Under the Commons policy, treat GPUs of kernels idle past their threshold as leftovers
     /// rather than as their user's demand (`idle_gpus_count_as_demand = false`).
     #[arg(long)]
@@ -172,6 +176,7 @@ pub fn run_sim(args: &SimArgs) -> anyhow::Result<ExitCode> {
     let options = RunOptions {
         check_invariants: args.check_invariants,
         diagnose: args.diagnose,
+        resume_after_lifetime: args.resume_after_lifetime,
         overrides: policies::Overrides {
             idle_reclaim_after_s: args.idle_reclaim_after_s,
             idle_gpus_count_as_demand: args.idle_gpus_are_not_demand.then_some(false),

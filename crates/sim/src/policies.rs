@@ -24,7 +24,10 @@ pub fn commons_tiers() -> TiersConfig {
             gpus_per_kernel_max: 1,
             gpu_hours_per_week_max: 120.0,
             lifetime_s_max: 12 * HOUR_S,
-            idle_reclaim_after_s: 600,
+            // Short: a kernel is only reclaimed while someone under their share waits and its
+            // user is over theirs, after the warning, so a long threshold only keeps idle GPUs
+            // from waiting users (see bench/sim.md).
+            idle_reclaim_after_s: 120,
         },
     );
     tiers.insert(
@@ -36,7 +39,7 @@ pub fn commons_tiers() -> TiersConfig {
             gpus_per_kernel_max: 2,
             gpu_hours_per_week_max: 240.0,
             lifetime_s_max: 24 * HOUR_S,
-            idle_reclaim_after_s: 1_200,
+            idle_reclaim_after_s: 240,
         },
     );
     tiers

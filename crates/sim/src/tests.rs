@@ -59,6 +59,7 @@ fn every_policy_keeps_the_allocator_invariants_on_seeded_workloads() {
                 RunOptions {
                     check_invariants: true,
                     diagnose: false,
+                    resume_after_lifetime: false,
                     overrides: Default::default(),
                 },
             )
@@ -88,6 +89,7 @@ fn commons_reclaims_only_idle_gpus_for_waiters_under_their_share() {
             RunOptions {
                 check_invariants: true,
                 diagnose: false,
+                resume_after_lifetime: false,
                 overrides: Default::default(),
             },
         )
@@ -119,6 +121,7 @@ fn trace_replay_keeps_the_invariants() {
             RunOptions {
                 check_invariants: true,
                 diagnose: false,
+                resume_after_lifetime: false,
                 overrides: Default::default(),
             },
         )
@@ -135,6 +138,7 @@ fn runs_are_deterministic_for_a_seed() {
             RunOptions {
                 check_invariants: false,
                 diagnose: false,
+                resume_after_lifetime: false,
                 overrides: Default::default(),
             },
         )
@@ -148,6 +152,7 @@ fn runs_are_deterministic_for_a_seed() {
             RunOptions {
                 check_invariants: false,
                 diagnose: false,
+                resume_after_lifetime: false,
                 overrides: Default::default(),
             },
         )
@@ -162,6 +167,7 @@ fn runs_are_deterministic_for_a_seed() {
             RunOptions {
                 check_invariants: false,
                 diagnose: false,
+                resume_after_lifetime: false,
                 overrides: Default::default(),
             },
         )
