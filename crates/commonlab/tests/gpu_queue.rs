@@ -333,4 +333,14 @@ async fn a_queued_gpu_cell_runs_when_an_idle_gpu_is_reclaimed_and_busy_kernels_k
     assert!(with("kernel_start", "gpus"), "{log}");
     assert!(with("kernel_stop", "gpu_held_s"), "{log}");
     assert!(log.contains("idle_contended"), "{log}");
+    // And in the usage ledger, as GPU-seconds held by the user whose GPU was reclaimed.
+    let db = rusqlite::Connection::open(server.data_dir().join("commonlab.sqlite")).unwrap();
+    let held: f64 = db
+        .query_row(
+            "SELECT COALESCE(SUM(gpu_seconds_held), 0) FROM usage_days WHERE user = 'alice'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert!(held > 0.0, "alice's GPU time is in the ledger: {held}");
 }

@@ -77,6 +77,10 @@ struct GpuState {
     busy: bool,
     /// When the GPUs were granted.
     granted_at: Option<std::time::Instant>,
+    /// Seconds the kernel executed while holding them, up to `busy_since`.
+    busy_s: f64,
+    /// When the kernel last went busy, while it is.
+    busy_since: Option<std::time::Instant>,
 }
 
 /// What a GPU kernel held, when it lets go of its request.
@@ -85,6 +89,8 @@ pub(crate) struct GpuRelease {
     pub(crate) request: commonlab_allocator::RequestId,
     pub(crate) devices: Vec<GpuDevice>,
     pub(crate) held_s: f64,
+    /// Of `held_s`, the seconds the kernel was executing.
+    pub(crate) busy_s: f64,
 }
 
 /// A queued kernel's held requests and the notice shown in the cells that wait.
@@ -534,6 +540,8 @@ impl Kernel {
             waiting: None,
             busy: false,
             granted_at: None,
+            busy_s: 0.0,
+            busy_since: None,
         });
     }
 
@@ -553,6 +561,11 @@ impl Kernel {
                 .granted_at
                 .map(|at| at.elapsed().as_secs_f64())
                 .unwrap_or(0.0),
+            busy_s: gpu.busy_s
+                + gpu
+                    .busy_since
+                    .map(|at| at.elapsed().as_secs_f64())
+                    .unwrap_or(0.0),
             scheduler: gpu.scheduler,
             request: gpu.request,
             devices: gpu.devices,
@@ -895,6 +908,11 @@ impl Kernel {
                     if let Some(gpu) = state.gpu.as_mut() {
                         if !gpu.devices.is_empty() && gpu.busy != busy {
                             gpu.busy = busy;
+                            if busy {
+                                gpu.busy_since = Some(std::time::Instant::now());
+                            } else if let Some(at) = gpu.busy_since.take() {
+                                gpu.busy_s += at.elapsed().as_secs_f64();
+                            }
                             activity = Some((gpu.scheduler.clone(), gpu.request, busy));
                         }
                     }

@@ -532,6 +532,28 @@ impl KernelManager {
         Ok(())
     }
 
+    /// Adds the GPU time a kernel held to its owner's usage ledger (accounts only; a
+    /// single-user server has no ledger to read).
+    fn record_gpu_usage(&self, gpu: &crate::kernel::GpuRelease) {
+        let owner = self.store.owner();
+        if owner.is_empty() {
+            return;
+        }
+        let gpus = gpu.devices.len() as f64;
+        let now = chrono::Utc::now();
+        let since = now - chrono::Duration::milliseconds((gpu.held_s * 1000.0) as i64);
+        if let Err(e) = crate::usage::record_gpu_usage(
+            &self.store,
+            owner,
+            since,
+            now,
+            gpu.held_s * gpus,
+            gpu.busy_s.min(gpu.held_s) * gpus,
+        ) {
+            tracing::error!(error = %e, "could not record GPU usage");
+        }
+    }
+
     /// Appends to the audit log with the owner as actor; a failure is logged, never shown.
     fn audit(&self, action: &str, kernel_id: &str, detail: serde_json::Value) {
         let owner = self.store.owner();
@@ -718,6 +740,7 @@ impl KernelManager {
         if let Some(gpu) = gpu.filter(|gpu| !gpu.devices.is_empty()) {
             detail["gpus"] = gpu.devices.iter().map(|d| d.index).collect();
             detail["gpu_held_s"] = ((gpu.held_s * 1000.0).round() / 1000.0).into();
+            self.record_gpu_usage(&gpu);
         }
         self.audit("kernel_stop", id, detail);
         Ok(())
