@@ -383,6 +383,23 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 login_failure_window: Duration::from_secs(config.accounts.login_failure_window_s),
             },
         ));
+        // The account page shows each tier's GPU quota used and left.
+        hub.set_tier_quotas(
+            config
+                .gpu
+                .tiers
+                .iter()
+                .map(|(name, tier)| {
+                    (
+                        name.clone(),
+                        commonlab_manager::TierQuota {
+                            gpu_hours_per_week: tier.gpu_hours_per_week_max,
+                            kernels_max: tier.kernels_max,
+                        },
+                    )
+                })
+                .collect(),
+        );
         for state in hub.open_all().map_err(|e| anyhow::anyhow!(e))? {
             let (reattached, cleaned) = state.kernels.recover().await?;
             if reattached + cleaned > 0 {

@@ -57,6 +57,16 @@ async fn a_busy_cell_reaches_the_users_usage_ledger() {
     let server = start_server(&python, CONFIG, &[("alice", &[])]);
     let alice = server.api("alice");
     wait_ready(&alice).await;
+    // The tier's GPU quota, from `[gpu.tiers]`, is shown with what is left of it.
+    let (status, body) = alice
+        .call(reqwest::Method::GET, "/hub/api/usage", None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body["gpu_hours"]["limit"].as_f64() > Some(0.0)
+            && body["gpu_hours"]["left"] == body["gpu_hours"]["limit"],
+        "{body}"
+    );
 
     let (status, body) = alice
         .call(
