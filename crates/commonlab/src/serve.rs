@@ -330,6 +330,19 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     });
 
     if config.accounts.enabled {
+        if let Some(gpu) = &gpu {
+            // Fair share and weekly quotas count what each user held before this start.
+            let today = chrono::Utc::now().date_naive();
+            let from = (today - chrono::Days::new(30)).to_string();
+            for user in store.user_list()? {
+                let days: Vec<(String, f64)> = store
+                    .usage_days(&user.name, &from, &today.to_string())?
+                    .into_iter()
+                    .map(|d| (d.day, d.usage.gpu_seconds_held))
+                    .collect();
+                gpu.load_usage(&user.name, &user.tier, &days);
+            }
+        }
         let workspaces_dir = config
             .accounts
             .workspaces_dir

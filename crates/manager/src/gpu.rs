@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use commonlab_allocator::{
     Activity, Allocator, Decision, Event, GpuId, Inventory, ReclaimReason, RefuseReason, RequestId,
-    Settings, StartRequest, StopReason, TierName, Timestamp, UserId, WarnReason,
+    Settings, StartRequest, StopReason, TierName, Timestamp, UsageRecord, UserId, WarnReason,
 };
 pub use commonlab_allocator::{AllocatorConfig, PolicyKind, TierConfig, TiersConfig};
 use tokio::sync::{mpsc, watch, Notify};
@@ -293,6 +293,41 @@ impl GpuScheduler {
         self.wake.notify_one();
     }
 
+    /// Replays a user's GPU use from the usage ledger into the allocator, so fair-share order
+    /// and weekly quotas survive a restart. The ledger keeps totals per UTC day, not intervals:
+    /// each day's GPU-seconds count as one GPU held from that day's midnight (capped at now).
+    pub fn load_usage(&self, user: &str, tier: &str, days: &[(String, f64)]) {
+        let now_ts = now();
+        let records: Vec<UsageRecord> = days
+            .iter()
+            .filter(|(_, seconds)| *seconds > 0.0)
+            .filter_map(|(day, seconds)| {
+                let midnight = chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d")
+                    .ok()?
+                    .and_hms_opt(0, 0, 0)?
+                    .and_utc()
+                    .timestamp_millis();
+                let start = Timestamp::from_millis(u64::try_from(midnight).ok()?);
+                let end = Timestamp::from_millis(
+                    (start.as_millis() + (seconds * 1000.0) as u64).min(now_ts.as_millis()),
+                );
+                (end > start).then_some(UsageRecord {
+                    start,
+                    end,
+                    gpus: 1,
+                })
+            })
+            .collect();
+        if records.is_empty() {
+            return;
+        }
+        self.handle(Event::UsageLoaded {
+            user: UserId::new(user),
+            tier: TierName::new(tier),
+            records,
+        });
+    }
+
     /// Time passed.
     fn tick(&self) {
         self.handle(Event::Tick);
@@ -421,10 +456,22 @@ fn refusal(reason: &RefuseReason) -> ManagerError {
         RefuseReason::QueueFull { .. } | RefuseReason::NoGpuAvailable => ErrorKind::Unavailable,
         _ => ErrorKind::Conflict,
     };
+    // The allocator's timestamps are for machines; people get a date and how long to wait.
+    let message = match reason {
+        RefuseReason::GpuQuotaExhausted { retry_at: Some(at) } => {
+            let when = system_time(*at);
+            format!(
+                "you used your weekly GPU hours; more become available at {} (in {}). CPU kernels still start",
+                chrono::DateTime::<chrono::Utc>::from(when).format("%Y-%m-%d %H:%M UTC"),
+                until(when)
+            )
+        }
+        other => other.message(),
+    };
     let mut error = ManagerError::new(
         kind,
         reason.code(),
-        format!("No GPU kernel was started: {}.", reason.message()),
+        format!("No GPU kernel was started: {message}."),
     );
     error.short_message = Some("GPU kernel refused".into());
     error
@@ -529,6 +576,46 @@ mod tests {
             shared_nodes: Vec::new(),
         })
         .unwrap()
+    }
+
+    #[test]
+    fn usage_from_the_ledger_counts_after_a_restart() {
+        let scheduler = scheduler(1);
+        let today = chrono::Utc::now().date_naive().to_string();
+        let yesterday = (chrono::Utc::now().date_naive() - chrono::Days::new(1)).to_string();
+        // 41 GPU-hours over two days: past the default tier's 40 a week.
+        scheduler.load_usage(
+            "alice",
+            "free",
+            &[
+                (yesterday, 40.0 * 3600.0),
+                (today, 3600.0),
+                ("not a day".into(), 5.0),
+            ],
+        );
+        scheduler.load_usage("bob", "free", &[]);
+        let now = now();
+        let alice = scheduler
+            .state()
+            .allocator
+            .decayed_usage(&UserId::new("alice"), now);
+        let bob = scheduler
+            .state()
+            .allocator
+            .decayed_usage(&UserId::new("bob"), now);
+        assert!(alice > 0.0 && bob == 0.0, "alice {alice}, bob {bob}");
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let refused = scheduler.request("alice", "free", 1, tx);
+        let error = refused.err().expect("alice is past her weekly GPU-hours");
+        assert_eq!(error.code, "gpu_quota_exhausted");
+        assert!(
+            error.message.contains("UTC (in "),
+            "the user is told when, in words: {}",
+            error.message
+        );
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let (_, admission) = scheduler.request("bob", "free", 1, tx).unwrap();
+        assert!(matches!(admission, Admission::Placed(_)));
     }
 
     #[test]
