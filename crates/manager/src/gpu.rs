@@ -606,7 +606,7 @@ mod tests {
         assert!(alice > 0.0 && bob == 0.0, "alice {alice}, bob {bob}");
         let (tx, _rx) = mpsc::unbounded_channel();
         let refused = scheduler.request("alice", "free", 1, tx);
-        let error = refused.err().expect("alice is past her weekly GPU-hours");
+        let error = refused.expect_err("alice is past her weekly GPU-hours");
         assert_eq!(error.code, "gpu_quota_exhausted");
         assert!(
             error.message.contains("UTC (in "),
