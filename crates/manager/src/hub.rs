@@ -246,11 +246,26 @@ impl Hub {
     /// ahead of anything that arrives later.
     pub(crate) fn disconnect_with_unsent(&mut self, client_id: u64, unsent: Vec<Outgoing>) {
         if let Some(client) = self.clients.remove(&client_id) {
-            let still_connected = self
+            let successor = self
                 .clients
                 .values()
-                .any(|c| c.session_id == client.session_id);
-            if !still_connected && !client.session_id.is_empty() {
+                .find(|c| !client.session_id.is_empty() && c.session_id == client.session_id);
+            if let Some(successor) = successor {
+                // The session already reconnected (the old socket's close was read late): what
+                // the old one never wrote goes to the new one rather than nowhere. Frames are
+                // encoded per framing, so only a successor speaking the same one can take them.
+                if successor.protocol == client.protocol {
+                    for frame in unsent {
+                        if !matches!(frame, Outgoing::Close { .. }) {
+                            let _ = push(successor, frame, self.limits.send_queue_bytes_max);
+                        }
+                    }
+                } else if !unsent.is_empty() {
+                    tracing::warn!(session = %client.session_id, dropped = unsent.len(), "the session reconnected with another framing; frames its old connection never wrote are dropped");
+                }
+                return;
+            }
+            if !client.session_id.is_empty() {
                 let limits = self.limits;
                 let buffer = self
                     .buffers
@@ -402,4 +417,50 @@ fn buffer_push(buffer: &mut SessionBuffer, frame: Outgoing, limits: HubLimits) {
     }
     buffer.bytes += len;
     buffer.frames.push_back(frame);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hub() -> Hub {
+        Hub::new(HubLimits {
+            send_queue_bytes_max: 1 << 20,
+            buffer_bytes_max: 1 << 20,
+            buffer_messages_max: 100,
+            pending_requests_max: 100,
+        })
+    }
+
+    fn frame(text: &'static str) -> Outgoing {
+        Outgoing::Frame {
+            binary: false,
+            data: Bytes::from_static(text.as_bytes()),
+        }
+    }
+
+    #[test]
+    fn what_a_closing_client_never_wrote_goes_to_its_session_wherever_it_is() {
+        // Away: buffered, and replayed when the session comes back.
+        let mut hub = hub();
+        let (old, _, _rx) = hub.connect("s".into(), WireProtocol::Legacy);
+        hub.disconnect_with_unsent(old, vec![frame("a"), frame("b")]);
+        let (_, _, mut rx) = hub.connect("s".into(), WireProtocol::Legacy);
+        for expected in ["a", "b"] {
+            match rx.try_recv() {
+                Ok(Outgoing::Frame { data, .. }) => assert_eq!(data, expected),
+                other => panic!("expected {expected}, got {other:?}"),
+            }
+        }
+        // Already back (the old socket's close was read after the new one connected): handed
+        // to the new connection, not dropped.
+        let mut hub = self::hub();
+        let (old, _, _old_rx) = hub.connect("s".into(), WireProtocol::Legacy);
+        let (_, _, mut rx) = hub.connect("s".into(), WireProtocol::Legacy);
+        hub.disconnect_with_unsent(old, vec![frame("late")]);
+        match rx.try_recv() {
+            Ok(Outgoing::Frame { data, .. }) => assert_eq!(data, "late"),
+            other => panic!("expected the late frame, got {other:?}"),
+        }
+    }
 }
