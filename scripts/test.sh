@@ -24,7 +24,7 @@ record() { # name, exit status
 
 # 1. System packages.
 need_pkgs=()
-for pkg in python3-venv nodejs npm chromium bubblewrap e2fsprogs util-linux; do
+for pkg in python3-venv nodejs npm chromium bubblewrap slirp4netns e2fsprogs util-linux; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need_pkgs+=("$pkg")
 done
 if ((${#need_pkgs[@]})); then

@@ -169,7 +169,8 @@ pub(crate) struct SandboxConfig {
     pub(crate) bwrap: PathBuf,
     /// Directories made visible read-only inside, besides the system and the Python environment.
     pub(crate) read_only_dirs: Vec<PathBuf>,
-    /// Network access from inside (for package installs). Not supported yet.
+    /// Network access from inside (for package installs), through slirp4netns with the host's
+    /// loopback unreachable. Off: the kernel has loopback only.
     pub(crate) egress: bool,
     /// Limits by tier name; a user whose tier is not listed gets `free`'s.
     pub(crate) tiers: std::collections::BTreeMap<String, TierLimits>,

@@ -225,7 +225,8 @@ impl PolicyGate {
     }
 }
 
-/// The sandbox's own processes (the launcher and bubblewrap), whose command lines hold paths
+/// The sandbox's own processes (the launcher, bubblewrap and, with egress, slirp4netns), whose
+/// command lines hold paths
 /// rather than the user's code.
 fn is_infrastructure(process: &ProcessInfo) -> bool {
     let name = |s: &str| s.rsplit('/').next().unwrap_or(s).to_owned();
@@ -235,5 +236,8 @@ fn is_infrastructure(process: &ProcessInfo) -> bool {
         .map(|e| name(&e.display().to_string()))
         .unwrap_or_default();
     let argv0 = process.cmdline.first().map(|a| name(a)).unwrap_or_default();
-    exe == "bwrap" || argv0 == "bwrap" || process.cmdline.iter().any(|a| a == "sandbox-exec")
+    ["bwrap", "slirp4netns", "unshare"]
+        .iter()
+        .any(|tool| exe == *tool || argv0 == *tool)
+        || process.cmdline.iter().any(|a| a == "sandbox-exec")
 }

@@ -57,6 +57,11 @@ pub(crate) struct Plan {
     pub(crate) writable: Vec<PathBuf>,
     /// Host device nodes bound at `/dev/<file name>` (the GPUs granted to the kernel).
     pub(crate) devices: Vec<PathBuf>,
+    /// Egress: the network namespace is the one the launcher makes (slirp4netns routes it out),
+    /// not one bubblewrap makes.
+    pub(crate) egress: bool,
+    /// With egress, the resolver file bound over `/etc/resolv.conf` (slirp4netns's DNS).
+    pub(crate) resolv_conf: Option<PathBuf>,
     pub(crate) cwd: PathBuf,
     pub(crate) env: BTreeMap<String, String>,
     pub(crate) argv: Vec<String>,
@@ -69,7 +74,18 @@ impl Plan {
         let mut push = |items: &[&str]| args.extend(items.iter().map(|s| s.to_string()));
         // A user namespace (bubblewrap runs unprivileged), and new pid, ipc, uts, network and
         // cgroup namespaces: only loopback exists, and it is the sandbox's own.
-        push(&["--unshare-all", "--unshare-user", "--disable-userns"]);
+        if self.egress {
+            push(&[
+                "--unshare-user",
+                "--unshare-ipc",
+                "--unshare-pid",
+                "--unshare-uts",
+                "--unshare-cgroup-try",
+                "--disable-userns",
+            ]);
+        } else {
+            push(&["--unshare-all", "--unshare-user", "--disable-userns"]);
+        }
         push(&[
             "--die-with-parent",
             "--new-session",
@@ -90,6 +106,13 @@ impl Plan {
                     ]);
                 }
             }
+        }
+        if let Some(resolv) = &self.resolv_conf {
+            push(&[
+                "--ro-bind",
+                &resolv.display().to_string(),
+                "/etc/resolv.conf",
+            ]);
         }
         push(&["--proc", "/proc", "--dev", "/dev"]);
         // Before the binds: a workspace below /tmp must be mounted on top of the new /tmp.
@@ -195,6 +218,8 @@ mod tests {
             read_only: vec!["/opt/env".into()],
             writable: vec!["/tmp/ws/alice".into(), "/run/k/k-1".into()],
             devices: vec!["/srv/fake-gpus/nvidia0".into()],
+            egress: false,
+            resolv_conf: None,
             cwd: "/tmp/ws/alice".into(),
             env: BTreeMap::from([("HOME".to_owned(), "/tmp/ws/alice".to_owned())]),
             argv: vec!["python".into(), "-m".into(), "ipykernel_launcher".into()],

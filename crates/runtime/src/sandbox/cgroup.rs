@@ -182,8 +182,8 @@ const V1_CONTROLLERS: [&str; 3] = ["memory", "cpu", "pids"];
 const V1_OPTIONAL_CONTROLLERS: [&str; 2] = ["cpuacct", "devices"];
 
 /// The character devices bubblewrap's `/dev` holds (null, zero, full, random, urandom, tty,
-/// ptmx and the pseudo-terminals), allowed to every kernel.
-const V1_DEVICES_ALLOWED: [&str; 8] = [
+/// ptmx and the pseudo-terminals), allowed to every kernel, and the tun device (below).
+const V1_DEVICES_ALLOWED: [&str; 9] = [
     "c 1:3 rwm",
     "c 1:5 rwm",
     "c 1:7 rwm",
@@ -192,6 +192,9 @@ const V1_DEVICES_ALLOWED: [&str; 8] = [
     "c 5:0 rwm",
     "c 5:2 rwm",
     "c 136:* rwm",
+    // /dev/net/tun, for slirp4netns when the sandbox has egress: it runs in the kernel's cgroup
+    // but outside its mount namespace, whose minimal /dev has no such node.
+    "c 10:200 rwm",
 ];
 
 /// `c major:minor rw` for a device node, for `devices.allow`.

@@ -11,11 +11,21 @@
 //!
 //! ```text
 //! sandbox-exec --uid U --gid G [--join FILE]... [--rlimit fsize=N|nofile=N|core=N]...
-//!              [--read PATH]... [--write PATH]... [--check-only] -- PROGRAM [ARG]...
+//!              [--read PATH]... [--write PATH]... [--egress SLIRP4NETNS] [--check-only]
+//!              -- PROGRAM [ARG]...
 //! ```
+//!
+//! With `--egress`, PROGRAM must be bubblewrap, told not to make its own network namespace: the
+//! launcher runs it under `unshare` in a user and network namespace of the kernel's uid, waits
+//! until bubblewrap has set up (`--info-fd`) while holding the kernel back (`--block-fd`), and
+//! lets it go once slirp4netns, run as the kernel's uid, has given that namespace a user-mode
+//! route out (`--disable-host-loopback`: the host's loopback services stay unreachable).
+//! (A network namespace bubblewrap makes itself belongs to a user namespace no process stays
+//! in, which slirp4netns cannot join.)
 
 use std::ffi::OsString;
 use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 
@@ -34,6 +44,7 @@ struct Args {
     read: Vec<PathBuf>,
     write: Vec<PathBuf>,
     check_only: bool,
+    egress: Option<PathBuf>,
     command: Vec<OsString>,
 }
 
@@ -59,6 +70,7 @@ fn parse(args: Vec<OsString>) -> Result<Args, String> {
             "--join" => parsed.join.push(PathBuf::from(value)),
             "--read" => parsed.read.push(PathBuf::from(value)),
             "--write" => parsed.write.push(PathBuf::from(value)),
+            "--egress" => parsed.egress = Some(PathBuf::from(value)),
             "--rlimit" => {
                 let t = text();
                 let (name, n) = t
@@ -129,14 +141,124 @@ fn run(args: Vec<OsString>) -> Result<i32, String> {
     for path in &args.write {
         check_access(path, uid, AccessFlags::R_OK | AccessFlags::W_OK)?;
     }
+    if let Some(slirp) = &args.egress {
+        check_access(slirp, uid, AccessFlags::X_OK)?;
+    }
     if args.check_only {
         return Ok(0);
+    }
+    if let Some(slirp) = &args.egress {
+        return run_with_egress(&args.command, slirp, uid, gid);
     }
     let program = Path::new(&args.command[0]);
     let status = std::process::Command::new(program)
         .args(&args.command[1..])
         .status()
         .map_err(|e| format!("could not run {}: {e}", program.display()))?;
+    Ok(status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+}
+
+/// util-linux's `unshare`, which makes the user and network namespaces egress needs.
+const UNSHARE: &str = "/usr/bin/unshare";
+
+/// A pipe whose ends are closed on exec unless [`inherit`] says otherwise.
+fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))
+}
+
+/// Lets the next program started inherit `fd`.
+fn inherit(fd: &OwnedFd) -> Result<(), String> {
+    nix::fcntl::fcntl(
+        fd,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+    )
+    .map(|_| ())
+    .map_err(|e| format!("fcntl: {e}"))
+}
+
+/// Reads from `fd` until `done` accepts what was read, or end of file.
+fn read_until(fd: OwnedFd, done: impl Fn(&[u8]) -> bool) -> Vec<u8> {
+    let mut file = std::fs::File::from(fd);
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 512];
+    while !done(&seen) {
+        match std::io::Read::read(&mut file, &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+    seen
+}
+
+/// Runs bubblewrap (`command`) with a user-mode network: bubblewrap reports the sandbox's pid and
+/// waits; slirp4netns joins the sandbox's user and network namespaces and sets up `tap0` with a
+/// route out; only then is the kernel let go. slirp4netns ends with the sandbox.
+fn run_with_egress(command: &[OsString], slirp: &Path, uid: Uid, gid: Gid) -> Result<i32, String> {
+    let (info_read, info_write) = pipe()?;
+    let (block_read, block_write) = pipe()?;
+    inherit(&info_write)?;
+    inherit(&block_read)?;
+    let program = Path::new(&command[0]);
+    let mut bwrap = std::process::Command::new(UNSHARE)
+        .args(["--user", "--net"])
+        .arg(format!("--map-user={uid}"))
+        .arg(format!("--map-group={gid}"))
+        .arg("--")
+        .arg(program)
+        .arg("--info-fd")
+        .arg(info_write.as_raw_fd().to_string())
+        .arg("--block-fd")
+        .arg(block_read.as_raw_fd().to_string())
+        .args(&command[1..])
+        .spawn()
+        .map_err(|e| format!("could not run {}: {e}", program.display()))?;
+    drop((info_write, block_read));
+    // bubblewrap reports once its sandbox is set up: the namespaces `unshare` made exist by then.
+    let info = read_until(info_read, |seen| {
+        serde_json::from_slice::<serde_json::Value>(seen).is_ok()
+    });
+    if serde_json::from_slice::<serde_json::Value>(&info).is_err() {
+        let _ = bwrap.kill();
+        let _ = bwrap.wait();
+        return Err("bubblewrap did not start the sandbox".into());
+    }
+    let (ready_read, ready_write) = pipe()?;
+    inherit(&ready_write)?;
+    // `unshare` became bubblewrap: this pid sits in the user and network namespaces to join.
+    let slirp_child = std::process::Command::new(slirp)
+        .args(["--configure", "--mtu=65520", "--disable-host-loopback"])
+        .arg(format!("--ready-fd={}", ready_write.as_raw_fd()))
+        .arg(bwrap.id().to_string())
+        .arg("tap0")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn();
+    drop(ready_write);
+    let mut slirp_child = match slirp_child {
+        Ok(child) => child,
+        Err(e) => {
+            let _ = bwrap.kill();
+            let _ = bwrap.wait();
+            return Err(format!("could not run {}: {e}", slirp.display()));
+        }
+    };
+    let ready = read_until(ready_read, |seen| !seen.is_empty());
+    if ready.is_empty() {
+        let _ = bwrap.kill();
+        let _ = bwrap.wait();
+        let _ = slirp_child.kill();
+        let _ = slirp_child.wait();
+        return Err("slirp4netns could not set up the sandbox's network".into());
+    }
+    // Let the kernel start: anything written (or the pipe closing) releases bubblewrap.
+    let _ = std::fs::File::from(block_write).write_all(b"1");
+    let status = bwrap
+        .wait()
+        .map_err(|e| format!("waiting for {}: {e}", program.display()))?;
+    let _ = slirp_child.kill();
+    let _ = slirp_child.wait();
     Ok(status
         .code()
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))

@@ -104,8 +104,11 @@ pub struct SandboxConfig {
     pub bwrap: PathBuf,
     /// Directories bound read-only besides the system ones and the kernel's Python environment.
     pub read_only_dirs: Vec<PathBuf>,
-    /// Network access from inside. Not supported yet: [`SandboxBackend::new`] refuses it.
+    /// Network access from inside (package installs): a user-mode network by slirp4netns, run as
+    /// the kernel's uid, with the host's loopback unreachable. Off: loopback only.
     pub egress: bool,
+    /// slirp4netns, for egress.
+    pub slirp4netns: PathBuf,
     /// Where the cgroup hierarchies are mounted.
     pub cgroup_root: PathBuf,
 }
@@ -120,6 +123,7 @@ impl SandboxConfig {
             bwrap: PathBuf::from("/usr/bin/bwrap"),
             read_only_dirs: Vec::new(),
             egress: false,
+            slirp4netns: PathBuf::from("/usr/bin/slirp4netns"),
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
         }
     }
@@ -146,8 +150,11 @@ impl SandboxBackend {
     /// Checks the host (root, bubblewrap, cgroups) and the config, and creates `runtime_dir`.
     pub fn new(config: SandboxConfig) -> Result<SandboxBackend, RuntimeError> {
         let fail = |m: String| Err(RuntimeError::Sandbox(m));
-        if config.egress {
-            return fail("egress is not supported yet: sandboxed kernels have no network; set egress = false".into());
+        if config.egress && !config.slirp4netns.is_file() {
+            return fail(format!(
+                "egress needs slirp4netns at {} (install Debian's slirp4netns package, or set egress = false)",
+                config.slirp4netns.display()
+            ));
         }
         if !nix::unistd::geteuid().is_root() {
             return fail("the sandbox backend needs the server to run as root, to start each kernel as its own unprivileged uid".into());
@@ -283,7 +290,26 @@ impl SandboxBackend {
             ("PATH".to_owned(), sandbox_path(&program)),
         ]);
         env.extend(spec.env.clone());
+        // With egress, names resolve through slirp4netns's DNS (the host's resolver may be on
+        // its loopback, which the sandbox cannot reach).
+        let resolv_conf = if self.config.egress
+            && std::fs::symlink_metadata("/etc/resolv.conf").is_ok_and(|m| m.is_file())
+        {
+            let path = ipc_dir.join("resolv.conf");
+            if let Err(e) = std::fs::write(&path, "nameserver 10.0.2.3\n") {
+                cleanup_dir();
+                return Err(RuntimeError::Sandbox(format!(
+                    "could not write {}: {e}",
+                    path.display()
+                )));
+            }
+            Some(path)
+        } else {
+            None
+        };
         let plan = bwrap::Plan {
+            egress: self.config.egress,
+            resolv_conf,
             bwrap: self.config.bwrap.clone(),
             system: bwrap::system_entries(),
             tmp_bytes_max: sandbox.limits.tmp_bytes_max,
@@ -347,7 +373,11 @@ impl SandboxBackend {
         command
             .args(["--rlimit", &format!("fsize={}", limits.file_bytes_max)])
             .args(["--rlimit", &format!("nofile={}", limits.open_files_max)])
-            .args(["--rlimit", "core=0"])
+            .args(["--rlimit", "core=0"]);
+        if self.config.egress {
+            command.arg("--egress").arg(&self.config.slirp4netns);
+        }
+        command
             .arg("--")
             .args(plan.command())
             .process_group(0)

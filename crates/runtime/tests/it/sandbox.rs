@@ -367,9 +367,63 @@ fn backend_refuses_egress_and_a_runtime_dir_kernels_cannot_reach() {
     );
     let mut config = SandboxConfig::new(PathBuf::from("/tmp/unused"), launcher, Vec::new());
     config.egress = true;
+    config.slirp4netns = PathBuf::from("/nonexistent/slirp4netns");
     let message = match SandboxBackend::new(config) {
         Err(RuntimeError::Sandbox(message)) => message,
         other => panic!("unexpected {other:?}"),
     };
-    assert!(message.contains("egress is not supported yet"), "{message}");
+    assert!(
+        message.contains("egress needs slirp4netns at /nonexistent/slirp4netns"),
+        "{message}"
+    );
+}
+
+/// With egress, a kernel reaches the outside (the package index, which this machine's network
+/// allows) but still not the host's loopback services; without it, nothing outside.
+#[tokio::test]
+async fn egress_reaches_the_outside_but_never_the_hosts_loopback() {
+    let Some(python) = python() else { return };
+    if !sandbox_host() {
+        return;
+    }
+    assert!(
+        PathBuf::from("/usr/bin/slirp4netns").is_file(),
+        "slirp4netns is installed with the test dependencies (scripts/test.sh)"
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+    let port = listener.local_addr().expect("addr").port();
+    let probe = format!(
+        r#"
+import socket
+def reach(host, port):
+    try:
+        socket.create_connection((host, port), timeout=10).close()
+        return "reached"
+    except OSError as e:
+        return type(e).__name__
+print("outside", reach("pypi.org", 443))
+print("loopback", reach("127.0.0.1", {port}))
+print("host-via-gateway", reach("10.0.2.2", {port}))
+print("ifaces", sorted(n for _, n in socket.if_nameindex()))
+"#
+    );
+    for egress in [true, false] {
+        let setup = Setup::sandbox_with(python.clone(), SandboxLimits::default(), |config| {
+            config.egress = egress
+        });
+        let (runtime, mut client) = start(&setup).await;
+        let outcome = client.execute(&probe).await;
+        let out = outcome.stdout;
+        if egress {
+            assert!(out.contains("outside reached"), "egress on: {out}");
+            assert!(out.contains("ifaces ['lo', 'tap0']"), "{out}");
+        } else {
+            assert!(!out.contains("outside reached"), "egress off: {out}");
+            assert!(out.contains("ifaces ['lo']"), "{out}");
+        }
+        assert!(out.contains("loopback ConnectionRefusedError"), "{out}");
+        assert!(!out.contains("host-via-gateway reached"), "{out}");
+        kill_and_check_nothing_is_left(runtime).await;
+    }
+    drop(listener);
 }

@@ -112,6 +112,15 @@ impl Setup {
     /// A sandbox backend whose launcher is this crate's `commonlab-sandbox-exec`, with a
     /// workspace owned by a fresh uid.
     pub(crate) fn sandbox(python: PathBuf, limits: SandboxLimits) -> Setup {
+        Setup::sandbox_with(python, limits, |_| {})
+    }
+
+    /// As [`Setup::sandbox`], with the backend's config adjusted by `adjust`.
+    pub(crate) fn sandbox_with(
+        python: PathBuf,
+        limits: SandboxLimits,
+        adjust: impl FnOnce(&mut SandboxConfig),
+    ) -> Setup {
         let root = tempfile::tempdir().expect("tempdir");
         // The kernel's uid must get through to its workspace and socket directory.
         std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o711))
@@ -128,11 +137,12 @@ impl Setup {
         )
         .expect("chown");
         let runtime_dir = root.path().join("run");
-        let config = SandboxConfig::new(
+        let mut config = SandboxConfig::new(
             runtime_dir.clone(),
             PathBuf::from(env!("CARGO_BIN_EXE_commonlab-sandbox-exec")),
             Vec::new(),
         );
+        adjust(&mut config);
         let backend = SandboxBackend::new(config).expect("the sandbox backend starts");
         Setup {
             backend: Arc::new(backend),
