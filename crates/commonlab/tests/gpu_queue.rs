@@ -31,6 +31,9 @@ const DEADLINE: Duration = Duration::from_secs(120);
 fn config(node: &Path) -> String {
     format!(
         r#"
+[kernel]
+supervise_interval_s = 1
+
 [gpu]
 source = "config"
 
@@ -236,6 +239,16 @@ async fn a_queued_gpu_cell_runs_when_an_idle_gpu_is_reclaimed_and_busy_kernels_k
     // A busy kernel is never reclaimed, even with someone waiting.
     let busy = finish(&mut alice_ws, &busy_id, DEADLINE).await;
     assert!(busy.stdout.contains("busy done"), "{busy:?}");
+    // While she still holds it, her account already counts the GPU time (written each tick,
+    // not only when the GPU is given back).
+    let (status, usage) = alice
+        .call(reqwest::Method::GET, "/hub/api/usage", None)
+        .await;
+    assert_eq!(status, 200, "{usage}");
+    assert!(
+        usage["gpu_hours"]["used"].as_f64() > Some(15.0 / 3600.0),
+        "GPU time held so far is on alice's account: {usage}"
+    );
     assert!(
         !busy.others.contains("reclaimed"),
         "nothing was reclaimed while the kernel ran: {busy:?}"

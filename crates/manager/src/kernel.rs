@@ -81,6 +81,25 @@ struct GpuState {
     busy_s: f64,
     /// When the kernel last went busy, while it is.
     busy_since: Option<std::time::Instant>,
+    /// Seconds held and busy already written to the usage ledger.
+    reported_held_s: f64,
+    reported_busy_s: f64,
+}
+
+impl GpuState {
+    /// Seconds held and busy since the grant, up to now.
+    fn held_and_busy_s(&self) -> (f64, f64) {
+        let held = self
+            .granted_at
+            .map(|at| at.elapsed().as_secs_f64())
+            .unwrap_or(0.0);
+        let busy = self.busy_s
+            + self
+                .busy_since
+                .map(|at| at.elapsed().as_secs_f64())
+                .unwrap_or(0.0);
+        (held, busy.min(held))
+    }
 }
 
 /// What a GPU kernel held, when it lets go of its request.
@@ -542,6 +561,8 @@ impl Kernel {
             granted_at: None,
             busy_s: 0.0,
             busy_since: None,
+            reported_held_s: 0.0,
+            reported_busy_s: 0.0,
         });
     }
 
@@ -553,19 +574,33 @@ impl Kernel {
             .expect("driver lock is never poisoned") = Some(AbortOnDrop(driver));
     }
 
+    /// GPUs held, and the seconds held and busy since the last call, for the supervisor to
+    /// write to the usage ledger while the kernel runs (so the account page is current).
+    pub(crate) fn gpu_usage_unreported(&self) -> Option<(usize, f64, f64)> {
+        let mut state = self.state();
+        let gpu = state.gpu.as_mut()?;
+        if gpu.devices.is_empty() || gpu.granted_at.is_none() {
+            return None;
+        }
+        let (held, busy) = gpu.held_and_busy_s();
+        let new = (
+            gpu.devices.len(),
+            (held - gpu.reported_held_s).max(0.0),
+            (busy - gpu.reported_busy_s).max(0.0),
+        );
+        gpu.reported_held_s = held;
+        gpu.reported_busy_s = busy;
+        Some(new)
+    }
+
     /// Lets go of the GPU request (the caller tells the scheduler); what was held.
+    /// `held_s` and `busy_s` are what was not yet written to the usage ledger.
     pub(crate) fn take_gpu(&self) -> Option<GpuRelease> {
         let gpu = self.state().gpu.take()?;
+        let (held, busy) = gpu.held_and_busy_s();
         Some(GpuRelease {
-            held_s: gpu
-                .granted_at
-                .map(|at| at.elapsed().as_secs_f64())
-                .unwrap_or(0.0),
-            busy_s: gpu.busy_s
-                + gpu
-                    .busy_since
-                    .map(|at| at.elapsed().as_secs_f64())
-                    .unwrap_or(0.0),
+            held_s: (held - gpu.reported_held_s).max(0.0),
+            busy_s: (busy - gpu.reported_busy_s).max(0.0),
             scheduler: gpu.scheduler,
             request: gpu.request,
             devices: gpu.devices,

@@ -535,20 +535,26 @@ impl KernelManager {
     /// Adds the GPU time a kernel held to its owner's usage ledger (accounts only; a
     /// single-user server has no ledger to read).
     fn record_gpu_usage(&self, gpu: &crate::kernel::GpuRelease) {
+        self.record_gpu_seconds(gpu.devices.len(), gpu.held_s, gpu.busy_s);
+    }
+
+    /// Adds `held_s` (of which `busy_s` executing) on `gpus` GPUs, ending now, to the owner's
+    /// ledger.
+    fn record_gpu_seconds(&self, gpus: usize, held_s: f64, busy_s: f64) {
         let owner = self.store.owner();
-        if owner.is_empty() {
+        if owner.is_empty() || held_s <= 0.0 {
             return;
         }
-        let gpus = gpu.devices.len() as f64;
+        let gpus = gpus as f64;
         let now = chrono::Utc::now();
-        let since = now - chrono::Duration::milliseconds((gpu.held_s * 1000.0) as i64);
+        let since = now - chrono::Duration::milliseconds((held_s * 1000.0) as i64);
         if let Err(e) = crate::usage::record_gpu_usage(
             &self.store,
             owner,
             since,
             now,
-            gpu.held_s * gpus,
-            gpu.busy_s.min(gpu.held_s) * gpus,
+            held_s * gpus,
+            busy_s.min(held_s) * gpus,
         ) {
             tracing::error!(error = %e, "could not record GPU usage");
         }
@@ -587,6 +593,13 @@ impl KernelManager {
             chrono::Utc::now(),
             kernels.iter().map(|(k, p)| (k.id.as_str(), p.as_slice())),
         );
+        // GPU time goes to the ledger as it is used, not only when the GPU is given back, so
+        // the account page shows a long-running kernel's hours while it runs.
+        for kernel in self.kernels.read().expect("not poisoned").values() {
+            if let Some((gpus, held_s, busy_s)) = kernel.gpu_usage_unreported() {
+                self.record_gpu_seconds(gpus, held_s, busy_s);
+            }
+        }
         let Some(gate) = self.gate.clone() else {
             return Vec::new();
         };
