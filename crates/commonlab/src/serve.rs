@@ -455,6 +455,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         return Ok(());
     }
 
+    if nix::unistd::geteuid().is_root() {
+        tracing::warn!("running as root with one user: kernels run as root, unconfined; run as a normal user, or set [accounts] enabled = true so each user's kernels run sandboxed as their own uid");
+    }
     let token = if config.server.token.is_empty() {
         load_or_create_token(&data_dir)?
     } else {
