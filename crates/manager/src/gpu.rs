@@ -452,7 +452,9 @@ async fn tick_loop(scheduler: Weak<GpuScheduler>, wake: Arc<Notify>) {
 /// A refused request as the edge answers it: the allocator's code and sentence.
 fn refusal(reason: &RefuseReason) -> ManagerError {
     let kind = match reason {
-        RefuseReason::UnknownTier | RefuseReason::DuplicateRequest => ErrorKind::Internal,
+        RefuseReason::DuplicateRequest => ErrorKind::Internal,
+        // The account is fine; the operator has not given its tier GPU limits.
+        RefuseReason::UnknownTier => ErrorKind::Forbidden,
         RefuseReason::QueueFull { .. } | RefuseReason::NoGpuAvailable => ErrorKind::Unavailable,
         _ => ErrorKind::Conflict,
     };
@@ -466,6 +468,7 @@ fn refusal(reason: &RefuseReason) -> ManagerError {
                 until(when)
             )
         }
+        RefuseReason::UnknownTier => "your account's tier has no GPU limits configured ([gpu.tiers]); ask an administrator to configure it or move you to a tier that has them. CPU kernels still start".to_owned(),
         other => other.message(),
     };
     let mut error = ManagerError::new(
@@ -646,6 +649,12 @@ mod tests {
         let (tx, _rx) = mpsc::unbounded_channel();
         let err = scheduler.request("carol", "gold", 1, tx).unwrap_err();
         assert_eq!(err.code, "unknown_tier");
+        assert_eq!(err.kind, ErrorKind::Forbidden, "not a server error");
+        assert!(
+            err.message.contains("ask an administrator"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]
