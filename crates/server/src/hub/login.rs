@@ -50,9 +50,14 @@ pub(super) fn percent_encode(s: &str) -> String {
 fn landing(hub: &Hub, user: &str, next: Option<&str>) -> String {
     let own = hub.url(&format!("user/{user}/"));
     let hub_page = |next: &str| {
-        ["hub/appeal", "hub/account", "hub/admin/appeals"]
-            .iter()
-            .any(|page| next.split('?').next() == Some(hub.url(page).as_str()))
+        [
+            "hub/appeal",
+            "hub/account",
+            "hub/admin",
+            "hub/admin/appeals",
+        ]
+        .iter()
+        .any(|page| next.split('?').next() == Some(hub.url(page).as_str()))
     };
     match next {
         Some(next)

@@ -7,6 +7,7 @@
 //! [`crate::AccountsAuth`]), so a routing mistake cannot open one user's work to another.
 
 mod account;
+mod admin;
 mod api;
 mod appeals;
 mod login;
@@ -124,6 +125,15 @@ impl Hub {
         users
             .iter()
             .map(|user| self.server(user).map(|s| s.state.clone()))
+            .collect()
+    }
+
+    /// Kernels running, by user, over the servers built so far.
+    pub fn running_kernels(&self) -> HashMap<String, usize> {
+        let servers = self.servers.lock().expect("not poisoned");
+        servers
+            .iter()
+            .map(|(name, server)| (name.clone(), server.state.kernels.list().len()))
             .collect()
     }
 
@@ -245,6 +255,7 @@ pub fn hub_app(hub: Arc<Hub>) -> Router {
         .route("/hub/logout", get(login::logout).post(login::logout))
         .merge(api::router(hub.clone()))
         .merge(appeals::pages())
+        .merge(admin::pages())
         .merge(account::pages())
         // Users' servers are reached through the fallback rather than a `/user/{name}/{*rest}`
         // route, so the request reaches the user's router carrying no path parameters of the

@@ -78,7 +78,8 @@ pub(super) fn layout(hub: &Hub, title: &str, user: Option<&UserRecord>, body: &s
         .map(|user| {
             let admin = if user.role == Role::Admin {
                 format!(
-                    r#" · <a href="{}">Open appeals</a>"#,
+                    r#" · <a href="{}">Admin</a> · <a href="{}">Open appeals</a>"#,
+                    hub.url("hub/admin"),
                     hub.url("hub/admin/appeals")
                 )
             } else {

@@ -872,3 +872,67 @@ async fn a_tier_change_applies_once_no_kernel_of_the_old_tier_runs() {
     assert_eq!(status, 200);
     assert_eq!(builds_of("alice"), ["free", "pro"]);
 }
+
+#[tokio::test]
+async fn the_admin_overview_shows_accounts_kernels_and_the_audit_log_to_admins_only() {
+    let Some(hub) = spawn_hub().await else {
+        return;
+    };
+    let (status, kernel) = hub
+        .call(
+            Some(&hub.bob),
+            Method::POST,
+            "/user/bob/api/kernels",
+            Some("{}"),
+        )
+        .await;
+    assert_eq!(status, 201, "{kernel}");
+    let (status, _) = hub
+        .call(
+            Some(&hub.carol),
+            Method::PATCH,
+            "/hub/api/users/alice",
+            Some(r#"{"restricted_until":"2099-01-01T00:00:00+00:00","restricted_reason":"<mining>"}"#),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let page = |token: Option<String>| {
+        let mut request = client().get(format!("{}/hub/admin", hub.base));
+        if let Some(token) = token {
+            request = request.header("Authorization", format!("token {token}"));
+        }
+        async move { request.send().await.unwrap() }
+    };
+    let response = page(Some(hub.carol.clone())).await;
+    assert_eq!(response.status(), 200);
+    let html = response.text().await.unwrap();
+    for name in ["alice", "bob", "carol"] {
+        assert!(
+            html.contains(&format!(r#"<tr id="user-{name}">"#)),
+            "{name} listed"
+        );
+    }
+    let bob_row = html.split(r#"<tr id="user-bob">"#).nth(1).unwrap();
+    let bob_row = &bob_row[..bob_row.find("</tr>").unwrap()];
+    assert!(
+        bob_row.contains(r#"<td class="number">1</td>"#),
+        "bob's running kernel: {bob_row}"
+    );
+    assert!(
+        html.contains("&lt;mining&gt;"),
+        "restriction reasons are escaped"
+    );
+    assert!(
+        html.contains("The audit chain verifies"),
+        "chain status shown"
+    );
+    assert!(
+        html.contains("user_add") || html.contains("restriction"),
+        "audit records shown"
+    );
+    // Users are refused; browsers without a login go to the login page.
+    assert_eq!(page(Some(hub.alice.clone())).await.status(), 403);
+    let response = page(None).await;
+    assert_eq!(response.status(), 303);
+    assert_eq!(response.headers()["location"], "/hub/login?next=/hub/admin");
+}
