@@ -23,8 +23,8 @@ use serde_json::{json, Value};
 
 use super::api::{require_admin, store_error, Caller};
 use super::page::{
-    error_page, escape_html, html_response, layout, message_html, to_login, xsrf_for_page,
-    xsrf_matches,
+    error_page, escape_html, form_expired, html_response, layout, message_html, to_login,
+    xsrf_for_page, xsrf_matches,
 };
 use super::Hub;
 use crate::ApiError;
@@ -419,15 +419,7 @@ async fn page_submit(
         );
     };
     if !xsrf_matches(&headers, &form._xsrf) {
-        return error_page(
-            &hub,
-            Some(&user),
-            &ApiError::new(
-                StatusCode::FORBIDDEN,
-                "xsrf_missing",
-                "The form expired or was sent from another site. Reload the page and try again.",
-            ),
-        );
+        return error_page(&hub, Some(&user), &form_expired());
     }
     let outcome = apply_form(&hub, &user, &form);
     let rendered = match &outcome {

@@ -10,9 +10,9 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
-use commonlab_store::{AppealStatus, Role, UserRecord};
+use commonlab_store::{AppealStatus, UserRecord};
 
-use super::page::{error_page, escape_html, html_response, layout, to_login};
+use super::page::{error_page, escape_html, html_response, layout, page_admin};
 use super::Hub;
 use crate::ApiError;
 
@@ -24,20 +24,14 @@ pub(super) fn pages() -> Router<Arc<Hub>> {
 }
 
 async fn page(State(hub): State<Arc<Hub>>, headers: HeaderMap, uri: Uri) -> Response {
-    let admin = match super::identify(&hub, &headers, &uri) {
-        None => return to_login(&hub, &uri),
-        Some((user, _)) if user.role == Role::Admin => user,
-        Some((user, _)) => {
-            return error_page(
-                &hub,
-                Some(&user),
-                &ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "admin_only",
-                    "Only administrators may see the admin overview.",
-                ),
-            )
-        }
+    let admin = match page_admin(
+        &hub,
+        &headers,
+        &uri,
+        "Only administrators may see the admin overview.",
+    ) {
+        Ok(admin) => admin,
+        Err(response) => return *response,
     };
     match render(&hub, &admin) {
         Ok(body) => html_response(

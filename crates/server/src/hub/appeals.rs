@@ -30,8 +30,8 @@ use serde_json::{json, Value};
 
 use super::api::{require_admin, store_error, Caller};
 use super::page::{
-    error_page, escape_html, html_response, layout, message_html, to_login, xsrf_for_page,
-    xsrf_matches,
+    error_page, escape_html, form_expired, html_response, layout, message_html, page_admin,
+    to_login, xsrf_for_page, xsrf_matches,
 };
 use super::Hub;
 use crate::api::parse_json;
@@ -487,6 +487,14 @@ fn restriction_html(restriction: &Value) -> String {
     }
 }
 
+/// What an appeal is about, as its tables say it.
+fn about(appeal: &AppealRecord) -> String {
+    appeal
+        .finding_id
+        .map(|id| format!("finding {id}"))
+        .unwrap_or_else(|| "restriction".into())
+}
+
 fn decision_html(appeal: &AppealRecord) -> String {
     match (&appeal.decided_by, &appeal.decided_at) {
         (Some(by), Some(at)) => format!(
@@ -600,10 +608,7 @@ fn render_user_page(
     } else {
         body.push_str("<table><tr><th>Appeal</th><th>About</th><th>Filed</th><th>Your message</th><th>Status</th><th>Decision</th></tr>");
         for appeal in &appeals {
-            let about = appeal
-                .finding_id
-                .map(|id| format!("finding {id}"))
-                .unwrap_or_else(|| "restriction".into());
+            let about = about(appeal);
             let _ = write!(
                 body,
                 r#"<tr id="appeal-{id}"><td>{id}</td><td>{about}</td><td>{created}</td><td>{message}</td><td class="status-{status}">{status}</td><td>{decision}</td></tr>"#,
@@ -698,10 +703,7 @@ fn render_admin_page(
     } else {
         body.push_str("<table><tr><th>Appeal</th><th>User</th><th>About</th><th>Message</th><th>Decision</th></tr>");
         for appeal in &decided {
-            let about = appeal
-                .finding_id
-                .map(|id| format!("finding {id}"))
-                .unwrap_or_else(|| "restriction".into());
+            let about = about(appeal);
             let _ = write!(
                 body,
                 r#"<tr id="appeal-{id}"><td>{id}</td><td>{user}</td><td>{about}</td><td>{message}</td><td class="status-{status}">{decision}</td></tr>"#,
@@ -759,14 +761,6 @@ struct AppealForm {
     message: String,
 }
 
-fn forbidden_form() -> ApiError {
-    ApiError::new(
-        StatusCode::FORBIDDEN,
-        "xsrf_missing",
-        "The form expired or was sent from another site. Reload the page and try again.",
-    )
-}
-
 async fn page_submit(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
@@ -785,7 +779,7 @@ async fn page_submit(
         );
     };
     if !xsrf_matches(&headers, &form._xsrf) {
-        return error_page(&hub, Some(&user), &forbidden_form());
+        return error_page(&hub, Some(&user), &form_expired());
     }
     let finding_id = match form.finding_id.trim() {
         "" => Ok(None),
@@ -808,29 +802,18 @@ async fn page_submit(
 
 /// The signed-in administrator, or the response for anyone else: a login redirect for no one,
 /// 403 for a user.
-fn page_admin(hub: &Hub, headers: &HeaderMap, uri: &Uri) -> Result<UserRecord, Box<Response>> {
-    match super::identify(hub, headers, uri) {
-        None => Err(Box::new(to_login(hub, uri))),
-        Some((user, _)) if is_admin(&user) => Ok(user),
-        Some((user, _)) => Err(Box::new(error_page(
-            hub,
-            Some(&user),
-            &ApiError::new(
-                StatusCode::FORBIDDEN,
-                "admin_only",
-                "Only administrators may decide appeals.",
-            ),
-        ))),
-    }
-}
-
 async fn admin_page(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
     uri: Uri,
     Query(query): Query<PageQuery>,
 ) -> Response {
-    let admin = match page_admin(&hub, &headers, &uri) {
+    let admin = match page_admin(
+        &hub,
+        &headers,
+        &uri,
+        "Only administrators may decide appeals.",
+    ) {
         Ok(admin) => admin,
         Err(response) => return *response,
     };
@@ -862,12 +845,17 @@ async fn admin_submit(
     uri: Uri,
     Form(form): Form<DecisionForm>,
 ) -> Response {
-    let admin = match page_admin(&hub, &headers, &uri) {
+    let admin = match page_admin(
+        &hub,
+        &headers,
+        &uri,
+        "Only administrators may decide appeals.",
+    ) {
         Ok(admin) => admin,
         Err(response) => return *response,
     };
     if !xsrf_matches(&headers, &form._xsrf) {
-        return error_page(&hub, Some(&admin), &forbidden_form());
+        return error_page(&hub, Some(&admin), &form_expired());
     }
     let decided = form
         .appeal_id

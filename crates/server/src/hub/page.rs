@@ -144,6 +144,34 @@ pub(super) fn to_login(hub: &Hub, uri: &Uri) -> Response {
     .into_response()
 }
 
+/// A page form whose `_xsrf` field does not match the browser's cookie.
+pub(super) fn form_expired() -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "xsrf_missing",
+        "The form expired or was sent from another site. Reload the page and try again.",
+    )
+}
+
+/// The administrator a page request comes from; otherwise the response to send instead: the
+/// login page for a browser that is not logged in, a 403 page saying `refusal` for a user.
+pub(super) fn page_admin(
+    hub: &Hub,
+    headers: &HeaderMap,
+    uri: &Uri,
+    refusal: &str,
+) -> Result<UserRecord, Box<Response>> {
+    match super::identify(hub, headers, uri) {
+        None => Err(Box::new(to_login(hub, uri))),
+        Some((user, _)) if user.role == Role::Admin => Ok(user),
+        Some((user, _)) => Err(Box::new(error_page(
+            hub,
+            Some(&user),
+            &ApiError::new(StatusCode::FORBIDDEN, "admin_only", refusal.to_owned()),
+        ))),
+    }
+}
+
 /// An API error shown as a page.
 pub(super) fn error_page(hub: &Hub, user: Option<&UserRecord>, error: &ApiError) -> Response {
     let body = format!(
