@@ -595,7 +595,7 @@ impl KernelManager {
         );
         // GPU time goes to the ledger as it is used, not only when the GPU is given back, so
         // the account page shows a long-running kernel's hours while it runs.
-        for kernel in self.kernels.read().expect("not poisoned").values() {
+        for (kernel, _) in &kernels {
             if let Some((gpus, held_s, busy_s)) = kernel.gpu_usage_unreported() {
                 self.record_gpu_seconds(gpus, held_s, busy_s);
             }
