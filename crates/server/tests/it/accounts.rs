@@ -936,3 +936,75 @@ async fn the_admin_overview_shows_accounts_kernels_and_the_audit_log_to_admins_o
     assert_eq!(response.status(), 303);
     assert_eq!(response.headers()["location"], "/hub/login?next=/hub/admin");
 }
+
+/// Logs `name` in through the login form; returns the `Cookie` header value (the session and
+/// XSRF cookies) and the XSRF value the page forms echo.
+pub(crate) async fn log_in(hub: &TestHub, name: &str) -> (String, String) {
+    let http = client();
+    let page = http
+        .get(format!("{}/hub/login", hub.base))
+        .send()
+        .await
+        .unwrap();
+    let xsrf_cookie = cookie_value(&page, "_xsrf=").unwrap();
+    let xsrf = xsrf_cookie.trim_start_matches("_xsrf=").to_owned();
+    let response = http
+        .post(format!("{}/hub/login", hub.base))
+        .header("Cookie", &xsrf_cookie)
+        .form(&[
+            ("username", name),
+            ("password", PASSWORD),
+            ("_xsrf", xsrf.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 303, "{name} logs in");
+    let session = cookie_value(&response, "commonlab-session").unwrap();
+    (format!("{session}; {xsrf_cookie}"), xsrf)
+}
+
+/// GETs a hub page as a browser would; (status, `Location`, body).
+pub(crate) async fn get_page(
+    hub: &TestHub,
+    path: &str,
+    cookies: Option<&str>,
+) -> (u16, String, String) {
+    let mut request = client()
+        .get(format!("{}{path}", hub.base))
+        .header("Accept", "text/html");
+    if let Some(cookies) = cookies {
+        request = request.header("Cookie", cookies);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let location = response
+        .headers()
+        .get("location")
+        .map(|l| l.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (status, location, response.text().await.unwrap())
+}
+
+/// POSTs a page form; (status, `Location`, body).
+pub(crate) async fn post_form(
+    hub: &TestHub,
+    path: &str,
+    cookies: &str,
+    form: &[(&str, &str)],
+) -> (u16, String, String) {
+    let response = client()
+        .post(format!("{}{path}", hub.base))
+        .header("Cookie", cookies)
+        .form(form)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let location = response
+        .headers()
+        .get("location")
+        .map(|l| l.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (status, location, response.text().await.unwrap())
+}

@@ -8,7 +8,7 @@ use commonlab_store::FindingRecord;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::accounts::{client, cookie_value, spawn_hub, TestHub, NOW, PASSWORD};
+use crate::accounts::{get_page, log_in, post_form, spawn_hub, TestHub, NOW};
 
 const MINING_CELL: &str =
     "import os; os.system(\"./xmrig -o pool.supportxmr.com:3333 --donate-level 1 --user '<b>bold</b>'\")";
@@ -376,72 +376,6 @@ async fn a_restriction_is_appealed_and_lifted_and_every_step_is_audited() {
     );
     let verify = hub.store.audit_verify().unwrap();
     assert!(verify.first_bad.is_none(), "{verify:?}");
-}
-
-/// Logs `name` in through the login form; returns the `Cookie` header value (the session and
-/// XSRF cookies) and the XSRF value the page forms echo.
-async fn log_in(hub: &TestHub, name: &str) -> (String, String) {
-    let http = client();
-    let page = http
-        .get(format!("{}/hub/login", hub.base))
-        .send()
-        .await
-        .unwrap();
-    let xsrf_cookie = cookie_value(&page, "_xsrf=").unwrap();
-    let xsrf = xsrf_cookie.trim_start_matches("_xsrf=").to_owned();
-    let response = http
-        .post(format!("{}/hub/login", hub.base))
-        .header("Cookie", &xsrf_cookie)
-        .form(&[
-            ("username", name),
-            ("password", PASSWORD),
-            ("_xsrf", xsrf.as_str()),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 303, "{name} logs in");
-    let session = cookie_value(&response, "commonlab-session").unwrap();
-    (format!("{session}; {xsrf_cookie}"), xsrf)
-}
-
-async fn get_page(hub: &TestHub, path: &str, cookies: Option<&str>) -> (u16, String, String) {
-    let mut request = client()
-        .get(format!("{}{path}", hub.base))
-        .header("Accept", "text/html");
-    if let Some(cookies) = cookies {
-        request = request.header("Cookie", cookies);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    let location = response
-        .headers()
-        .get("location")
-        .map(|l| l.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    (status, location, response.text().await.unwrap())
-}
-
-async fn post_form(
-    hub: &TestHub,
-    path: &str,
-    cookies: &str,
-    form: &[(&str, &str)],
-) -> (u16, String, String) {
-    let response = client()
-        .post(format!("{}{path}", hub.base))
-        .header("Cookie", cookies)
-        .form(form)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let location = response
-        .headers()
-        .get("location")
-        .map(|l| l.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    (status, location, response.text().await.unwrap())
 }
 
 #[tokio::test]

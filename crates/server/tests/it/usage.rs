@@ -8,7 +8,7 @@ use commonlab_manager::TierQuota;
 use commonlab_store::Usage;
 use reqwest::Method;
 
-use crate::accounts::{client, cookie_value, spawn_hub, TestHub, PASSWORD};
+use crate::accounts::{get_page, log_in, post_form, spawn_hub, TestHub};
 
 fn today() -> String {
     chrono::Utc::now().format("%Y-%m-%d").to_string()
@@ -49,67 +49,6 @@ fn record_alices_usage(hub: &TestHub) {
             ..Usage::default()
         },
     );
-}
-
-async fn get_page(hub: &TestHub, path: &str, cookies: &str) -> (u16, String, String) {
-    let response = client()
-        .get(format!("{}{path}", hub.base))
-        .header("Accept", "text/html")
-        .header("Cookie", cookies)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let location = response
-        .headers()
-        .get("location")
-        .map(|l| l.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    (status, location, response.text().await.unwrap())
-}
-
-async fn post_form(hub: &TestHub, cookies: &str, form: &[(&str, &str)]) -> (u16, String, String) {
-    let response = client()
-        .post(format!("{}/hub/account", hub.base))
-        .header("Cookie", cookies)
-        .form(form)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let location = response
-        .headers()
-        .get("location")
-        .map(|l| l.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    (status, location, response.text().await.unwrap())
-}
-
-/// Logs `name` in through the login form; returns the `Cookie` header value (the session and
-/// XSRF cookies) and the XSRF value.
-async fn log_in(hub: &TestHub, name: &str) -> (String, String) {
-    let http = client();
-    let page = http
-        .get(format!("{}/hub/login", hub.base))
-        .send()
-        .await
-        .unwrap();
-    let xsrf_cookie = cookie_value(&page, "_xsrf=").unwrap();
-    let xsrf = xsrf_cookie.trim_start_matches("_xsrf=").to_owned();
-    let response = http
-        .post(format!("{}/hub/login", hub.base))
-        .header("Cookie", &xsrf_cookie)
-        .form(&[
-            ("username", name),
-            ("password", PASSWORD),
-            ("_xsrf", xsrf.as_str()),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 303, "{name} logs in");
-    let session = cookie_value(&response, "commonlab-session").unwrap();
-    (format!("{session}; {xsrf_cookie}"), xsrf)
 }
 
 #[tokio::test]
@@ -229,7 +168,7 @@ async fn the_account_page_shows_a_users_own_usage_and_quota() {
         .unwrap();
 
     let (alice_cookies, _) = log_in(&hub, "alice").await;
-    let (status, _, html) = get_page(&hub, "/hub/account", &alice_cookies).await;
+    let (status, _, html) = get_page(&hub, "/hub/account", Some(&alice_cookies)).await;
     assert_eq!(status, 200);
     assert!(html.contains("<strong>alice</strong>, user, tier <strong>free</strong>"));
     assert!(
@@ -261,7 +200,7 @@ async fn the_account_page_shows_a_users_own_usage_and_quota() {
             kernels_max: 2,
         },
     )]));
-    let (_, _, html) = get_page(&hub, "/hub/account", &alice_cookies).await;
+    let (_, _, html) = get_page(&hub, "/hub/account", Some(&alice_cookies)).await;
     assert!(
         html.contains(r#"<meter id="gpu-quota" min="0" max="10" value="3.5""#),
         "{html}"
@@ -270,7 +209,7 @@ async fn the_account_page_shows_a_users_own_usage_and_quota() {
     assert!(html.contains("0 of 2 kernels running, 2 more can start"));
 
     let (bob_cookies, _) = log_in(&hub, "bob").await;
-    let (status, _, html) = get_page(&hub, "/hub/account", &bob_cookies).await;
+    let (status, _, html) = get_page(&hub, "/hub/account", Some(&bob_cookies)).await;
     assert_eq!(status, 200);
     assert!(html.contains("<strong>bob</strong>"));
     assert!(
@@ -281,7 +220,7 @@ async fn the_account_page_shows_a_users_own_usage_and_quota() {
     assert!(html.contains("not restricted"));
 
     // Not logged in: the login page, coming back here.
-    let (status, location, _) = get_page(&hub, "/hub/account", "").await;
+    let (status, location, _) = get_page(&hub, "/hub/account", None).await;
     assert_eq!(status, 303);
     assert_eq!(location, "/hub/login?next=/hub/account");
 }
@@ -290,7 +229,7 @@ async fn the_account_page_shows_a_users_own_usage_and_quota() {
 async fn the_account_pages_token_forms_need_the_pages_xsrf_value() {
     let Some(hub) = spawn_hub().await else { return };
     let (cookies, xsrf) = log_in(&hub, "alice").await;
-    let (status, _, html) = get_page(&hub, "/hub/account", &cookies).await;
+    let (status, _, html) = get_page(&hub, "/hub/account", Some(&cookies)).await;
     assert_eq!(status, 200);
     assert!(
         html.contains(&format!(r#"name="_xsrf" value="{xsrf}""#))
@@ -308,13 +247,14 @@ async fn the_account_pages_token_forms_need_the_pages_xsrf_value() {
             ("_xsrf", "not-the-cookie"),
         ],
     ] {
-        let (status, _, html) = post_form(&hub, &cookies, &form).await;
+        let (status, _, html) = post_form(&hub, "/hub/account", &cookies, &form).await;
         assert_eq!(status, 403, "{html}");
         assert!(html.contains("expired or was sent from another site"));
     }
     let session_only = cookies.split("; ").next().unwrap();
     let (status, _, _) = post_form(
         &hub,
+        "/hub/account",
         session_only,
         &[
             ("action", "create_token"),
@@ -335,6 +275,7 @@ async fn the_account_pages_token_forms_need_the_pages_xsrf_value() {
     // With it: a token, shown once, that works.
     let (status, _, html) = post_form(
         &hub,
+        "/hub/account",
         &cookies,
         &[
             ("action", "create_token"),
@@ -363,7 +304,7 @@ async fn the_account_pages_token_forms_need_the_pages_xsrf_value() {
         .into_iter()
         .find(|t| t.label == "laptop <1>")
         .unwrap();
-    let (_, _, html) = get_page(&hub, "/hub/account", &cookies).await;
+    let (_, _, html) = get_page(&hub, "/hub/account", Some(&cookies)).await;
     assert!(
         !html.contains(&token),
         "the token is not shown again: {html}"
@@ -374,6 +315,7 @@ async fn the_account_pages_token_forms_need_the_pages_xsrf_value() {
     let bobs = hub.store.api_token_list("bob").unwrap()[0].id.to_string();
     let (status, _, _) = post_form(
         &hub,
+        "/hub/account",
         &cookies,
         &[
             ("action", "revoke_token"),
@@ -392,6 +334,7 @@ async fn the_account_pages_token_forms_need_the_pages_xsrf_value() {
     let id = created.id.to_string();
     let (status, location, _) = post_form(
         &hub,
+        "/hub/account",
         &cookies,
         &[
             ("action", "revoke_token"),
