@@ -442,10 +442,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 }
             })
         };
+        // Expired login sessions, old failed-login counts, and summaries of refused logins.
+        let upkeep = hub.spawn_maintenance();
         axum::serve(listener, commonlab_server::hub_app(hub.clone()))
             .with_graceful_shutdown(shutdown_signal())
             .await?;
         supervisor.abort();
+        upkeep.abort();
         tracing::info!("shutting down: stopping kernels");
         hub.shutdown_all().await;
         if let Some(gpu) = &gpu {

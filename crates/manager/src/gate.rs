@@ -1,6 +1,7 @@
 //! The policy gate: each `execute_request` is checked before it reaches the kernel, what runs
-//! in a kernel is judged on the supervisor's tick, a restricted account starts no kernel, and
-//! every verdict with findings is stored (and audited) with its evidence.
+//! in a kernel is judged on the supervisor's tick, a restricted (or removed) account starts,
+//! restarts and runs nothing, and every verdict with findings is stored (and audited) with its
+//! evidence.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +35,20 @@ pub(crate) enum GateDecision {
     Refuse(String),
 }
 
+/// Where an account stands, for what its kernels may do.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Standing {
+    /// In good standing (or a single-user server).
+    Active,
+    /// Restricted: no kernel of theirs starts, restarts or runs a cell. Says until when, why and
+    /// where to appeal, as the end of a sentence.
+    Restricted(String),
+    /// Removed while their server still ran.
+    Removed,
+    /// The store could not say; treated as refusing.
+    Unknown,
+}
+
 /// Checks cells against the policy with the tier of the kernel's owner.
 pub struct PolicyGate {
     policy: Arc<Policy>,
@@ -59,35 +74,59 @@ impl PolicyGate {
         self
     }
 
-    /// Refuses a kernel start while the owner's account is restricted, saying until when, why,
-    /// and where to appeal.
-    pub(crate) fn admit(&self) -> Result<(), ManagerError> {
+    /// Where the owner's account stands now. A single-user server's always does.
+    pub(crate) fn standing(&self) -> Standing {
         let owner = self.store.owner();
         if owner.is_empty() {
-            return Ok(());
+            return Standing::Active;
         }
         let user = match self.store.user_get(owner) {
             Ok(Some(user)) => user,
-            Ok(None) => return Ok(()),
+            Ok(None) => return Standing::Removed,
             Err(e) => {
                 tracing::error!(error = %e, "could not read the account's restriction");
-                return Ok(());
+                return Standing::Unknown;
             }
         };
         let now = chrono::Utc::now().to_rfc3339();
-        if !user.is_restricted_at(&now).unwrap_or(false) {
-            return Ok(());
+        // A restriction whose end cannot be read is in force.
+        if !user.is_restricted_at(&now).unwrap_or(true) {
+            return Standing::Active;
         }
-        Err(ManagerError::new(
-            ErrorKind::Forbidden,
-            "account_restricted",
-            format!(
-                "Your account may not start kernels until {} ({}). If this is a mistake, appeal at {}.",
-                user.restricted_until.as_deref().unwrap_or("an administrator lifts it"),
-                user.restricted_reason.as_deref().unwrap_or("a usage-policy decision"),
-                self.policy.appeal_url()
-            ),
+        Standing::Restricted(format!(
+            "until {} ({}). If this is a mistake, appeal at {}.",
+            user.restricted_until
+                .as_deref()
+                .unwrap_or("an administrator lifts it"),
+            user.restricted_reason
+                .as_deref()
+                .unwrap_or("a usage-policy decision"),
+            self.policy.appeal_url()
         ))
+    }
+
+    /// Refuses a kernel start or restart unless the owner's account is in good standing: a
+    /// restriction says until when, why and where to appeal; an account that cannot be read
+    /// starts nothing.
+    pub(crate) fn admit(&self) -> Result<(), ManagerError> {
+        match self.standing() {
+            Standing::Active => Ok(()),
+            Standing::Restricted(when) => Err(ManagerError::new(
+                ErrorKind::Forbidden,
+                "account_restricted",
+                format!("Your account may not start or restart kernels {when}"),
+            )),
+            Standing::Removed => Err(ManagerError::new(
+                ErrorKind::Forbidden,
+                "account_removed",
+                "This account has been removed; its kernels cannot start.",
+            )),
+            Standing::Unknown => Err(ManagerError::new(
+                ErrorKind::Unavailable,
+                "account_check_failed",
+                "The server could not read your account from its database, so no kernel was started; try again in a moment.",
+            )),
+        }
     }
 
     /// Judges the processes running in a kernel; `None` when nothing is to be done.
@@ -181,6 +220,25 @@ impl PolicyGate {
     }
 
     pub(crate) fn check(&self, kernel_id: &str, msg_id: &str, code: &str) -> GateDecision {
+        // A restricted or removed account runs nothing, whichever kernel the cell reached.
+        match self.standing() {
+            Standing::Active => {}
+            Standing::Restricted(when) => {
+                return GateDecision::Refuse(format!(
+                    "This cell was not run: your account is restricted {when}"
+                ))
+            }
+            Standing::Removed => {
+                return GateDecision::Refuse(
+                    "This cell was not run: this account has been removed.".into(),
+                )
+            }
+            Standing::Unknown => {
+                return GateDecision::Refuse(
+                    "This cell was not run: the server could not read your account from its database. Try again in a moment.".into(),
+                )
+            }
+        }
         let verdict = self.policy.check_cell(code, &CheckContext::new(&self.tier));
         self.record(kernel_id, msg_id, &verdict);
         match verdict.action {

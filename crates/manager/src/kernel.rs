@@ -888,6 +888,12 @@ impl Kernel {
         self.state().hub.close_all(1000, reason);
     }
 
+    /// Closes every client's connection with 1008 (policy): their account may no longer use
+    /// this kernel. `reason` is a stable code (a close reason holds at most 123 bytes).
+    pub(crate) fn close_clients_for_policy(&self, reason: &str) {
+        self.state().hub.close_all(1008, reason);
+    }
+
     pub(crate) fn set_failed(&self, why: String) {
         let _ = self.readiness.send(Readiness::Failed(why));
     }

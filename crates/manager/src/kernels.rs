@@ -13,7 +13,7 @@ use commonlab_runtime::{
 };
 use commonlab_store::{KernelRecord, Store};
 
-use crate::gate::PolicyGate;
+use crate::gate::{PolicyGate, Standing};
 use crate::gpu::{Admission, GpuDevice, GpuNotice, GpuScheduler};
 use crate::hub::HubLimits;
 use crate::{iso_now, ErrorKind, Kernel, KernelModel, ManagerError};
@@ -88,6 +88,43 @@ pub struct KernelManager {
     started_at: String,
     gate: Option<Arc<PolicyGate>>,
     gpu: Option<GpuAccount>,
+    /// The most kernels at once, GPU or not; [`KERNELS_UNLIMITED`] for no cap.
+    kernels_max: std::sync::atomic::AtomicU32,
+    /// Starts under way, each holding a place under `kernels_max` until its kernel is
+    /// registered or fails.
+    starting: std::sync::Mutex<usize>,
+}
+
+/// `kernels_max` without a cap.
+const KERNELS_UNLIMITED: u32 = u32::MAX;
+
+/// A place under the kernel cap held by one start.
+struct StartPlace<'a> {
+    manager: &'a KernelManager,
+    held: bool,
+}
+
+impl StartPlace<'_> {
+    /// Registers the started kernel and gives the place back, at once, so the count of kernels
+    /// and starts under way never drops below the truth.
+    fn register(mut self, kernel: Arc<Kernel>) {
+        let mut starting = self.manager.starting.lock().expect("not poisoned");
+        self.manager
+            .kernels
+            .write()
+            .expect("not poisoned")
+            .insert(kernel.id.clone(), kernel);
+        *starting -= 1;
+        self.held = false;
+    }
+}
+
+impl Drop for StartPlace<'_> {
+    fn drop(&mut self) {
+        if self.held {
+            *self.manager.starting.lock().expect("not poisoned") -= 1;
+        }
+    }
 }
 
 impl KernelManager {
@@ -104,7 +141,50 @@ impl KernelManager {
             started_at: iso_now(),
             gate: None,
             gpu: None,
+            kernels_max: std::sync::atomic::AtomicU32::new(KERNELS_UNLIMITED),
+            starting: std::sync::Mutex::new(0),
         }
+    }
+
+    /// Caps the kernels this manager runs at once (GPU or not, queued GPU kernels included);
+    /// `None` lifts the cap. Kernels already running over a lowered cap keep running; further
+    /// starts are refused until fewer run.
+    pub fn set_kernels_max(&self, max: Option<u32>) {
+        self.kernels_max.store(
+            max.unwrap_or(KERNELS_UNLIMITED),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    /// The cap set by [`KernelManager::set_kernels_max`].
+    pub fn kernels_max(&self) -> Option<u32> {
+        let max = self.kernels_max.load(std::sync::atomic::Ordering::Relaxed);
+        (max != KERNELS_UNLIMITED).then_some(max)
+    }
+
+    /// Takes a place under the kernel cap for one start, or refuses it.
+    fn take_start_place(&self) -> Result<StartPlace<'_>, ManagerError> {
+        let mut starting = self.starting.lock().expect("not poisoned");
+        let running = self.kernels.read().expect("not poisoned").len();
+        if let Some(max) = self.kernels_max() {
+            if running + *starting >= max as usize {
+                let mut error = ManagerError::new(
+                    ErrorKind::Forbidden,
+                    "kernels_max_reached",
+                    format!(
+                        "No kernel was started: you have {running} kernel(s) running{}, and your tier allows {max} at once. Shut one down (Kernel > Shut Down Kernel, or the Running Terminals and Kernels panel) and try again.",
+                        if *starting > 0 { format!(" and {} starting", *starting) } else { String::new() },
+                    ),
+                );
+                error.short_message = Some("Too many kernels".into());
+                return Err(error);
+            }
+        }
+        *starting += 1;
+        Ok(StartPlace {
+            manager: self,
+            held: true,
+        })
     }
 
     /// Kernels whose kernelspec asks for GPUs (`metadata.commonlab.gpus`) get them from the
@@ -276,6 +356,7 @@ impl KernelManager {
         if let Some(gate) = &self.gate {
             gate.admit()?;
         }
+        let place = self.take_start_place()?;
         let name = name
             .filter(|n| !n.is_empty())
             .unwrap_or(&self.config.default_kernel_name)
@@ -295,10 +376,7 @@ impl KernelManager {
         if gpus > 0 {
             let Some(devices) = self.request_gpus(&kernel, &spec, gpus)? else {
                 tracing::info!(kernel = %kernel_id, %name, "kernel waits for a GPU");
-                self.kernels
-                    .write()
-                    .expect("not poisoned")
-                    .insert(kernel_id, kernel.clone());
+                place.register(kernel.clone());
                 return Ok(kernel);
             };
             if let Err(e) = self.bring_up(&kernel, &spec, &devices).await {
@@ -312,10 +390,7 @@ impl KernelManager {
         }
         tracing::info!(kernel = %kernel_id, %name, "kernel started");
         self.audit_start(&kernel);
-        self.kernels
-            .write()
-            .expect("not poisoned")
-            .insert(kernel_id, kernel.clone());
+        place.register(kernel.clone());
         Ok(kernel)
     }
 
@@ -603,7 +678,27 @@ impl KernelManager {
         let Some(gate) = self.gate.clone() else {
             return Vec::new();
         };
+        // An account restricted or removed by someone else (another process, or while a
+        // kernel was starting) keeps nothing running.
+        match gate.standing() {
+            Standing::Restricted(when) => {
+                let notice =
+                    format!("Your kernels were stopped: your account is restricted {when}");
+                self.stop_all_because("account_restricted", &notice).await;
+                return Vec::new();
+            }
+            Standing::Removed => {
+                self.stop_all_because(
+                    "account_removed",
+                    "This account was removed, so its kernels were stopped.",
+                )
+                .await;
+                return Vec::new();
+            }
+            Standing::Active | Standing::Unknown => {}
+        }
         let mut taken = Vec::new();
+        let mut restricted = false;
         for (kernel, processes) in kernels {
             let Some(decision) = gate.inspect_processes(&kernel.id, &processes) else {
                 continue;
@@ -639,6 +734,7 @@ impl KernelManager {
                             "usage policy: {}",
                             decision.category.as_deref().unwrap_or("a prohibited use")
                         ));
+                        restricted = true;
                     }
                     if let Err(e) = self.shutdown(&kernel.id).await {
                         tracing::error!(kernel = %kernel.id, error = %e.message, "policy stop failed");
@@ -646,6 +742,14 @@ impl KernelManager {
                 }
             }
             taken.push((kernel.id.clone(), decision.action));
+        }
+        // The restriction covers the account: its other kernels stop too.
+        if restricted {
+            if let Standing::Restricted(when) = gate.standing() {
+                let notice =
+                    format!("Your kernels were stopped: your account is restricted {when}");
+                self.stop_all_because("account_restricted", &notice).await;
+            }
         }
         taken
     }
@@ -680,6 +784,10 @@ impl KernelManager {
     /// for them again and may wait in the queue.
     pub async fn restart(self: &Arc<Self>, id: &str) -> Result<Arc<Kernel>, ManagerError> {
         let kernel = self.get(id)?;
+        // A restricted account's kernel does not come back.
+        if let Some(gate) = &self.gate {
+            gate.admit()?;
+        }
         if kernel.is_waiting_for_gpu() {
             return Ok(kernel);
         }
@@ -784,6 +892,34 @@ impl KernelManager {
             if let Err(e) = result {
                 tracing::warn!(error = %e, "kernel shutdown failed");
             }
+        }
+    }
+
+    /// Stops every kernel because the account may no longer use them (`reason`, a stable code:
+    /// restricted, removed): each notebook is told `notice`, its connections close with 1008,
+    /// and the kernel is shut down.
+    pub async fn stop_all_because(&self, reason: &str, notice: &str) {
+        let kernels: Vec<Arc<Kernel>> = self
+            .kernels
+            .read()
+            .expect("not poisoned")
+            .values()
+            .cloned()
+            .collect();
+        let stops = kernels.iter().map(|kernel| async move {
+            kernel.notify(notice);
+            kernel.close_clients_for_policy(reason);
+            if let Err(e) = self.shutdown_because(&kernel.id, reason).await {
+                tracing::warn!(kernel = %kernel.id, error = %e, reason, "could not stop a kernel");
+            }
+        });
+        futures_util::future::join_all(stops).await;
+        if !kernels.is_empty() {
+            tracing::info!(
+                kernels = kernels.len(),
+                reason,
+                "stopped an account's kernels"
+            );
         }
     }
 

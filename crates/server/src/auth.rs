@@ -61,18 +61,35 @@ pub(crate) fn session_cookie_name(headers: &HeaderMap) -> String {
 /// The cookie carrying a browser's login session in accounts mode.
 pub(crate) const SESSION_COOKIE: &str = "commonlab-session";
 
+/// The secret an accounts-mode request proved itself with, kept by a WebSocket so it can be
+/// checked again when the user's credentials change.
+#[derive(Clone)]
+pub(crate) enum AccountSecret {
+    Token(String),
+    Session(String),
+}
+
 /// Who a request is from in accounts mode, and how they proved it.
 pub(crate) fn account_credential(
     store: &commonlab_store::Store,
     headers: &HeaderMap,
     uri: &Uri,
 ) -> Option<(commonlab_store::UserRecord, Credential)> {
+    account_identity(store, headers, uri).map(|(user, credential, _)| (user, credential))
+}
+
+/// [`account_credential`], with the secret itself.
+pub(crate) fn account_identity(
+    store: &commonlab_store::Store,
+    headers: &HeaderMap,
+    uri: &Uri,
+) -> Option<(commonlab_store::UserRecord, Credential, AccountSecret)> {
     let lookup = |token: &str| store.api_token_lookup(token).ok().flatten();
     if let Some(token) = header_token(headers) {
-        return lookup(&token).map(|u| (u, Credential::Header));
+        return lookup(&token).map(|u| (u, Credential::Header, AccountSecret::Token(token)));
     }
     if let Some(token) = query_token(uri) {
-        return lookup(&token).map(|u| (u, Credential::Query));
+        return lookup(&token).map(|u| (u, Credential::Query, AccountSecret::Token(token)));
     }
     let session = cookie(headers, &session_cookie_name(headers))?;
     let now = chrono::Utc::now().to_rfc3339();
@@ -80,7 +97,14 @@ pub(crate) fn account_credential(
         .login_session_lookup(&session, &now)
         .ok()
         .flatten()
-        .map(|u| (u, Credential::Cookie))
+        .map(|u| (u, Credential::Cookie, AccountSecret::Session(session)))
+}
+
+/// Whether a request asks to become a WebSocket.
+pub(crate) fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
 }
 
 fn token_matches(state: &AppState, token: &str) -> bool {
@@ -224,10 +248,7 @@ pub(crate) async fn require_token(
         *request.method(),
         Method::GET | Method::HEAD | Method::OPTIONS
     );
-    let is_websocket = request
-        .headers()
-        .get(axum::http::header::UPGRADE)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    let is_websocket = is_websocket_upgrade(request.headers());
     match credential {
         None => {
             return ApiError::new(

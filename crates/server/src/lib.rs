@@ -19,7 +19,7 @@ use axum::Router;
 use commonlab_manager::{ContentsManager, KernelManager, SessionManager};
 
 pub use error::ApiError;
-pub use hub::{hub_app, Hub, HubConfig, UserServers};
+pub use hub::{hub_app, Hub, HubConfig, Maintenance, UserServers, MAINTENANCE_INTERVAL};
 pub use lab::{LabAssets, NotebookAssets};
 
 /// The page where users see their policy findings and restriction and appeal them, relative

@@ -17,6 +17,7 @@
 //! | --- | --- |
 //! | `login` | a user logged in |
 //! | `login_failed` | a login was refused (subject: the name tried) |
+//! | `login_failed_summary` | refused logins beyond the server's per-interval records, summed (detail: count, reasons, a sample of names, the interval) |
 //! | `logout` | a user logged out |
 //! | `kernel_start` | a kernel started (subject: kernel id) |
 //! | `kernel_stop` | a kernel stopped or died |
@@ -42,6 +43,7 @@ pub const AUDIT_GENESIS_HASH: &str =
 pub const AUDIT_ACTIONS: &[&str] = &[
     "login",
     "login_failed",
+    "login_failed_summary",
     "logout",
     "kernel_start",
     "kernel_stop",

@@ -3,23 +3,37 @@
 
 use std::collections::HashMap;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{close_code, CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
 use axum::response::Response;
+use axum::Extension;
 use commonlab_manager::{ClientHandle, Kernel, Outgoing, WireProtocol};
 use commonlab_protocol::{decode_legacy_binary, decode_legacy_text, decode_v1, V1_SUBPROTOCOL};
 use futures_util::{SinkExt, StreamExt};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
+use crate::hub::CredentialWatch;
 use crate::{ApiError, AppState};
 
 pub(crate) async fn channels(
     State(state): State<AppState>,
     Path(id): Path<String>,
     Query(query): Query<HashMap<String, String>>,
+    watch: Option<Extension<CredentialWatch>>,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
+    // In accounts mode the hub hands every upgrade over with its credential to watch; without
+    // one the connection could outlive a revocation, so it is not opened.
+    let watch = watch.map(|Extension(watch)| watch);
+    if state.accounts.is_some() && watch.is_none() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "not_authenticated",
+            "Forbidden: kernel connections are opened through the hub, with one of your API tokens or your login",
+        ));
+    }
     let kernel = state.kernels.get(&id)?;
     let session_id = query.get("session_id").cloned().unwrap_or_default();
     let upgrade = upgrade
@@ -33,12 +47,26 @@ pub(crate) async fn channels(
     } else {
         WireProtocol::Legacy
     };
-    Ok(upgrade.on_upgrade(move |socket| serve(socket, kernel, session_id, protocol)))
+    Ok(upgrade.on_upgrade(move |socket| serve(socket, kernel, session_id, protocol, watch)))
 }
 
-async fn serve(socket: WebSocket, kernel: Arc<Kernel>, session_id: String, protocol: WireProtocol) {
+async fn serve(
+    socket: WebSocket,
+    kernel: Arc<Kernel>,
+    session_id: String,
+    protocol: WireProtocol,
+    watch: Option<CredentialWatch>,
+) {
     let (handle, rx) = kernel.connect_client(session_id, protocol);
-    relay(socket, handle, rx, protocol).await;
+    relay(socket, handle, rx, protocol, watch).await;
+}
+
+/// Returns once the connection's credential is revoked (never, without one to watch).
+async fn revoked(watch: &mut Option<CredentialWatch>) -> &'static str {
+    match watch {
+        Some(watch) => watch.revoked().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn relay(
@@ -46,11 +74,18 @@ async fn relay(
     handle: ClientHandle,
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
     protocol: WireProtocol,
+    mut watch: Option<CredentialWatch>,
 ) {
     let (mut ws_tx, mut ws_rx) = socket.split();
     let mut unsent = Vec::new();
     loop {
         tokio::select! {
+            reason = revoked(&mut watch) => {
+                tracing::info!(kernel = %handle.kernel().id, reason, "closing a kernel connection whose credential was revoked");
+                let close = CloseFrame { code: close_code::POLICY, reason: Utf8Bytes::from_static(reason) };
+                let _ = ws_tx.send(Message::Close(Some(close))).await;
+                break;
+            }
             incoming = ws_rx.next() => {
                 let frame = match incoming {
                     Some(Ok(frame)) => frame,

@@ -392,6 +392,7 @@ fn apply_form(
                 Some(&user.name),
                 json!({"id": id}),
             );
+            hub.revocations.revoked(&user.name);
             Ok(None)
         }
         _ => Err(ApiError::bad_request(

@@ -186,6 +186,7 @@ async fn token_revoke(
             Some(&caller.0.name),
             json!({"id": id}),
         );
+        hub.revocations.revoked(&caller.0.name);
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::new(
@@ -368,6 +369,9 @@ async fn user_update(
             Some(&name),
             json!({"until": until, "reason": reason, "lifted": body.lift_restriction}),
         );
+        if !body.lift_restriction {
+            hub.enforce_restriction(&name).await;
+        }
     }
     match hub.store.user_get(&name).map_err(store_error)? {
         Some(user) => Ok(Json(user_json(&user))),
@@ -387,10 +391,11 @@ async fn user_remove(
             "You cannot remove your own account; ask another administrator",
         ));
     }
-    hub.remove_server(&name).await;
+    // Their credentials end first, so nothing new of theirs starts while their kernels stop.
     if !hub.store.user_remove(&name).map_err(store_error)? {
         return Err(store_error(StoreError::NoSuchUser(name)));
     }
+    hub.remove_server(&name).await;
     hub.audit(
         Some(&caller.0.name),
         "user_remove",

@@ -165,12 +165,7 @@ pub(super) async fn submit(
     let name = form.username.trim().to_owned();
     let now = Instant::now();
     if !hub.login_allowed(&name, now) {
-        hub.audit(
-            None,
-            "login_failed",
-            Some(&name),
-            serde_json::json!({"reason": "too_many_failures"}),
-        );
+        hub.login_refused(&name, "too_many_failures", now);
         let minutes = hub.config.login_failure_window.as_secs().div_ceil(60);
         return (
             StatusCode::TOO_MANY_REQUESTS,
@@ -192,12 +187,7 @@ pub(super) async fn submit(
         Ok(Ok(Some(user))) => user,
         Ok(Ok(None)) => {
             hub.login_failed(&name, now);
-            hub.audit(
-                None,
-                "login_failed",
-                Some(&name),
-                serde_json::json!({"reason": "bad_credentials"}),
-            );
+            hub.login_refused(&name, "bad_credentials", now);
             return (
                 StatusCode::FORBIDDEN,
                 Html(render(
@@ -268,7 +258,12 @@ pub(super) async fn logout(State(hub): State<Arc<Hub>>, headers: HeaderMap) -> R
     let name = auth::session_cookie_name(&headers);
     if let Some(session) = auth::cookie(&headers, &name) {
         let now = chrono::Utc::now().to_rfc3339();
-        if let Ok(Some(user)) = hub.store.login_session_lookup(&session, &now) {
+        let user = hub
+            .store
+            .login_session_lookup(&session, &now)
+            .ok()
+            .flatten();
+        if let Some(user) = &user {
             hub.audit(
                 Some(&user.name),
                 "logout",
@@ -278,6 +273,10 @@ pub(super) async fn logout(State(hub): State<Arc<Hub>>, headers: HeaderMap) -> R
         }
         if let Err(e) = hub.store.login_session_delete(&session) {
             tracing::error!(error = %e, "logout: could not delete the session");
+        }
+        // The session's open kernel connections close now, not at their next check.
+        if let Some(user) = &user {
+            hub.revocations.revoked(&user.name);
         }
     }
     let mut response = Redirect::to(&hub.url("hub/login")).into_response();

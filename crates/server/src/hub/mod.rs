@@ -12,6 +12,10 @@ mod api;
 mod appeals;
 mod login;
 mod page;
+mod revoke;
+mod throttle;
+
+pub(crate) use revoke::CredentialWatch;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -66,6 +70,18 @@ impl Default for HubConfig {
     }
 }
 
+/// How often [`Hub::spawn_maintenance`] runs the hub's upkeep.
+pub const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// What one run of [`Hub::maintain`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Maintenance {
+    /// Expired login sessions deleted from the store.
+    pub login_sessions_purged: usize,
+    /// Whether a summary of refused logins was written to the audit log.
+    pub refusals_summarized: bool,
+}
+
 struct UserServer {
     state: AppState,
     router: Router,
@@ -78,11 +94,13 @@ pub struct Hub {
     store: Arc<Store>,
     factory: Arc<dyn UserServers>,
     servers: Mutex<HashMap<String, Arc<UserServer>>>,
-    failures: Mutex<HashMap<String, (u32, Instant)>>,
+    failures: Mutex<throttle::LoginFailures>,
     config: HubConfig,
     /// Quotas by tier name, shown on the account page; see [`Hub::set_tier_quotas`].
     tier_quotas:
         std::sync::RwLock<std::collections::BTreeMap<String, commonlab_manager::TierQuota>>,
+    /// Each user's revocation signal, watched by their open WebSockets.
+    revocations: revoke::Revocations,
 }
 
 impl Hub {
@@ -91,9 +109,14 @@ impl Hub {
             store,
             factory,
             servers: Mutex::new(HashMap::new()),
-            failures: Mutex::new(HashMap::new()),
+            failures: Mutex::new(throttle::LoginFailures::new(
+                config.login_failures_max,
+                config.login_failure_window,
+                Instant::now(),
+            )),
             config,
             tier_quotas: Default::default(),
+            revocations: Default::default(),
         }
     }
 
@@ -145,7 +168,17 @@ impl Hub {
 
     /// The user's server, built on first use. After a tier change it is rebuilt for the new
     /// tier as soon as it has no kernel running (kernels keep the limits they started with).
+    /// Its kernel cap is the one the account page shows for the user's tier now.
     fn server(&self, user: &UserRecord) -> Result<Arc<UserServer>, String> {
+        let server = self.server_for_tier(user)?;
+        server
+            .state
+            .kernels
+            .set_kernels_max(self.tier_quota(&user.tier).map(|q| q.kernels_max));
+        Ok(server)
+    }
+
+    fn server_for_tier(&self, user: &UserRecord) -> Result<Arc<UserServer>, String> {
         if let Some(server) = self.servers.lock().expect("not poisoned").get(&user.name) {
             if server.tier == user.tier || !server.state.kernels.list().is_empty() {
                 return Ok(server.clone());
@@ -172,11 +205,51 @@ impl Hub {
         Ok(server)
     }
 
-    /// Stops a removed user's kernels and forgets their server.
+    /// Closes a removed user's connections, stops their kernels and forgets their server.
     async fn remove_server(&self, name: &str) {
+        self.revocations.forget(name);
         let server = self.servers.lock().expect("not poisoned").remove(name);
         if let Some(server) = server {
-            server.state.kernels.shutdown_all().await;
+            server
+                .state
+                .kernels
+                .stop_all_because(
+                    "account_removed",
+                    "This account was removed by an administrator, so its kernels were stopped.",
+                )
+                .await;
+        }
+    }
+
+    /// Stops a just-restricted user's kernels, as the restriction says: a restricted account
+    /// runs nothing until the restriction ends.
+    async fn enforce_restriction(&self, name: &str) {
+        let user = match self.store.user_get(name) {
+            Ok(Some(user)) => user,
+            _ => return,
+        };
+        let now = chrono::Utc::now().to_rfc3339();
+        if !user.is_restricted_at(&now).unwrap_or(true) {
+            return;
+        }
+        let server = self
+            .servers
+            .lock()
+            .expect("not poisoned")
+            .get(name)
+            .cloned();
+        if let Some(server) = server {
+            let notice = format!(
+                "Your account was restricted until {} ({}), so its kernels were stopped. See {} to appeal.",
+                user.restricted_until.as_deref().unwrap_or("further notice"),
+                user.restricted_reason.as_deref().unwrap_or("no reason given"),
+                self.url(crate::APPEAL_PATH),
+            );
+            server
+                .state
+                .kernels
+                .stop_all_because("account_restricted", &notice)
+                .await;
         }
     }
 
@@ -206,27 +279,91 @@ impl Hub {
 
     /// Whether `name` may try to log in now; counts failures per name over a window.
     fn login_allowed(&self, name: &str, now: Instant) -> bool {
-        let failures = self.failures.lock().expect("not poisoned");
-        match failures.get(name) {
-            Some((count, first)) => {
-                now.duration_since(*first) >= self.config.login_failure_window
-                    || *count < self.config.login_failures_max
-            }
-            None => true,
-        }
+        self.failures
+            .lock()
+            .expect("not poisoned")
+            .allowed(name, now)
     }
 
     fn login_failed(&self, name: &str, now: Instant) {
-        let mut failures = self.failures.lock().expect("not poisoned");
-        let entry = failures.entry(name.to_owned()).or_insert((0, now));
-        if now.duration_since(entry.1) >= self.config.login_failure_window {
-            *entry = (0, now);
-        }
-        entry.0 += 1;
+        self.failures
+            .lock()
+            .expect("not poisoned")
+            .failed(name, now);
     }
 
     fn login_succeeded(&self, name: &str) {
-        self.failures.lock().expect("not poisoned").remove(name);
+        self.failures.lock().expect("not poisoned").succeeded(name);
+    }
+
+    /// Records a refused login (`reason`, a stable code) in the audit log, within the log's
+    /// bound on refusals (see [`throttle`]).
+    fn login_refused(&self, name: &str, reason: &'static str, now: Instant) {
+        let now_utc = chrono::Utc::now().to_rfc3339();
+        let entries = self
+            .failures
+            .lock()
+            .expect("not poisoned")
+            .refused(name, reason, now, &now_utc);
+        for (action, subject, detail) in entries {
+            self.audit(None, action, subject.as_deref(), detail);
+        }
+    }
+
+    /// The hub's periodic upkeep: expired login sessions are deleted, failed-login counts whose
+    /// window has passed are forgotten, and refused logins not yet in the audit log one by one
+    /// are written there as a summary once their interval is over.
+    pub fn maintain(&self) -> Maintenance {
+        self.maintain_at(Instant::now())
+    }
+
+    fn maintain_at(&self, now: Instant) -> Maintenance {
+        let now_utc = chrono::Utc::now().to_rfc3339();
+        let login_sessions_purged = match self.store.login_session_purge_expired(&now_utc) {
+            Ok(purged) => purged,
+            Err(e) => {
+                tracing::error!(error = %e, "could not purge expired login sessions");
+                0
+            }
+        };
+        let summary = self
+            .failures
+            .lock()
+            .expect("not poisoned")
+            .maintain(now, &now_utc);
+        let refusals_summarized = summary.is_some();
+        if let Some((action, subject, detail)) = summary {
+            self.audit(None, action, subject.as_deref(), detail);
+        }
+        Maintenance {
+            login_sessions_purged,
+            refusals_summarized,
+        }
+    }
+
+    /// Runs [`Hub::maintain`] every [`MAINTENANCE_INTERVAL`] until the task is aborted.
+    pub fn spawn_maintenance(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let hub = self.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(MAINTENANCE_INTERVAL);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let hub = hub.clone();
+                // The store is synchronous; keep its work off the request threads.
+                let done = tokio::task::spawn_blocking(move || hub.maintain()).await;
+                match done {
+                    Ok(done) if done.login_sessions_purged > 0 => {
+                        tracing::info!(
+                            purged = done.login_sessions_purged,
+                            "expired login sessions deleted"
+                        );
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(error = %e, "hub upkeep failed"),
+                }
+            }
+        })
     }
 
     fn url(&self, path: &str) -> String {
@@ -323,14 +460,19 @@ fn wants_page(method: &Method, headers: &HeaderMap, path: &str) -> bool {
 }
 
 /// Hands `/user/<name>/...` to that user's server, when the request is from that user.
-async fn dispatch(hub: Arc<Hub>, request: Request) -> Response {
+async fn dispatch(hub: Arc<Hub>, mut request: Request) -> Response {
     let path = request.uri().path().to_owned();
     let Some(name) = user_in_path(&hub, &path).map(str::to_owned) else {
         return ApiError::new(StatusCode::NOT_FOUND, "not_found", "Not Found").into_response();
     };
-    let who = identify(&hub, request.headers(), request.uri());
+    let who = auth::account_identity(&hub.store, request.headers(), request.uri());
     match who {
-        Some((user, _)) if user.name == name => {
+        Some((user, _, secret)) if user.name == name => {
+            if auth::is_websocket_upgrade(request.headers()) {
+                // The socket outlives this check: it watches for the credential's revocation.
+                let watch = hub.revocations.watch(hub.store.clone(), &user.name, secret);
+                request.extensions_mut().insert(watch);
+            }
             let server = match hub.server(&user) {
                 Ok(s) => s,
                 Err(e) => {
@@ -348,7 +490,7 @@ async fn dispatch(hub: Arc<Hub>, request: Request) -> Response {
                 Err(never) => match never {},
             }
         }
-        Some((user, _)) => ApiError::new(
+        Some((user, _, _)) => ApiError::new(
             StatusCode::FORBIDDEN,
             "not_your_server",
             format!(
@@ -377,5 +519,97 @@ async fn dispatch(hub: Arc<Hub>, request: Request) -> Response {
             "Forbidden: log in, or send one of your API tokens as `Authorization: token <token>`",
         )
         .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct NoServers;
+
+    impl UserServers for NoServers {
+        fn build(&self, _user: &UserRecord) -> Result<AppState, String> {
+            Err("no servers in this test".into())
+        }
+    }
+
+    fn hub() -> Hub {
+        let store = Arc::new(Store::open_in_memory().expect("store"));
+        Hub::new(store, Arc::new(NoServers), HubConfig::default())
+    }
+
+    #[test]
+    fn a_flood_of_refused_logins_leaves_the_map_and_the_audit_log_bounded() {
+        let hub = hub();
+        let now = Instant::now();
+        for i in 0..10_000 {
+            let name = format!("flood{i}");
+            hub.login_failed(&name, now);
+            hub.login_refused(&name, "bad_credentials", now);
+        }
+        assert!(hub.failures.lock().unwrap().names_counted() <= throttle::LOGIN_FAILURE_NAMES_MAX);
+        let records = hub.store.audit_list(0, 100_000).unwrap();
+        assert_eq!(
+            records.len(),
+            throttle::LOGIN_REFUSALS_RECORDED_PER_INTERVAL as usize
+        );
+        let done = hub.maintain_at(now + throttle::LOGIN_REFUSAL_INTERVAL);
+        assert!(done.refusals_summarized);
+        let records = hub.store.audit_list(0, 100_000).unwrap();
+        assert_eq!(
+            records.len(),
+            throttle::LOGIN_REFUSALS_RECORDED_PER_INTERVAL as usize + 1
+        );
+        let summary = records.last().unwrap();
+        assert_eq!(summary.action, "login_failed_summary");
+        assert_eq!(
+            summary.detail["count"],
+            10_000 - u64::from(throttle::LOGIN_REFUSALS_RECORDED_PER_INTERVAL)
+        );
+        assert!(hub.store.audit_verify().unwrap().first_bad.is_none());
+    }
+
+    #[test]
+    fn upkeep_deletes_expired_login_sessions() {
+        let hub = hub();
+        hub.store
+            .user_add(
+                "ada",
+                "a long enough password",
+                commonlab_store::Role::User,
+                "free",
+                "2026-01-01T00:00:00+00:00",
+            )
+            .unwrap();
+        let expired = hub
+            .store
+            .login_session_create(
+                "ada",
+                "2026-01-01T00:00:00+00:00",
+                "2026-01-02T00:00:00+00:00",
+            )
+            .unwrap();
+        let live = hub
+            .store
+            .login_session_create(
+                "ada",
+                "2026-01-01T00:00:00+00:00",
+                "2999-01-01T00:00:00+00:00",
+            )
+            .unwrap();
+        assert_eq!(hub.maintain().login_sessions_purged, 1);
+        assert_eq!(hub.maintain().login_sessions_purged, 0);
+        let now = chrono::Utc::now().to_rfc3339();
+        assert!(hub
+            .store
+            .login_session_lookup(&live, &now)
+            .unwrap()
+            .is_some());
+        assert!(hub
+            .store
+            .login_session_lookup(&expired, &now)
+            .unwrap()
+            .is_none());
     }
 }

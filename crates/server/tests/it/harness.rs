@@ -184,8 +184,23 @@ impl TestApp {
 /// Opens a kernel channels WebSocket at `url` (`ws://…/channels?…`); the HTTP status when the
 /// server refuses the upgrade.
 pub(crate) async fn connect_ws(url: &str, session: &str, v1: bool) -> Result<WsClient, u16> {
+    connect_ws_with_cookie(url, session, v1, None).await
+}
+
+/// [`connect_ws`], sending `cookie` as the `Cookie` header (a browser's login).
+pub(crate) async fn connect_ws_with_cookie(
+    url: &str,
+    session: &str,
+    v1: bool,
+    cookie: Option<&str>,
+) -> Result<WsClient, u16> {
     {
         let mut request = url.into_client_request().unwrap();
+        if let Some(cookie) = cookie {
+            request
+                .headers_mut()
+                .insert("Cookie", cookie.parse().unwrap());
+        }
         if v1 {
             request.headers_mut().insert(
                 "Sec-WebSocket-Protocol",

@@ -8,4 +8,5 @@ mod harness;
 mod kernels;
 mod policy;
 mod recovery;
+mod revocation;
 mod usage;
