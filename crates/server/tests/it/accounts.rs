@@ -42,27 +42,25 @@ impl UserServers for Factory {
                 .map_err(|e| e.to_string())?;
         let gate =
             commonlab_manager::PolicyGate::new(Arc::new(policy), user.tier.clone(), store.clone());
-        let kernels = Arc::new(
-            KernelManager::new(
-                KernelManagerConfig {
-                    root_dir: workspace.clone(),
-                    kernelspec_dirs: jupyter_data_dirs(std::slice::from_ref(&env.prefix)),
-                    default_kernel_name: "python3".into(),
-                    fallback_spec: Some(env.kernelspec()),
-                    kernel_start_timeout: Duration::from_secs(30),
-                    kernel_shutdown_wait: Duration::from_secs(3),
-                    ws_send_queue_bytes_max: 64 << 20,
-                    ws_buffer_bytes_max: 16 << 20,
-                    ws_buffer_messages_max: 1000,
-                    sandbox: None,
-                },
-                Arc::new(LocalBackend::new(
-                    self.data_dir.join("runtime").join(&user.name),
-                )),
-                store.clone(),
-            )
-            .with_policy_gate(gate),
+        let kernels = KernelManager::new(
+            KernelManagerConfig {
+                root_dir: workspace.clone(),
+                kernelspec_dirs: jupyter_data_dirs(std::slice::from_ref(&env.prefix)),
+                default_kernel_name: "python3".into(),
+                fallback_spec: Some(env.kernelspec()),
+                kernel_start_timeout: Duration::from_secs(30),
+                kernel_shutdown_wait: Duration::from_secs(3),
+                ws_send_queue_bytes_max: 64 << 20,
+                ws_buffer_bytes_max: 16 << 20,
+                ws_buffer_messages_max: 1000,
+                sandbox: None,
+            },
+            Arc::new(LocalBackend::new(
+                self.data_dir.join("runtime").join(&user.name),
+            )),
+            store.clone(),
         );
+        let kernels = Arc::new(kernels.with_policy_gate(gate));
         Ok(AppState {
             sessions: Arc::new(SessionManager::new(kernels.clone(), store)),
             kernels,
