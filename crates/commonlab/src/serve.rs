@@ -330,6 +330,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     });
 
     if config.accounts.enabled {
+        // Each tier's kernel cap (and GPU quota) is what the account page shows and what is
+        // enforced; a tier without one would be neither.
+        for tier in config.sandbox.tiers.keys() {
+            anyhow::ensure!(
+                config.gpu.tiers.contains_key(tier),
+                "tier `{tier}` has no [gpu.tiers.{tier}] section: every users' tier needs one, for its kernel cap (kernels_max) and GPU quota"
+            );
+        }
         if let Some(gpu) = &gpu {
             // Fair share and weekly quotas count what each user held before this start.
             let today = chrono::Utc::now().date_naive();

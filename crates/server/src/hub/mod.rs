@@ -129,12 +129,18 @@ impl Hub {
         *self.tier_quotas.write().expect("not poisoned") = quotas;
     }
 
+    /// The quota of `tier`, which is also the kernel cap enforced on its users. A tier without
+    /// one (a name given on the command line that no section configures) gets `free`'s kernel
+    /// cap, as it gets `free`'s sandbox limits, and no GPU-hours, since such a tier's GPU
+    /// kernels are refused.
     fn tier_quota(&self, tier: &str) -> Option<commonlab_manager::TierQuota> {
-        self.tier_quotas
-            .read()
-            .expect("not poisoned")
-            .get(tier)
-            .copied()
+        let quotas = self.tier_quotas.read().expect("not poisoned");
+        quotas.get(tier).copied().or_else(|| {
+            quotas.get("free").map(|free| commonlab_manager::TierQuota {
+                gpu_hours_per_week: 0.0,
+                kernels_max: free.kernels_max,
+            })
+        })
     }
 
     pub fn store(&self) -> &Arc<Store> {

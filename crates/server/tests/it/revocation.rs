@@ -442,4 +442,13 @@ async fn a_tiers_kernel_cap_holds_for_every_kernel_and_the_account_page_shows_it
     assert_eq!(status, 204);
     start_kernel(&hub, "alice", &hub.alice).await;
     start_kernel(&hub, "bob", &hub.bob).await;
+
+    // A tier no section configures (named on the command line) gets free's cap, and no GPU
+    // hours, since its GPU kernels are refused.
+    hub.store.user_set_tier("bob", "unheard-of").unwrap();
+    let (_, usage) = hub
+        .call(Some(&hub.bob), Method::GET, "/hub/api/usage", None)
+        .await;
+    assert_eq!(usage["kernels"]["limit"], 4, "{usage}");
+    assert_eq!(usage["gpu_hours"]["limit"], 0.0, "{usage}");
 }
