@@ -196,10 +196,21 @@ pub(crate) struct TierLimits {
     /// workspace, so a full disk is theirs alone. 0: no separate volume (the workspace shares
     /// the data directory's filesystem).
     pub(crate) workspace_bytes_max: u64,
+    /// Memory all of one user's kernels hold together; 0 for no total. Absent:
+    /// `memory_bytes_max`, so the tier's memory is the user's, however many kernels they start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) memory_bytes_max_total: Option<u64>,
+    /// CPU all of one user's kernels use together, in thousandths of a CPU; 0 for no quota.
+    /// Absent: `cpu_millicores_max`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) cpu_millicores_max_total: Option<u32>,
 }
 
 impl TierLimits {
     pub(crate) fn to_limits(&self) -> commonlab_runtime::SandboxLimits {
+        let cpu_total = self
+            .cpu_millicores_max_total
+            .unwrap_or(self.cpu_millicores_max);
         commonlab_runtime::SandboxLimits {
             memory_bytes_max: self.memory_bytes_max,
             cpu_millicores_max: (self.cpu_millicores_max > 0).then_some(self.cpu_millicores_max),
@@ -207,6 +218,11 @@ impl TierLimits {
             tmp_bytes_max: self.tmp_bytes_max,
             file_bytes_max: self.file_bytes_max,
             open_files_max: self.open_files_max,
+            memory_bytes_max_total: match self.memory_bytes_max_total {
+                Some(0) => None,
+                total => Some(total.unwrap_or(self.memory_bytes_max)),
+            },
+            cpu_millicores_max_total: (cpu_total > 0).then_some(cpu_total),
         }
     }
 }
@@ -221,6 +237,8 @@ impl Default for SandboxConfig {
             file_bytes_max: 1 << 30,
             open_files_max: 1024,
             workspace_bytes_max: 10 << 30,
+            memory_bytes_max_total: Some(4 << 30),
+            cpu_millicores_max_total: Some(2000),
         };
         let pro = TierLimits {
             memory_bytes_max: 8 << 30,
@@ -230,6 +248,8 @@ impl Default for SandboxConfig {
             file_bytes_max: 8 << 30,
             open_files_max: 4096,
             workspace_bytes_max: 50 << 30,
+            memory_bytes_max_total: Some(16 << 30),
+            cpu_millicores_max_total: Some(8000),
         };
         SandboxConfig {
             enabled: true,

@@ -74,12 +74,22 @@ pub struct OomInfo {
     pub limit_bytes: u64,
     /// The highest memory use the cgroup recorded, when the kernel reports it.
     pub peak_bytes: Option<u64>,
+    /// The limit reached was the total the runtime shares with the other runtimes of its
+    /// identity (`memory_bytes_max_total`), not its own.
+    pub shared: bool,
 }
 
 impl OomInfo {
     /// One sentence for the user: which limit, and how much was used.
     pub fn explain(&self) -> String {
         let limit = human_bytes(self.limit_bytes);
+        if self.shared {
+            let peak = self
+                .peak_bytes
+                .map(|peak| format!(" (this kernel's peak {})", human_bytes(peak)))
+                .unwrap_or_default();
+            return format!("The kernel was stopped because your kernels together used the whole memory limit of {limit} they share{peak}. Stop kernels you no longer need.");
+        }
         match self.peak_bytes {
             Some(peak) => format!(
                 "The kernel was stopped because it used its whole memory limit of {limit} (peak {}).",
@@ -203,10 +213,20 @@ mod tests {
         let oom = OomInfo {
             limit_bytes: 512 * 1024 * 1024,
             peak_bytes: Some(512 * 1024 * 1024),
+            shared: false,
         };
         assert_eq!(
             oom.explain(),
             "The kernel was stopped because it used its whole memory limit of 512 MiB (peak 512 MiB)."
+        );
+        let shared = OomInfo {
+            peak_bytes: Some(300 * 1024 * 1024),
+            shared: true,
+            ..oom
+        };
+        assert_eq!(
+            shared.explain(),
+            "The kernel was stopped because your kernels together used the whole memory limit of 512 MiB they share (this kernel's peak 300 MiB). Stop kernels you no longer need."
         );
         assert_eq!(human_bytes(1536 * 1024 * 1024), "1.5 GiB");
         assert_eq!(human_bytes(100), "100 B");

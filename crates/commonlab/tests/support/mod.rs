@@ -15,6 +15,8 @@ use tokio_tungstenite::tungstenite::Message;
 
 pub const PASSWORD: &str = "a long enough password";
 pub const MEMORY_BYTES_MAX: u64 = 256 << 20;
+/// What all of one user's kernels hold together: room for a few.
+pub const MEMORY_BYTES_MAX_TOTAL: u64 = 1 << 30;
 pub const PIDS_MAX: u64 = 64;
 pub const TMP_BYTES_MAX: u64 = 32 << 20;
 pub const FILE_BYTES_MAX: u64 = 16 << 20;
@@ -166,6 +168,8 @@ tmp_bytes_max = {TMP_BYTES_MAX}
 file_bytes_max = {FILE_BYTES_MAX}
 open_files_max = {OPEN_FILES_MAX}
 workspace_bytes_max = {WORKSPACE_BYTES_MAX}
+memory_bytes_max_total = {MEMORY_BYTES_MAX_TOTAL}
+cpu_millicores_max_total = 2000
 
 {extra_config}
 "#,

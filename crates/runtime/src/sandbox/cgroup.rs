@@ -4,7 +4,11 @@
 //! cgroup v2 (one unified tree with `cgroup.controllers`) and v1 (one tree per controller, as on
 //! hosts that never moved on) sit behind one [`CgroupDriver`] trait, picked once by [`detect`].
 //! Kernel cgroups go under a `commonlab` parent inside the server's own cgroup, so whatever
-//! accounting applies to the server also applies to its kernels.
+//! accounting applies to the server also applies to its kernels, each inside its group
+//! (`commonlab/<group>/<kernel>`, one group per uid): the group holds the totals of memory and
+//! CPU all its kernels share, so N kernels of one user never get N times the user's limits.
+//! A group goes with its last kernel; setting a group up and removing an empty one are
+//! serialised, so a kernel never lands in a group removed under it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -50,17 +54,23 @@ pub(crate) struct MemoryUse {
     pub(crate) oom_kills: Option<u64>,
     /// Times usage hit the limit (v1 `memory.failcnt`, v2 `max` events).
     pub(crate) limit_hits: u64,
+    /// The limit of the group the cgroup shares with its identity's other cgroups.
+    pub(crate) group_limit_bytes: Option<u64>,
+    /// Times the group's usage hit the group's limit.
+    pub(crate) group_limit_hits: u64,
 }
 
 /// One cgroup interface. Creation needs the server's own cgroup; everything else works from a
 /// [`KernelCgroup`]'s absolute directories.
 pub(crate) trait CgroupDriver: Send + Sync + std::fmt::Debug {
     fn version(&self) -> CgroupVersion;
-    /// Creates the cgroup `name` under the server's `commonlab` parent and applies `limits`;
-    /// where the host has a devices controller, only the sandbox's own `/dev` and `devices`
-    /// (the kernel's granted GPUs) may be opened.
+    /// Creates the cgroup `name` in `group` under the server's `commonlab` parent and applies
+    /// `limits`: the runtime's own to it, the totals (`*_total`) to the group, which is created
+    /// when missing and updated when it exists; where the host has a devices controller, only
+    /// the sandbox's own `/dev` and `devices` (the kernel's granted GPUs) may be opened.
     fn create(
         &self,
+        group: &str,
         name: &str,
         limits: &SandboxLimits,
         devices: &[PathBuf],
@@ -76,7 +86,8 @@ pub(crate) trait CgroupDriver: Send + Sync + std::fmt::Debug {
     /// The processes in the cgroup now.
     fn pids(&self, cgroup: &KernelCgroup) -> Vec<i32>;
     fn memory(&self, cgroup: &KernelCgroup) -> MemoryUse;
-    /// Removes the (empty) cgroup directories; a missing one is not an error.
+    /// Removes the (empty) cgroup directories, and its group's when no other cgroup is left in
+    /// it; a missing one is not an error.
     fn remove(&self, cgroup: &KernelCgroup) -> std::io::Result<()> {
         for dir in cgroup.dirs.values() {
             match std::fs::remove_dir(dir) {
@@ -85,8 +96,37 @@ pub(crate) trait CgroupDriver: Send + Sync + std::fmt::Debug {
                 Err(e) => return Err(e),
             }
         }
+        let _groups = groups_lock();
+        for group in cgroup.dirs.values().filter_map(|dir| group_of(dir)) {
+            let is_group = group
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(GROUP_PREFIX));
+            // Still holding another runtime's cgroup (busy), or already gone: either is fine.
+            if is_group {
+                let _ = std::fs::remove_dir(group);
+            }
+        }
         Ok(())
     }
+}
+
+/// What every group's name starts with.
+const GROUP_PREFIX: &str = "uid-";
+
+/// The group of the runtimes of `uid`.
+pub(crate) fn group_name(uid: u32) -> String {
+    format!("{GROUP_PREFIX}{uid}")
+}
+
+/// Held while a group is set up with a runtime's cgroup in it, and while an empty group is
+/// removed, so a runtime never lands in a group removed under it (which `create_dir_all`
+/// would bring back without its totals).
+fn groups_lock() -> std::sync::MutexGuard<'static, ()> {
+    static GROUPS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    GROUPS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The driver for the host under `root` (normally `/sys/fs/cgroup`): v2 when the unified tree
@@ -173,6 +213,21 @@ fn create_dir(dir: &Path) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("creating cgroup {}: {e}", dir.display()))
 }
 
+/// A runtime's own CPU quota: its limit, never more than its group's total (cgroup v1 refuses a
+/// child quota above its parent's).
+fn own_millicores(limits: &SandboxLimits) -> Option<u32> {
+    match (limits.cpu_millicores_max, limits.cpu_millicores_max_total) {
+        (Some(own), Some(total)) => Some(own.min(total)),
+        (own, None) => own,
+        (None, total) => total,
+    }
+}
+
+/// The group directory a kernel's cgroup directory sits in.
+fn group_of(dir: &Path) -> Option<&Path> {
+    dir.parent()
+}
+
 /// CFS bandwidth period: 100 ms, the kernel's default.
 const CPU_PERIOD_US: u64 = 100_000;
 
@@ -249,6 +304,7 @@ impl CgroupDriver for V1 {
 
     fn create(
         &self,
+        group: &str,
         name: &str,
         limits: &SandboxLimits,
         devices: &[PathBuf],
@@ -265,30 +321,53 @@ impl CgroupDriver for V1 {
                     tree.display()
                 ));
             }
-            let dir = under(&tree, own).join("commonlab").join(name);
+            let dir = under(&tree, own).join("commonlab").join(group).join(name);
             dirs.insert(controller.clone(), dir);
         }
         let cgroup = KernelCgroup {
             version: CgroupVersion::V1,
             dirs,
         };
+        let memory = cgroup.dir("memory").expect("memory is required");
+        let cpu = cgroup.dir("cpu").expect("cpu is required");
+        let _groups = groups_lock();
+        // The group first, with its totals, so the kernel is never outside them.
+        let memory_group = group_of(memory).expect("under commonlab");
+        let cpu_group = group_of(cpu).expect("under commonlab");
+        create_dir(memory_group)?;
+        create_dir(cpu_group)?;
+        // Totals hold only in a hierarchical memory cgroup (always, since Linux 5.16); a fresh
+        // group may still be made one on older kernels.
+        if read(Some(memory_group), "memory.use_hierarchy").is_some_and(|v| v.trim() == "0") {
+            write(memory_group, "memory.use_hierarchy", "1").map_err(|e| {
+                format!("{e} (this host's memory cgroups are not hierarchical, so a user's kernels could not share a total)")
+            })?;
+        }
+        let total = limits
+            .memory_bytes_max_total
+            .map_or("-1".to_owned(), |bytes| bytes.to_string());
+        v1_memory_limit(memory_group, &total).map_err(|e| {
+            format!("{e} (the memory its other kernels use now is above the total; stop one and start again)")
+        })?;
+        write(cpu_group, "cpu.cfs_period_us", &CPU_PERIOD_US.to_string())?;
+        write(
+            cpu_group,
+            "cpu.cfs_quota_us",
+            &cpu_quota_us(limits.cpu_millicores_max_total).to_string(),
+        )
+        .map_err(|e| {
+            format!("{e} (a running kernel of this group has a larger CPU quota; stop it and start again)")
+        })?;
         let result = (|| {
             for dir in cgroup.dirs.values() {
                 create_dir(dir)?;
             }
-            let memory = cgroup.dir("memory").expect("memory is required");
-            let bytes = limits.memory_bytes_max.to_string();
-            write(memory, "memory.limit_in_bytes", &bytes)?;
-            // Memory plus swap at the same limit: no swap. Absent when swap accounting is off.
-            if memory.join("memory.memsw.limit_in_bytes").exists() {
-                write(memory, "memory.memsw.limit_in_bytes", &bytes)?;
-            }
-            let cpu = cgroup.dir("cpu").expect("cpu is required");
+            v1_memory_limit(memory, &limits.memory_bytes_max.to_string())?;
             write(cpu, "cpu.cfs_period_us", &CPU_PERIOD_US.to_string())?;
             write(
                 cpu,
                 "cpu.cfs_quota_us",
-                &cpu_quota_us(limits.cpu_millicores_max).to_string(),
+                &cpu_quota_us(own_millicores(limits)).to_string(),
             )?;
             let pids = cgroup.dir("pids").expect("pids is required");
             write(pids, "pids.max", &limits.pids_max.to_string())?;
@@ -306,7 +385,10 @@ impl CgroupDriver for V1 {
         match result {
             Ok(()) => Ok(cgroup),
             Err(e) => {
-                let _ = self.remove(&cgroup);
+                // Only the runtime's own directories: the group is set up and stays.
+                for dir in cgroup.dirs.values() {
+                    let _ = std::fs::remove_dir(dir);
+                }
                 Err(e)
             }
         }
@@ -322,14 +404,62 @@ impl CgroupDriver for V1 {
 
     fn memory(&self, cgroup: &KernelCgroup) -> MemoryUse {
         let dir = cgroup.dir("memory");
+        let group = dir.and_then(group_of);
         let oom_control = read(dir, "memory.oom_control").unwrap_or_default();
+        let limit_bytes = read_u64(dir, "memory.limit_in_bytes");
+        let peak_bytes = read_u64(dir, "memory.max_usage_in_bytes");
+        let group_limit_bytes = read_u64(group, "memory.limit_in_bytes");
         MemoryUse {
-            limit_bytes: read_u64(dir, "memory.limit_in_bytes"),
-            peak_bytes: read_u64(dir, "memory.max_usage_in_bytes"),
+            limit_bytes,
+            peak_bytes,
             oom_kills: keyed(&oom_control, "oom_kill"),
-            limit_hits: read_u64(dir, "memory.failcnt").unwrap_or(0),
+            limit_hits: v1_limit_hits(dir, limit_bytes, peak_bytes),
+            group_limit_bytes,
+            group_limit_hits: v1_limit_hits(
+                group,
+                group_limit_bytes,
+                read_u64(group, "memory.max_usage_in_bytes"),
+            ),
         }
     }
+}
+
+/// How close to its limit a cgroup's peak must come to count as having reached it: charges
+/// are made in batches, so the peak stops short of the limit by up to a batch.
+const LIMIT_REACHED_SLACK_BYTES: u64 = 1 << 20;
+
+/// Times a v1 memory cgroup hit its limit: memory alone, or memory plus swap (which, where swap
+/// is accounted, is charged first and so is the one that fails). Kernels that keep no such
+/// count (recent ones keep it 0) are answered from the peak: once, if it reached the limit.
+fn v1_limit_hits(dir: Option<&Path>, limit: Option<u64>, peak: Option<u64>) -> u64 {
+    let counted = read_u64(dir, "memory.failcnt").unwrap_or(0)
+        + read_u64(dir, "memory.memsw.failcnt").unwrap_or(0);
+    if counted > 0 {
+        return counted;
+    }
+    match (limit, peak) {
+        (Some(limit), Some(peak)) if peak.saturating_add(LIMIT_REACHED_SLACK_BYTES) >= limit => 1,
+        _ => 0,
+    }
+}
+
+/// Sets a v1 memory cgroup's limit, and memory plus swap to the same (no swap) where swap is
+/// accounted. Memory plus swap may never be below memory alone, so which goes first depends on
+/// whether the limit rises or falls: one order is tried, then the other.
+fn v1_memory_limit(dir: &Path, bytes: &str) -> Result<(), String> {
+    let memsw = dir.join("memory.memsw.limit_in_bytes").exists();
+    let lowering_first = write(dir, "memory.limit_in_bytes", bytes).and_then(|()| {
+        if memsw {
+            write(dir, "memory.memsw.limit_in_bytes", bytes)
+        } else {
+            Ok(())
+        }
+    });
+    if lowering_first.is_ok() || !memsw {
+        return lowering_first;
+    }
+    write(dir, "memory.memsw.limit_in_bytes", bytes)?;
+    write(dir, "memory.limit_in_bytes", bytes)
 }
 
 /// `cpu.cfs_quota_us` for a limit in thousandths of a CPU (`-1`: unlimited).
@@ -365,36 +495,61 @@ impl CgroupDriver for V2 {
     /// namespace, which holds only the granted device nodes, is what confines devices here.
     fn create(
         &self,
+        group: &str,
         name: &str,
         limits: &SandboxLimits,
         _devices: &[PathBuf],
     ) -> Result<KernelCgroup, String> {
         let own = under(&self.root, &self.own);
         let parent = own.join("commonlab");
-        let dir = parent.join(name);
+        let group_dir = parent.join(group);
+        let dir = group_dir.join(name);
         let cgroup = KernelCgroup {
             version: CgroupVersion::V2,
             dirs: BTreeMap::from([("unified".to_owned(), dir.clone())]),
         };
-        let result = (|| {
-            create_dir(&parent)?;
-            // Controllers must be enabled on every level down to the kernel's cgroup. A non-root
-            // cgroup that holds processes cannot delegate them ("no internal processes").
-            for level in [&own, &parent] {
-                write(level, "cgroup.subtree_control", "+cpu +memory +pids").map_err(|e| {
-                    format!("{e} (run the server in a cgroup it may delegate from, e.g. a systemd unit with Delegate=yes)")
-                })?;
-            }
-            create_dir(&dir)?;
-            write(&dir, "memory.max", &limits.memory_bytes_max.to_string())?;
-            if dir.join("memory.swap.max").exists() {
-                write(&dir, "memory.swap.max", "0")?;
-            }
-            let quota = match limits.cpu_millicores_max {
-                Some(_) => cpu_quota_us(limits.cpu_millicores_max).to_string(),
+        let cpu_max = |millicores: Option<u32>| {
+            let quota = match millicores {
+                Some(_) => cpu_quota_us(millicores).to_string(),
                 None => "max".into(),
             };
-            write(&dir, "cpu.max", &format!("{quota} {CPU_PERIOD_US}"))?;
+            format!("{quota} {CPU_PERIOD_US}")
+        };
+        let _groups = groups_lock();
+        // No swap anywhere: where swap is accounted, each level allows none.
+        let no_swap = |dir: &Path| {
+            if dir.join("memory.swap.max").exists() {
+                write(dir, "memory.swap.max", "0")
+            } else {
+                Ok(())
+            }
+        };
+        create_dir(&parent)?;
+        // Controllers must be enabled on every level down to the kernel's cgroup. A non-root
+        // cgroup that holds processes cannot delegate them ("no internal processes"); the
+        // group holds none, only its kernels' cgroups.
+        for level in [&own, &parent] {
+            write(level, "cgroup.subtree_control", "+cpu +memory +pids").map_err(|e| {
+                format!("{e} (run the server in a cgroup it may delegate from, e.g. a systemd unit with Delegate=yes)")
+            })?;
+        }
+        create_dir(&group_dir)?;
+        write(&group_dir, "cgroup.subtree_control", "+cpu +memory +pids")?;
+        let total = limits
+            .memory_bytes_max_total
+            .map_or("max".to_owned(), |bytes| bytes.to_string());
+        write(&group_dir, "memory.max", &total)?;
+        no_swap(&group_dir)?;
+        write(
+            &group_dir,
+            "cpu.max",
+            &cpu_max(limits.cpu_millicores_max_total),
+        )?;
+        let result = (|| {
+            create_dir(&dir)?;
+            write(&dir, "memory.max", &limits.memory_bytes_max.to_string())?;
+            no_swap(&dir)?;
+            write(&dir, "cpu.max", &cpu_max(own_millicores(limits)))?;
             write(&dir, "pids.max", &limits.pids_max.to_string())
         })();
         match result {
@@ -412,12 +567,19 @@ impl CgroupDriver for V2 {
 
     fn memory(&self, cgroup: &KernelCgroup) -> MemoryUse {
         let dir = cgroup.dir("unified");
+        let group = dir.and_then(group_of);
         let events = read(dir, "memory.events").unwrap_or_default();
+        // The group's own events, not its kernels' (which `memory.events` would add in).
+        let group_events = read(group, "memory.events.local")
+            .or_else(|| read(group, "memory.events"))
+            .unwrap_or_default();
         MemoryUse {
             limit_bytes: read_u64(dir, "memory.max"),
             peak_bytes: read_u64(dir, "memory.peak"),
             oom_kills: keyed(&events, "oom_kill"),
             limit_hits: keyed(&events, "max").unwrap_or(0),
+            group_limit_bytes: read_u64(group, "memory.max"),
+            group_limit_hits: keyed(&group_events, "max").unwrap_or(0),
         }
     }
 }
@@ -448,19 +610,37 @@ mod tests {
         before_remove: impl Fn(&KernelCgroup),
     ) {
         let name = format!("k-test-{}", std::process::id());
+        let group = format!("uid-test-{}", std::process::id());
+        // The kernel's own CPU quota is above the group's total, so it gets the total.
         let limits = SandboxLimits {
             memory_bytes_max: 64 << 20,
             cpu_millicores_max: Some(250),
             pids_max: 9,
+            memory_bytes_max_total: Some(96 << 20),
+            cpu_millicores_max_total: Some(200),
             ..SandboxLimits::default()
         };
         // /dev/null stands in for a granted GPU's node.
         let cgroup = driver
-            .create(&name, &limits, &[PathBuf::from("/dev/null")])
+            .create(&group, &name, &limits, &[PathBuf::from("/dev/null")])
             .expect("create");
         assert_eq!(cgroup.version, driver.version());
+        for dir in cgroup.dirs.values() {
+            assert!(
+                dir.ends_with(format!("commonlab/{group}/{name}")),
+                "{}",
+                dir.display()
+            );
+        }
         let value = |controller: &str, file: &str| {
             let dir = cgroup.dir(controller).expect("dir");
+            std::fs::read_to_string(dir.join(file))
+                .expect("read")
+                .trim()
+                .to_owned()
+        };
+        let group_value = |controller: &str, file: &str| {
+            let dir = group_of(cgroup.dir(controller).expect("dir")).expect("group");
             std::fs::read_to_string(dir.join(file))
                 .expect("read")
                 .trim()
@@ -469,7 +649,9 @@ mod tests {
         match driver.version() {
             CgroupVersion::V1 => {
                 assert_eq!(value("memory", "memory.limit_in_bytes"), "67108864");
-                assert_eq!(value("cpu", "cpu.cfs_quota_us"), "25000");
+                assert_eq!(value("cpu", "cpu.cfs_quota_us"), "20000");
+                assert_eq!(group_value("memory", "memory.limit_in_bytes"), "100663296");
+                assert_eq!(group_value("cpu", "cpu.cfs_quota_us"), "20000");
                 if cgroup.dirs.contains_key("devices") {
                     let allowed = value("devices", "devices.list");
                     assert!(!allowed.contains("a *:*"), "{allowed}");
@@ -479,7 +661,13 @@ mod tests {
             }
             CgroupVersion::V2 => {
                 assert_eq!(value("memory", "memory.max"), "67108864");
-                assert_eq!(value("cpu", "cpu.max"), "25000 100000");
+                assert_eq!(value("cpu", "cpu.max"), "20000 100000");
+                assert_eq!(group_value("memory", "memory.max"), "100663296");
+                assert_eq!(group_value("cpu", "cpu.max"), "20000 100000");
+                assert_eq!(
+                    group_value("memory", "cgroup.subtree_control"),
+                    "+cpu +memory +pids"
+                );
             }
         }
         assert_eq!(value("pids", "pids.max"), "9");
@@ -487,7 +675,29 @@ mod tests {
         assert!(driver.pids(&cgroup).is_empty());
         let memory = driver.memory(&cgroup);
         assert_eq!(memory.limit_bytes, Some(64 << 20));
+        assert_eq!(memory.group_limit_bytes, Some(96 << 20));
         assert_eq!(memory.oom_kills, Some(0));
+        // A second kernel of the group, after a tier change: the group takes the new totals.
+        let raised = SandboxLimits {
+            memory_bytes_max_total: Some(128 << 20),
+            cpu_millicores_max_total: None,
+            ..limits.clone()
+        };
+        let second = driver
+            .create(&group, &format!("{name}-2"), &raised, &[])
+            .expect("create a second");
+        match driver.version() {
+            CgroupVersion::V1 => {
+                assert_eq!(group_value("memory", "memory.limit_in_bytes"), "134217728");
+                assert_eq!(group_value("cpu", "cpu.cfs_quota_us"), "-1");
+            }
+            CgroupVersion::V2 => {
+                assert_eq!(group_value("memory", "memory.max"), "134217728");
+                assert_eq!(group_value("cpu", "cpu.max"), "max 100000");
+            }
+        }
+        before_remove(&second);
+        driver.remove(&second).expect("remove the second");
         before_remove(&cgroup);
         driver.remove(&cgroup).expect("remove");
         for dir in cgroup.dirs.values() {
@@ -541,7 +751,15 @@ mod tests {
             return;
         }
         let own = std::fs::read_to_string("/proc/self/cgroup").expect("read");
-        check_driver(&V1::new(root, &own), |_| {}, |_| {});
+        let driver = V1::new(root, &own);
+        check_driver(&driver, |_| {}, |_| {});
+        // The group went with its last runtime.
+        for (controller, path) in &driver.own {
+            let group = under(&root.join(controller), path)
+                .join("commonlab")
+                .join(format!("uid-test-{}", std::process::id()));
+            assert!(!group.exists(), "{} is left", group.display());
+        }
     }
 
     #[test]

@@ -62,6 +62,12 @@ pub struct SandboxLimits {
     pub file_bytes_max: u64,
     /// Open files per process (`RLIMIT_NOFILE`).
     pub open_files_max: u64,
+    /// Memory all runtimes of one identity (uid) hold together, on top of each one's own
+    /// limit; `None` for no total. Their cgroups share a parent holding it.
+    pub memory_bytes_max_total: Option<u64>,
+    /// CPU all runtimes of one identity use together, in thousandths of a CPU; `None` for no
+    /// total. A runtime's own quota is never more than this.
+    pub cpu_millicores_max_total: Option<u32>,
 }
 
 impl Default for SandboxLimits {
@@ -73,6 +79,8 @@ impl Default for SandboxLimits {
             tmp_bytes_max: 256 << 20,
             file_bytes_max: 1 << 30,
             open_files_max: 1024,
+            memory_bytes_max_total: None,
+            cpu_millicores_max_total: None,
         }
     }
 }
@@ -355,16 +363,19 @@ impl SandboxBackend {
             .expect("checked by ipc_dir")
             .to_string_lossy()
             .into_owned();
-        let cgroup = match self
-            .cgroups
-            .create(&cgroup_name, &sandbox.limits, &sandbox.devices)
-        {
-            Ok(cgroup) => cgroup,
-            Err(e) => {
-                cleanup_dir();
-                return Err(RuntimeError::Sandbox(e));
-            }
-        };
+        // Every runtime of one uid sits in that uid's group, which holds their totals.
+        let group = cgroup::group_name(identity.uid);
+        let cgroup =
+            match self
+                .cgroups
+                .create(&group, &cgroup_name, &sandbox.limits, &sandbox.devices)
+            {
+                Ok(cgroup) => cgroup,
+                Err(e) => {
+                    cleanup_dir();
+                    return Err(RuntimeError::Sandbox(e));
+                }
+            };
         let limits = &sandbox.limits;
         let mut command = self.launcher(identity);
         for file in self.cgroups.procs_files(&cgroup) {
@@ -690,9 +701,16 @@ async fn finish(
         Some(kills) => kills > 0,
         None => killed && memory.limit_hits > 0,
     };
+    // The runtime's own limit was not reached, its group's was: the total it shares.
+    let shared = memory.limit_hits == 0 && memory.group_limit_hits > 0;
     let oom = oom_killed.then(|| OomInfo {
-        limit_bytes: memory.limit_bytes.unwrap_or(0),
+        limit_bytes: if shared {
+            memory.group_limit_bytes.unwrap_or(0)
+        } else {
+            memory.limit_bytes.unwrap_or(0)
+        },
         peak_bytes: memory.peak_bytes,
+        shared,
     });
     for _ in 0..500 {
         match driver.remove(&sandbox.cgroup) {

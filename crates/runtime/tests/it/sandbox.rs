@@ -218,6 +218,89 @@ async fn memory_limit_kills_a_memory_bomb_and_the_limit_is_reported() {
 }
 
 #[tokio::test]
+async fn kernels_of_one_uid_share_its_memory_total() {
+    let Some(python) = python() else { return };
+    if !sandbox_host() {
+        return;
+    }
+    // Each kernel may hold 400 MiB, but the uid's kernels together only 500 MiB.
+    let total = 500 << 20;
+    let setup = Setup::sandbox(
+        python,
+        SandboxLimits {
+            memory_bytes_max: 400 << 20,
+            memory_bytes_max_total: Some(total),
+            cpu_millicores_max: Some(1000),
+            cpu_millicores_max_total: Some(1500),
+            ..SandboxLimits::default()
+        },
+    );
+    let (first, mut first_client) = start(&setup).await;
+    let (second, second_client) = start(&setup).await;
+    // Both sit in one group, which holds the totals.
+    let memory_group = cgroup_dir(first.as_ref(), "memory")
+        .parent()
+        .expect("group")
+        .to_owned();
+    assert_eq!(
+        cgroup_dir(second.as_ref(), "memory").parent(),
+        Some(memory_group.as_path())
+    );
+    let limit_file = if memory_group.join("memory.max").exists() {
+        "memory.max"
+    } else {
+        "memory.limit_in_bytes"
+    };
+    assert_eq!(read(&memory_group.join(limit_file)), total.to_string());
+    let cpu_group = cgroup_dir(first.as_ref(), "cpu")
+        .parent()
+        .expect("group")
+        .to_owned();
+    if cpu_group.join("cpu.max").exists() {
+        assert_eq!(read(&cpu_group.join("cpu.max")), "150000 100000");
+    } else {
+        assert_eq!(read(&cpu_group.join("cpu.cfs_quota_us")), "150000");
+    }
+
+    // Each holds 300 MiB, within its own limit; together they are over the total.
+    let held = first_client
+        .execute("hog = b'x' * (300 << 20)\nprint('held')")
+        .await;
+    assert_eq!(held.stdout, "held\n", "{held:?}");
+    second_client
+        .start_execute("hog = [b'x' * (10 << 20) for _ in range(30)]\nprint('held')")
+        .await;
+    let exit = tokio::time::timeout(PATIENCE, async {
+        tokio::select! {
+            exit = first.wait() => exit,
+            exit = second.wait() => exit,
+        }
+    })
+    .await;
+    first_client.close().await;
+    second_client.close().await;
+    for runtime in [first, second] {
+        let _ = runtime.kill();
+        tokio::time::timeout(PATIENCE, runtime.wait())
+            .await
+            .expect("ends");
+    }
+    let exit = exit.expect("one kernel ends: the two cannot both hold 300 MiB in 500 MiB");
+    let oom = exit
+        .oom
+        .unwrap_or_else(|| panic!("no OOM reported: {exit:?}"));
+    assert!(oom.shared, "the shared total was reached: {oom:?}");
+    assert_eq!(oom.limit_bytes, total);
+    assert!(
+        oom.explain().contains("memory limit of 500 MiB they share"),
+        "{}",
+        oom.explain()
+    );
+    // The group went with its last kernel.
+    assert!(!memory_group.exists(), "{} is left", memory_group.display());
+}
+
+#[tokio::test]
 async fn pids_limit_stops_a_fork_bomb_and_the_kernel_survives() {
     let Some(python) = python() else { return };
     if !sandbox_host() {
