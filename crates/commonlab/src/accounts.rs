@@ -241,6 +241,7 @@ impl UserServers for UserServerFactory {
             upload_bytes_max: config.contents.upload_bytes_max,
             owner: self.sandbox.as_ref().map(|_| (user.uid, user.uid)),
         }));
+        contents.remove_stale_temporaries_in_background();
         let lab = LabAssets::discover(&self.python.prefix, &state_dir, &workspace).map(Arc::new);
         Ok(AppState {
             kernels,

@@ -505,6 +505,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             owner: None,
         },
     ));
+    contents.remove_stale_temporaries_in_background();
     let state = AppState {
         kernels: kernels.clone(),
         sessions,

@@ -562,3 +562,156 @@ async fn hostile_cells_are_contained() {
         escaped.join("\n")
     );
 }
+
+/// The kernel swaps workspace entries with symlinks to root-only host paths in a tight loop
+/// (`renameat2(RENAME_EXCHANGE)`) while the user calls the contents and files APIs. Whatever
+/// the race, the server reads, writes and gives away nothing outside the workspace: it acts on
+/// the workspace as the user's own uid.
+#[allow(clippy::print_stderr)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workspace_symlink_races_reach_nothing_outside() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let Some(python) = prerequisites() else {
+        return;
+    };
+    let server = start_server(&python, "", &[("alice", &[])]);
+    let data_dir = server.data_dir();
+    let alice = server.api("alice");
+    wait_ready(&alice).await;
+
+    // Root-only things on the host: a secret, a root file to keep, a directory to keep empty.
+    let secret = format!("ROOT-ONLY-{}", uuid::Uuid::new_v4());
+    let host = data_dir.join("host-only");
+    std::fs::create_dir_all(&host).unwrap();
+    std::fs::set_permissions(&host, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let secret_file = host.join("secret");
+    std::fs::write(&secret_file, &secret).unwrap();
+    std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let kept_file = host.join("kept");
+    std::fs::write(&kept_file, "root's own").unwrap();
+    let kept_dir = host.join("kept-dir");
+    std::fs::create_dir(&kept_dir).unwrap();
+
+    let (status, body) = alice
+        .call(
+            reqwest::Method::POST,
+            "/user/alice/api/kernels",
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let kernel = body["id"].as_str().unwrap().to_owned();
+    let mut ws = KernelClient::open(server.port, "alice", &alice.token, &kernel).await;
+    // One swapper process per pair, each exchanging a real entry with a symlink out.
+    let swappers = r#"
+import os, subprocess, sys
+SWAP = '''
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+a, b = sys.argv[1].encode(), sys.argv[2].encode()
+n = 0
+while True:
+    libc.renameat2(-100, a, -100, b, 2)
+    n += 1
+    if n % 2000 == 0 and os.path.exists('stop-race'):
+        break
+'''
+open('race.txt', 'w').write('benign')
+os.symlink('@SECRET@', 'race.link')
+open('chown.txt', 'w').write('benign')
+os.symlink('@KEPT_FILE@', 'chown.link')
+os.mkdir('race-dir')
+os.symlink('@KEPT_DIR@', 'race-dir.link')
+procs = [subprocess.Popen([sys.executable, '-c', SWAP, a, b])
+         for a, b in [('race.txt', 'race.link'), ('chown.txt', 'chown.link'), ('race-dir', 'race-dir.link')]]
+print('swapping', [p.pid for p in procs])
+"#
+    .replace("@SECRET@", &secret_file.display().to_string())
+    .replace("@KEPT_FILE@", &kept_file.display().to_string())
+    .replace("@KEPT_DIR@", &kept_dir.display().to_string());
+    let outcome = ws.run(&swappers, Duration::from_secs(60)).await;
+    assert!(outcome.stdout.contains("swapping"), "{outcome:?}");
+
+    let mut leaks = Vec::new();
+    for i in 0..300 {
+        for path in [
+            "/user/alice/api/contents/race.txt?content=1".to_owned(),
+            "/user/alice/api/contents/race.txt?content=1&format=base64".to_owned(),
+            "/user/alice/files/race.txt".to_owned(),
+        ] {
+            let (_, body) = alice.call(reqwest::Method::GET, &path, None).await;
+            let text = body.to_string();
+            if text.contains(&secret) || text.contains("Uk9PVC1PTkxZ") {
+                leaks.push(format!("GET {path} (request {i}) read the root-only file"));
+            }
+        }
+        let _ = alice
+            .call(
+                reqwest::Method::PUT,
+                "/user/alice/api/contents/chown.txt",
+                Some(json!({"type": "file", "format": "text", "content": format!("save {i}")})),
+            )
+            .await;
+        let _ = alice
+            .call(
+                reqwest::Method::PUT,
+                &format!("/user/alice/api/contents/race-dir/x{i}.txt"),
+                Some(json!({"type": "file", "format": "text", "content": "x"})),
+            )
+            .await;
+    }
+    let outcome = ws
+        .run(
+            "open('stop-race', 'w').close()\nimport time; time.sleep(1)\nprint('stopped')",
+            Duration::from_secs(60),
+        )
+        .await;
+    assert!(outcome.stdout.contains("stopped"), "{outcome:?}");
+
+    let kept = std::fs::symlink_metadata(&kept_file).unwrap();
+    if kept.uid() != 0 || kept.gid() != 0 {
+        leaks.push(format!(
+            "the root file {} was given to {}:{}",
+            kept_file.display(),
+            kept.uid(),
+            kept.gid()
+        ));
+    }
+    if std::fs::read_to_string(&kept_file).unwrap() != "root's own" {
+        leaks.push(format!("the root file {} was overwritten", kept_file.display()));
+    }
+    let created: Vec<_> = std::fs::read_dir(&kept_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    if !created.is_empty() {
+        leaks.push(format!(
+            "files were created in the root-only directory {}: {created:?}",
+            kept_dir.display()
+        ));
+    }
+    for line in &leaks {
+        eprintln!("ESCAPED {line}");
+    }
+    assert!(
+        leaks.is_empty(),
+        "the server acted outside the workspace:\n{}",
+        leaks.join("\n")
+    );
+    // The API still works for the user's own files afterwards.
+    let (status, body) = alice
+        .call(
+            reqwest::Method::PUT,
+            "/user/alice/api/contents/after.txt",
+            Some(json!({"type": "file", "format": "text", "content": "fine"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let saved = std::fs::symlink_metadata(server.workspace("alice").join("after.txt")).unwrap();
+    assert!(
+        saved.uid() >= 200_000,
+        "a saved file belongs to the user, uid {}",
+        saved.uid()
+    );
+}
