@@ -608,11 +608,15 @@ import os, subprocess, sys
 SWAP = '''
 import ctypes, os, sys
 libc = ctypes.CDLL(None, use_errno=True)
-a, b = sys.argv[1].encode(), sys.argv[2].encode()
+a, b, target = sys.argv[1].encode(), sys.argv[2].encode(), sys.argv[3]
 n = 0
 while True:
     libc.renameat2(-100, a, -100, b, 2)
     n += 1
+    # A save renames a new file over whichever name the link had: make the link again.
+    if n % 16 == 0 and not os.path.islink(a) and not os.path.islink(b) and os.path.isfile(b):
+        os.unlink(b)
+        os.symlink(target, b)
     if n % 2000 == 0 and os.path.exists('stop-race'):
         break
 '''
@@ -622,7 +626,7 @@ open('chown.txt', 'w').write('benign')
 os.symlink('@KEPT_FILE@', 'chown.link')
 os.mkdir('race-dir')
 os.symlink('@KEPT_DIR@', 'race-dir.link')
-procs = [subprocess.Popen([sys.executable, '-c', SWAP, a, b])
+procs = [subprocess.Popen([sys.executable, '-c', SWAP, a, b, os.readlink(b)])
          for a, b in [('race.txt', 'race.link'), ('chown.txt', 'chown.link'), ('race-dir', 'race-dir.link')]]
 print('swapping', [p.pid for p in procs])
 "#
@@ -678,7 +682,10 @@ print('swapping', [p.pid for p in procs])
         ));
     }
     if std::fs::read_to_string(&kept_file).unwrap() != "root's own" {
-        leaks.push(format!("the root file {} was overwritten", kept_file.display()));
+        leaks.push(format!(
+            "the root file {} was overwritten",
+            kept_file.display()
+        ));
     }
     let created: Vec<_> = std::fs::read_dir(&kept_dir)
         .unwrap()

@@ -197,7 +197,9 @@ impl ContentsManager {
                     removed,
                     "removed temporary files that interrupted saves left behind"
                 ),
-                Err(e) => tracing::warn!(root = %contents.root().display(), error = %e, "could not look for temporary files interrupted saves left behind"),
+                Err(e) => {
+                    tracing::warn!(root = %contents.root().display(), error = %e, "could not look for temporary files interrupted saves left behind")
+                }
             }
         });
     }
@@ -237,8 +239,8 @@ impl ContentsManager {
                     ))
                 }
             }
-            let bytes = fsio::read_all_beneath(&fs.root, &target.real)
-                .map_err(|e| io_error(&api, e))?;
+            let bytes =
+                fsio::read_all_beneath(&fs.root, &target.real).map_err(|e| io_error(&api, e))?;
             Ok((bytes, fsio::guess_mimetype(target.name())))
         })
         .await
@@ -818,7 +820,8 @@ impl Fs {
                 self.check_parent(&target)?;
                 let bytes = notebook::to_disk_bytes(nb);
                 self.check_size(bytes.len() as u64)?;
-                fsio::atomic_write(&self.root, &target.real, &bytes).map_err(|e| io_error(api, e))?;
+                fsio::atomic_write(&self.root, &target.real, &bytes)
+                    .map_err(|e| io_error(api, e))?;
                 if self.list_checkpoints(api)?.is_empty() {
                     self.create_checkpoint(api)?;
                 }
@@ -830,7 +833,8 @@ impl Fs {
                     return Err(over_directory());
                 }
                 self.check_parent(&target)?;
-                fsio::atomic_write(&self.root, &target.real, &bytes).map_err(|e| io_error(api, e))?;
+                fsio::atomic_write(&self.root, &target.real, &bytes)
+                    .map_err(|e| io_error(api, e))?;
             }
             "directory" => {
                 if target.meta.is_some() && !target.is_dir() {
@@ -1088,8 +1092,10 @@ impl Fs {
         }
         let mut reader =
             fsio::read_beneath(&self.root, &source.real).map_err(|e| io_error(from, e))?;
-        fsio::atomic_write_with(&self.root, &target.real, |file| io::copy(&mut reader, file).map(|_| ()))
-            .map_err(|e| io_error(&to_path, e))?;
+        fsio::atomic_write_with(&self.root, &target.real, |file| {
+            io::copy(&mut reader, file).map(|_| ())
+        })
+        .map_err(|e| io_error(&to_path, e))?;
         if to_path.ends_with(".ipynb") && self.list_checkpoints(&to_path)?.is_empty() {
             self.create_checkpoint(&to_path)?;
         }

@@ -19,9 +19,9 @@ pub(crate) fn open_beneath(
     flags: OFlags,
     mode: Mode,
 ) -> io::Result<OwnedFd> {
-    let relative = path.strip_prefix(root).map_err(|_| {
-        io::Error::from_raw_os_error(rustix::io::Errno::XDEV.raw_os_error())
-    })?;
+    let relative = path
+        .strip_prefix(root)
+        .map_err(|_| io::Error::from_raw_os_error(rustix::io::Errno::XDEV.raw_os_error()))?;
     let relative = if relative.as_os_str().is_empty() {
         Path::new(".")
     } else {
@@ -33,7 +33,11 @@ pub(crate) fn open_beneath(
     } else {
         Mode::empty()
     };
-    let root_fd = rustix::fs::open(root, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+    let root_fd = rustix::fs::open(
+        root,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
     // The kernel asks for a retry when a rename raced the lookup; a user renaming in a loop
     // gets an error after a few, never a path outside.
     let mut tries = 0;
@@ -120,15 +124,15 @@ pub(crate) fn rename_beneath(root: &Path, from: &Path, to: &Path) -> io::Result<
 /// Removes the file (or symlink) `path` under `root`, its directory opened beneath `root`.
 pub(crate) fn remove_file_beneath(root: &Path, path: &Path) -> io::Result<()> {
     let dir = dir_beneath(root, path.parent().unwrap_or(root))?;
-    Ok(rustix::fs::unlinkat(&dir, file_name(path)?, AtFlags::empty())?)
+    Ok(rustix::fs::unlinkat(
+        &dir,
+        file_name(path)?,
+        AtFlags::empty(),
+    )?)
 }
 
 /// A new hidden file beside `name` in `dir`, named so the listing never shows it.
-pub(crate) fn create_temp(
-    dir: &OwnedFd,
-    name: &str,
-    purpose: &str,
-) -> io::Result<(String, File)> {
+pub(crate) fn create_temp(dir: &OwnedFd, name: &str, purpose: &str) -> io::Result<(String, File)> {
     loop {
         let tmp_name = format!("{TEMP_PREFIX}{name}.{}.{purpose}", rand::random::<u32>());
         match rustix::fs::openat(
@@ -332,16 +336,25 @@ mod tests {
         fs::write(root.join("inside/f"), b"f").unwrap();
         std::os::unix::fs::symlink("inside/f", root.join("relative")).unwrap();
         let exdev = |e: io::Error| e.raw_os_error() == Some(libc_exdev());
-        assert!(exdev(read_all_beneath(root, &root.join("link")).unwrap_err()));
-        assert!(exdev(read_all_beneath(root, &root.join("dir/secret")).unwrap_err()));
-        assert!(exdev(atomic_write(root, &root.join("dir/new"), b"x").unwrap_err()));
+        assert!(exdev(
+            read_all_beneath(root, &root.join("link")).unwrap_err()
+        ));
+        assert!(exdev(
+            read_all_beneath(root, &root.join("dir/secret")).unwrap_err()
+        ));
+        assert!(exdev(
+            atomic_write(root, &root.join("dir/new"), b"x").unwrap_err()
+        ));
         assert!(exdev(
             rename_beneath(root, &root.join("inside/f"), &root.join("dir/f")).unwrap_err()
         ));
         assert!(!outside.path().join("new").exists() && !outside.path().join("f").exists());
         assert!(exdev(read_all_beneath(root, outside.path()).unwrap_err()));
         // Links that stay inside are followed.
-        assert_eq!(read_all_beneath(root, &root.join("relative")).unwrap(), b"f");
+        assert_eq!(
+            read_all_beneath(root, &root.join("relative")).unwrap(),
+            b"f"
+        );
     }
 
     fn libc_exdev() -> i32 {
