@@ -118,11 +118,48 @@ fn make_dir_with_mode(dir: &Path, mode: u32, uid: Option<u32>) -> Result<(), Str
     Ok(())
 }
 
+/// Unmounts the workspace volumes `mount_volume` mounted under `workspaces_dir` (their loop
+/// devices are released with them), when the server stops with no kernel left. A volume that is
+/// still busy stays mounted, with a warning; the next start uses it as it is.
+pub(crate) fn unmount_volumes(workspaces_dir: &Path, volumes_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(workspaces_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        let image = volumes_dir.join(format!("{}.ext4", entry.file_name().to_string_lossy()));
+        if !is_mountpoint(&dir) || !image.is_file() {
+            continue;
+        }
+        match std::process::Command::new("umount").arg(&dir).output() {
+            Ok(output) if output.status.success() => {
+                tracing::debug!(workspace = %dir.display(), "workspace volume unmounted");
+            }
+            Ok(output) => tracing::warn!(
+                workspace = %dir.display(),
+                error = %String::from_utf8_lossy(&output.stderr).trim(),
+                "could not unmount a workspace volume; it stays mounted"
+            ),
+            Err(e) => {
+                tracing::warn!(workspace = %dir.display(), error = %e, "could not run umount")
+            }
+        }
+    }
+}
+
+/// Whether `dir` is a mount point (on another device than its parent).
+fn is_mountpoint(dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(dir), dir.parent().map(std::fs::metadata)) {
+        (Ok(d), Some(Ok(p))) => d.dev() != p.dev(),
+        _ => false,
+    }
+}
+
 /// Gives `dir` its own ext4 filesystem of `bytes`, from a sparse image (created on first use,
 /// grown when the limit grows), loop-mounted `nosuid,nodev`. A `dir` that already holds files
 /// and is not yet a volume is left alone, with a warning, so no one's work is hidden.
 fn mount_volume(image: &Path, dir: &Path, bytes: u64, uid: u32) -> Result<(), String> {
-    use std::os::unix::fs::MetadataExt;
     let run = |program: &str, args: &[&std::ffi::OsStr]| -> Result<(), String> {
         let output = std::process::Command::new(program)
             .args(args)
@@ -135,12 +172,6 @@ fn mount_volume(image: &Path, dir: &Path, bytes: u64, uid: u32) -> Result<(), St
                 "{program} failed: {}",
                 String::from_utf8_lossy(&output.stderr).trim()
             ))
-        }
-    };
-    let is_mountpoint = |dir: &Path| -> bool {
-        match (std::fs::metadata(dir), dir.parent().map(std::fs::metadata)) {
-            (Ok(d), Some(Ok(p))) => d.dev() != p.dev(),
-            _ => false,
         }
     };
     if is_mountpoint(dir) {

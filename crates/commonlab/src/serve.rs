@@ -278,6 +278,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let data_dir = data_dir(&config);
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("could not create data directory {}", data_dir.display()))?;
+    // Kernels start in other directories than the server's, so every path under it is absolute.
+    let data_dir = data_dir
+        .canonicalize()
+        .with_context(|| format!("could not resolve data directory {}", data_dir.display()))?;
     let root_dir = match &config.server.root_dir {
         Some(dir) => dir.clone(),
         None => std::env::current_dir()?,
@@ -347,6 +351,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             .accounts
             .workspaces_dir
             .clone()
+            .map(|dir| std::path::absolute(&dir).unwrap_or(dir))
             .unwrap_or_else(|| data_dir.join("workspaces"));
         // Kernels run as their users' uids and must pass through these to their own
         // workspace and socket directory, but may list nothing; the database is the server's.
@@ -448,6 +453,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         supervisor.abort();
         tracing::info!("shutting down: stopping kernels");
         hub.shutdown_all().await;
+        crate::accounts::unmount_volumes(&workspaces_dir, &data_dir.join("volumes"));
         if let Some(gpu) = &gpu {
             gpu.shutdown();
         }
