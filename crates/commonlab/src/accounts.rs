@@ -292,3 +292,104 @@ impl UserServers for UserServerFactory {
         })
     }
 }
+
+/// The uid range this server holds on its host, for as long as it lives: a locked claim file in
+/// the claims directory. Dropping it releases the lock and removes the file.
+pub(crate) struct UidClaim {
+    path: PathBuf,
+    _lock: nix::fcntl::Flock<std::fs::File>,
+}
+
+impl Drop for UidClaim {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Claims `range` for the server with `data_dir`: refuses when a running server holds a claim
+/// on an overlapping range (its lock is still held), and clears claims their servers left when
+/// they died. The whole check runs under one lock of the directory, so two servers starting at
+/// once cannot both pass it.
+pub(crate) fn claim_uid_range(
+    claims_dir: &Path,
+    range: commonlab_store::UidRange,
+    data_dir: &Path,
+) -> Result<UidClaim, String> {
+    use nix::fcntl::{Flock, FlockArg};
+    std::fs::create_dir_all(claims_dir)
+        .map_err(|e| format!("could not create {}: {e}", claims_dir.display()))?;
+    let open = |path: &Path| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| format!("could not open {}: {e}", path.display()))
+    };
+    let dir_lock = Flock::lock(
+        open(&claims_dir.join("claims.lock"))?,
+        FlockArg::LockExclusive,
+    )
+    .map_err(|(_, e)| format!("could not lock {}: {e}", claims_dir.display()))?;
+    let own_name = format!("uids-{}-{}.claim", range.base, range.count);
+    let entries = std::fs::read_dir(claims_dir)
+        .map_err(|e| format!("could not read {}: {e}", claims_dir.display()))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(other) = name
+            .strip_prefix("uids-")
+            .and_then(|n| n.strip_suffix(".claim"))
+            .and_then(|n| n.split_once('-'))
+            .and_then(|(b, c)| {
+                Some(commonlab_store::UidRange {
+                    base: b.parse().ok()?,
+                    count: c.parse().ok()?,
+                })
+            })
+        else {
+            continue;
+        };
+        if !other.overlaps(&range) {
+            continue;
+        }
+        let path = entry.path();
+        match Flock::lock(open(&path)?, FlockArg::LockExclusiveNonblock) {
+            // Its server is gone; the claim is stale (ours is made again below).
+            Ok(_stale) => {
+                let _ = std::fs::remove_file(&path);
+            }
+            Err((_, _)) => {
+                let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                return Err(format!(
+                    "the uids {}..={} overlap the uids {}..={} that another Commonlab server on this host uses ({}); users of two servers must never share a uid: give this one its own range with accounts.uid_base and accounts.uid_count",
+                    range.base,
+                    range.last(),
+                    other.base,
+                    other.last(),
+                    holder.trim()
+                ));
+            }
+        }
+    }
+    let path = claims_dir.join(own_name);
+    let file = open(&path)?;
+    let mut lock = Flock::lock(file, FlockArg::LockExclusiveNonblock)
+        .map_err(|(_, e)| format!("could not lock {}: {e}", path.display()))?;
+    {
+        use std::io::Write;
+        let file: &mut std::fs::File = &mut lock;
+        file.set_len(0)
+            .and_then(|()| {
+                writeln!(
+                    file,
+                    "data directory {}, pid {}",
+                    data_dir.display(),
+                    std::process::id()
+                )
+            })
+            .map_err(|e| format!("could not write {}: {e}", path.display()))?;
+    }
+    drop(dir_lock);
+    Ok(UidClaim { path, _lock: lock })
+}

@@ -298,7 +298,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let mut kernelspec_dirs = config.kernel.kernelspec_dirs.clone();
     kernelspec_dirs.extend(jupyter_data_dirs(std::slice::from_ref(&python.prefix)));
 
-    let store = Arc::new(Store::open_sqlite(&database_path(&data_dir))?);
+    let store = Arc::new(
+        Store::open_sqlite(&database_path(&data_dir))?.with_uid_range(config.accounts.uid_range()),
+    );
     let mut config = config;
     if config.accounts.enabled && config.policy.appeal_url.is_none() {
         // Notices link to the server's own appeal page.
@@ -355,6 +357,25 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             .unwrap_or_else(|| data_dir.join("workspaces"));
         // Kernels run as their users' uids and must pass through these to their own
         // workspace and socket directory, but may list nothing; the database is the server's.
+        // Users' uids are this server's alone on the host, as long as it runs.
+        let uids = config.accounts.uid_range();
+        if let Some((low, high)) = store.user_uid_bounds()? {
+            if !uids.contains(low) || !uids.contains(high) {
+                anyhow::bail!(
+                    "this server's users have uids {low}..={high}, outside its range {}..={} (accounts.uid_base, accounts.uid_count): set the range its users were made with",
+                    uids.base,
+                    uids.last()
+                );
+            }
+        }
+        let _uid_claim = if nix::unistd::geteuid().is_root() {
+            Some(
+                crate::accounts::claim_uid_range(&config.accounts.uid_claims_dir, uids, &data_dir)
+                    .map_err(|e| anyhow::anyhow!(e))?,
+            )
+        } else {
+            None
+        };
         crate::accounts::make_traversable_dir(&data_dir).map_err(|e| anyhow::anyhow!(e))?;
         crate::accounts::make_traversable_dir(&workspaces_dir).map_err(|e| anyhow::anyhow!(e))?;
         restrict_to_owner(&database_path(&data_dir))?;

@@ -293,3 +293,69 @@ async fn a_stopped_server_unmounts_workspace_volumes() {
     let _ = Command::new("umount").arg(&workspace).status();
     assert_eq!(kept.unwrap(), "kept");
 }
+
+/// Waits for a server that should refuse to start; returns what it logged.
+fn refused_start(child: &mut Child, log: &Path) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(!status.success(), "the server refused to start");
+            return std::fs::read_to_string(log).unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server started: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_on_one_host_never_share_uids() {
+    let Some(python) = prerequisites() else {
+        return;
+    };
+    let base = random_uid_base();
+    let first = start_server_with_uids(&python, base, "", &[("alice", &[])]);
+    wait_ready(&first.api("alice")).await;
+
+    // Another server whose range overlaps the first's refuses, and says how to fix it.
+    let mut second = start_server_with_uids(&python, base + 1000, "", &[("bob", &[])]);
+    let log = refused_start(&mut second.child, &second.dir.path().join("server.log"));
+    assert!(
+        log.contains("overlap") && log.contains("accounts.uid_base"),
+        "{log}"
+    );
+
+    // The first server's own database under another range: its users' uids lie outside it.
+    let config = first.dir.path().join("moved.toml");
+    let text = std::fs::read_to_string(&first.config).unwrap().replace(
+        &format!("uid_base = {base}"),
+        &format!("uid_base = {}", base + 65_536),
+    );
+    std::fs::write(&config, text).unwrap();
+    let log_path = first.dir.path().join("moved.log");
+    let mut moved = Command::new(env!("CARGO_BIN_EXE_commonlab"))
+        .args(["serve", "--port", "0", "--config"])
+        .arg(&config)
+        .env("COMMONLAB_SERVER__DATA_DIR", first.data_dir())
+        .env("COMMONLAB_KERNEL__PYTHON", &python)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let log = refused_start(&mut moved, &log_path);
+    assert!(log.contains("outside its range"), "{log}");
+
+    // One with a range of its own starts beside the first.
+    let third = start_server_with_uids(&python, base + 2 * 65_536, "", &[("carol", &[])]);
+    wait_ready(&third.api("carol")).await;
+    let (status, body) = first
+        .api("alice")
+        .call(reqwest::Method::GET, "/hub/api/user", None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["uid"], base + 1);
+}
