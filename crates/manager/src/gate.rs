@@ -1,6 +1,7 @@
-//! The policy gate: each `execute_request` is checked before it reaches the kernel, what runs
-//! in a kernel is judged on the supervisor's tick, a restricted account starts no kernel, and
-//! every verdict with findings is stored (and audited) with its evidence.
+//! The policy gate: code a client sends a kernel (`screen.rs` says which messages carry it) is
+//! checked before it reaches the kernel, what runs in a kernel is judged on the supervisor's
+//! tick, a restricted account starts no kernel, and every verdict with findings is stored (and
+//! audited) with its evidence.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -180,15 +181,28 @@ impl PolicyGate {
         }
     }
 
+    /// Checks code a client asked a kernel to run (a cell, a debugger expression, a comm's
+    /// data); a verdict with findings is recorded.
     pub(crate) fn check(&self, kernel_id: &str, msg_id: &str, code: &str) -> GateDecision {
         let verdict = self.policy.check_cell(code, &CheckContext::new(&self.tier));
         self.record(kernel_id, msg_id, &verdict);
+        self.decide(&verdict)
+    }
+
+    /// Checks text being typed (a completion or inspection request, which the kernel may
+    /// evaluate): the decision only, as nothing was asked to run, so no finding is recorded.
+    pub(crate) fn check_unrecorded(&self, code: &str) -> GateDecision {
+        let verdict = self.policy.check_cell(code, &CheckContext::new(&self.tier));
+        self.decide(&verdict)
+    }
+
+    fn decide(&self, verdict: &Verdict) -> GateDecision {
         match verdict.action {
             Action::Allow => GateDecision::Run,
-            Action::Warn => GateDecision::RunWithWarning(self.policy.user_message(&verdict)),
+            Action::Warn => GateDecision::RunWithWarning(self.policy.user_message(verdict)),
             // A cell that has not run yet is refused for every stronger action; stopping a runtime
             // or restricting an account is the supervisor's, on what runs.
-            _ => GateDecision::Refuse(self.policy.user_message(&verdict)),
+            _ => GateDecision::Refuse(self.policy.user_message(verdict)),
         }
     }
 
