@@ -855,6 +855,16 @@ async fn the_gate_checks_what_the_kernel_runs() {
         "{closed:?}"
     );
 
+    // A cell longer than the policy reads, the blocked code past its end.
+    let code = format!(
+        "#{}\n{}",
+        "x".repeat(1 << 20),
+        blocked_cell("gate-too-large")
+    );
+    let reply = ws.run(&code).await;
+    assert_eq!(reply["status"], "error", "{}", reply["evalue"]);
+    assert_eq!(reply["code"], "code_too_large", "{}", reply["evalue"]);
+
     // A message type the kernel might act on in ways nobody checked.
     let msg_id = ws.send_raw("shell", "apply_request", "{}").await;
     let reply = ws.reply(&msg_id, "apply_reply", wait).await;
