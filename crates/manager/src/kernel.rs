@@ -473,6 +473,17 @@ impl Kernel {
                 );
                 return None;
             }
+            GateDecision::TooLarge(text) => {
+                self.refuse_message(
+                    client_id,
+                    channel,
+                    header,
+                    &message,
+                    ("CodeTooLarge", "code_too_large"),
+                    &text,
+                );
+                return None;
+            }
         }
         // The kernel gets the content that was checked, not the bytes the client wrote.
         Some(RawMessage {

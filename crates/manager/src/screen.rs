@@ -28,7 +28,8 @@ pub(crate) enum Carrier {
     Typing,
     /// `debug_request`: the strings of a debugger command's arguments.
     Debug,
-    /// `comm_open`, `comm_msg`, `comm_close`: the strings a comm handler gets.
+    /// `comm_open`, `comm_msg`, `comm_close`: the strings of the data and metadata a comm
+    /// handler gets.
     Comm,
 }
 
@@ -276,18 +277,13 @@ fn comm(msg_type: &str, message: &RawMessage) -> Result<Parsed, Fault> {
         metadata @ Value::Object(_) => metadata,
         _ => return Err(Fault::Field("metadata", "a JSON object")),
     };
-    // A handler gets the whole message; what it could run is any text in it.
+    // A handler gets the whole message; what it could run as code is the text in its JSON.
+    // Binary buffers (uploads, arrays) are data, like a file the handler might read.
     let mut code = String::new();
     if let Some(data) = content.get("data") {
         collect_text(data, &mut code);
     }
     collect_text(&metadata, &mut code);
-    for buffer in &message.buffers {
-        if let Ok(text) = std::str::from_utf8(buffer) {
-            code.push_str(text);
-            code.push('\n');
-        }
-    }
     Ok((Carrier::Comm, code, Value::Object(content), Some(metadata)))
 }
 
@@ -449,10 +445,7 @@ mod tests {
             r#"{"comm_id": "c1", "target_name": "t", "data": {"code": "run_me()", "n": 1}}"#,
         );
         comm.metadata = Bytes::from_static(br#"{"note": "in metadata"}"#);
-        comm.buffers = vec![
-            Bytes::from_static(b"in a buffer"),
-            Bytes::from_static(b"\xff\xfe"),
-        ];
+        comm.buffers = vec![Bytes::from_static(b"binary data")];
         let Screened::Check {
             carrier,
             code,
@@ -463,9 +456,10 @@ mod tests {
             panic!("comm_open is checked");
         };
         assert_eq!(carrier, Carrier::Comm);
-        for part in ["run_me()", "in metadata", "in a buffer"] {
+        for part in ["run_me()", "in metadata"] {
             assert!(code.contains(part), "{code}");
         }
+        assert!(!code.contains("binary data"), "{code}");
         assert_eq!(metadata.as_deref(), Some(&br#"{"note":"in metadata"}"#[..]));
         assert_eq!(
             refused(Channel::Shell, "comm_msg", r#"{"data": {}}"#),
