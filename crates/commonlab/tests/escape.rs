@@ -775,6 +775,22 @@ async fn the_gate_checks_what_the_kernel_runs() {
     let reply = ws.reply(&msg_id, "execute_reply", wait).await;
     assert_eq!(reply.content["code"], "duplicate_key", "{reply:?}");
 
+    // The same in the legacy JSON framing.
+    let msg_id = uuid::Uuid::new_v4().to_string();
+    let frame = format!(
+        r#"{{"channel": "shell", "header": {}, "parent_header": {{}}, "metadata": {{}}, "content": {{"code": "print('benign')", "code": {}}}}}"#,
+        json!({"msg_id": msg_id, "username": "gate", "session": ws.session, "msg_type": "execute_request", "version": "5.3", "date": "2026-01-01T00:00:00.000000Z"}),
+        serde_json::to_string(&blocked_cell("gate-duplicate-legacy")).unwrap()
+    );
+    futures_util::SinkExt::send(
+        &mut ws.ws,
+        tokio_tungstenite::tungstenite::Message::Text(frame.into()),
+    )
+    .await
+    .unwrap();
+    let reply = ws.reply(&msg_id, "execute_reply", wait).await;
+    assert_eq!(reply.content["code"], "duplicate_key", "{reply:?}");
+
     // Not JSON at all, and "code" that is not text.
     for (content, code) in [
         (r#"{"code": "1""#, "invalid_json"),
