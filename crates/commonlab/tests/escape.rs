@@ -453,7 +453,7 @@ async fn hostile_cells_are_contained() {
             .replace("@OPEN_FILES_MAX@", &OPEN_FILES_MAX.to_string())
     };
     let mut escaped = Vec::new();
-    let all = cells();
+    let all: Vec<_> = cells().into_iter().chain(syscall_cells()).collect();
     assert!(all.len() >= 30, "the suite has {} attacks", all.len());
     for (name, code) in &all {
         let outcome = alice_ws.run(&fill(code), Duration::from_secs(120)).await;
@@ -1057,4 +1057,191 @@ print('swapping', [p.pid for p in procs])
         "a saved file belongs to the user, uid {}",
         saved.uid()
     );
+}
+
+/// Defines `refused(name, calls)` for the cells of [`syscall_cells`]: each call is
+/// `(label, x86_64 number, aarch64 number, args, kind)`, made with `libc.syscall`; the attack is
+/// contained when every call fails with `EPERM` or `ENOSYS` before the kernel acts on it. Each
+/// call's arguments are chosen so that, if the call got through, the kernel would answer
+/// something else (success, `EINVAL`, `EFAULT`, ...) wherever it can. A call that succeeds is
+/// undone (`kind`: an fd is closed, a child leaves at once, a personality is restored).
+const SYSCALL_PRELUDE: &str = r#"
+import ctypes, errno, os, platform
+_sys = ctypes.CDLL(None, use_errno=True)
+_sys.syscall.restype = ctypes.c_long
+_x86 = platform.machine() == 'x86_64'
+def _arg(a):
+    return ctypes.c_long(a) if isinstance(a, int) else a
+def refused(name, calls):
+    seen, reached = [], False
+    for label, x86, arm, args, kind in calls:
+        number = x86 if _x86 else arm
+        if number is None:
+            seen.append(label + '=absent on ' + platform.machine())
+            continue
+        ctypes.set_errno(0)
+        r = _sys.syscall(ctypes.c_long(number), *[_arg(a) for a in args])
+        e = ctypes.get_errno()
+        if r >= 0 and kind == 'child' and r == 0:
+            os._exit(0)
+        if r >= 0 and kind == 'child':
+            os.waitpid(r, 0)
+        if r >= 0 and kind == 'fd':
+            os.close(r)
+        if r >= 0 and kind == 'persona':
+            _sys.syscall(ctypes.c_long(number), ctypes.c_long(r))
+        seen.append(label + '=' + (f'ok({r})' if r >= 0 else errno.errorcode.get(e, str(e))))
+        reached |= r >= 0 or e not in (errno.EPERM, errno.ENOSYS)
+    report(name, reached, ', '.join(seen))
+def perf_attr():
+    # PERF_TYPE_SOFTWARE, TASK_CLOCK, disabled, user space only: allowed to anyone at
+    # perf_event_paranoid <= 2.
+    attr = (ctypes.c_uint64 * 16)()
+    attr[0] = 1 | (128 << 32)
+    attr[1] = 1
+    attr[5] = 1 | (1 << 5) | (1 << 6)
+    return attr
+"#;
+
+/// The system calls the seccomp filter refuses, a cell per family (see
+/// `crates/runtime/src/sandbox/seccomp.rs`). Most are already refused for lack of privilege;
+/// these cells pass arguments the kernel rejects before it looks at privileges, so only a filter
+/// in front of the kernel answers `EPERM`/`ENOSYS` to them.
+fn syscall_cells() -> Vec<(&'static str, String)> {
+    let cells: Vec<(&str, &str)> = vec![
+        (
+            "run without a seccomp filter",
+            r#"
+status = dict(l.split(':', 1) for l in open('/proc/self/status'))
+mode = status.get('Seccomp', '?').strip()
+report('run without a seccomp filter', mode != '2', f"Seccomp {mode}, filters {status.get('Seccomp_filters', '?').strip()}")
+"#,
+        ),
+        (
+            "reach io_uring",
+            r#"refused('reach io_uring', [
+    ('io_uring_setup', 425, 425, [1, ctypes.create_string_buffer(120)], 'fd'),
+    ('io_uring_enter', 426, 426, [-1, 0, 0, 0, None, 0], None),
+    ('io_uring_register', 427, 427, [-1, 0, None, 0], None)])"#,
+        ),
+        (
+            "reach userfaultfd",
+            r#"refused('reach userfaultfd', [
+    ('userfaultfd', 323, 282, [1 | os.O_CLOEXEC], 'fd')])"#,
+        ),
+        (
+            "reach perf_event_open",
+            r#"refused('reach perf_event_open', [
+    ('perf_event_open', 298, 241, [perf_attr(), 0, -1, -1, 0], 'fd'),
+    ('perf_event_open bad flags', 298, 241, [None, 0, -1, -1, -1], None)])"#,
+        ),
+        (
+            "reach the kernel keyrings",
+            r#"refused('reach the kernel keyrings', [
+    ('keyctl', 250, 219, [0, -3, 0], None),
+    ('add_key', 248, 217, [b'user', b'commonlab-escape', b'x', 1, -2], None),
+    ('request_key', 249, 218, [b'user', b'commonlab-none', None, 0], None)])"#,
+        ),
+        (
+            "load a kernel with kexec",
+            r#"refused('load a kernel with kexec', [
+    ('kexec_load', 246, 104, [0, 0, None, 0], None),
+    ('kexec_file_load', 320, 294, [-1, -1, 0, None, 0], None)])"#,
+        ),
+        (
+            "reach bpf",
+            r#"refused('reach bpf', [
+    ('bpf unknown command', 321, 280, [9999, ctypes.create_string_buffer(128), 128], None)])"#,
+        ),
+        (
+            "load a kernel module",
+            r#"refused('load a kernel module', [
+    ('init_module', 175, 105, [None, 0, b''], None),
+    ('finit_module', 313, 273, [-1, b'', -1], None),
+    ('delete_module', 176, 106, [b'commonlab-none', 0], None)])"#,
+        ),
+        (
+            "mount, pivot_root or chroot",
+            r#"refused('mount, pivot_root or chroot', [
+    ('mount bad type', 165, 40, [None, b'/', ctypes.c_void_p(1), 0, None], None),
+    ('umount2 bad flags', 166, 39, [b'/', -1], None),
+    ('pivot_root', 155, 41, [b'/', b'/'], None),
+    ('open_tree bad flags', 428, 428, [-1, b'', -1], None),
+    ('fsopen', 430, 430, [b'tmpfs', 0], None),
+    ('chroot missing', 161, 51, [b'/commonlab-none'], None)])"#,
+        ),
+        (
+            "swap or reboot",
+            r#"refused('swap or reboot', [
+    ('swapon bad flags', 167, 224, [None, -1], None),
+    ('swapoff', 168, 225, [b'/commonlab-none'], None),
+    ('reboot', 169, 142, [0, 0, 0, None], None)])"#,
+        ),
+        (
+            "open a file by handle",
+            r#"refused('open a file by handle', [
+    ('open_by_handle_at', 304, 265, [-1, None, 0], None)])"#,
+        ),
+        (
+            "reach other processes' files and memory",
+            r#"refused('reach other processes\' files and memory', [
+    ('kcmp', 312, 272, [os.getpid(), os.getpid(), 0, 0, 0], None),
+    ('pidfd_getfd', 438, 438, [-1, 0, 0], None),
+    ('process_madvise', 440, 440, [-1, None, 0, 0, 0], None)])"#,
+        ),
+        (
+            "set the clock",
+            r#"refused('set the clock', [
+    ('clock_settime bad pointer', 227, 112, [0, ctypes.c_void_p(1)], None),
+    ('settimeofday bad pointer', 164, 170, [ctypes.c_void_p(1), None], None)])"#,
+        ),
+        (
+            "switch accounting or quotas",
+            r#"refused('switch accounting or quotas', [
+    ('acct', 163, 89, [None], None),
+    ('quotactl bad type', 179, 60, [-1, None, 0, None], None)])"#,
+        ),
+        (
+            "make or join namespaces",
+            r#"refused('make or join namespaces', [
+    ('unshare user', 272, 97, [0x10000000], None),
+    ('clone user', 56, 220, [0x10000000 | 17, 0, 0, 0, 0], 'child'),
+    ('setns', 308, 268, [-1, 0], None)])"#,
+        ),
+        (
+            "change the personality",
+            r#"refused('change the personality', [
+    ('personality ADDR_NO_RANDOMIZE', 135, 92, [0x0040000], 'persona')])"#,
+        ),
+        (
+            "open a vsock socket to the host",
+            r#"refused('open a vsock socket to the host', [
+    ('socket AF_VSOCK', 41, 198, [40, 1, 0], 'fd')])"#,
+        ),
+        (
+            "read the kernel log or rename the host",
+            r#"refused('read the kernel log or rename the host', [
+    ('syslog', 103, 116, [10, None, 0], None),
+    ('sethostname', 170, 161, [b'x', 1], None),
+    ('vhangup', 153, 58, [], None),
+    ('lookup_dcookie', 212, 18, [0, None, 0], None),
+    ('nfsservctl', 180, 42, [0, None, None], None)])"#,
+        ),
+        (
+            "set NUMA memory policy",
+            r#"refused('set NUMA memory policy', [
+    ('get_mempolicy', 239, 236, [None, None, 0, None, 0], None),
+    ('mbind unaligned', 237, 235, [1, 0, 0, None, 0, 0], None)])"#,
+        ),
+        (
+            "reach I/O ports",
+            r#"refused('reach I/O ports', [
+    ('iopl', 172, None, [3], None),
+    ('ioperm out of range', 173, None, [0, 0x100000, 1], None)])"#,
+        ),
+    ];
+    cells
+        .into_iter()
+        .map(|(name, code)| (name, format!("{SYSCALL_PRELUDE}\n{code}")))
+        .collect()
 }

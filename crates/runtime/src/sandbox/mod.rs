@@ -15,6 +15,7 @@ mod bwrap;
 mod cgroup;
 mod exec;
 mod observe;
+mod seccomp;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -330,7 +331,7 @@ impl SandboxBackend {
         let checked = self
             .launcher(identity)
             .args(&checks)
-            .arg("--check-only")
+            .args(["--seccomp", "--check-only"])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .output()
@@ -378,6 +379,7 @@ impl SandboxBackend {
             command.arg("--egress").arg(&self.config.slirp4netns);
         }
         command
+            .arg("--seccomp")
             .arg("--")
             .args(plan.command())
             .process_group(0)
