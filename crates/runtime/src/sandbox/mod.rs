@@ -7,9 +7,9 @@
 //! it (owned by the kernel's uid, mode 0700) with the connection file inside, asks the launcher
 //! to check that the uid can reach every bound path, creates the cgroup, and starts the launcher
 //! (`exec.rs`), which joins the cgroup, drops privileges and runs bubblewrap with the command
-//! line `bwrap.rs` builds. When the kernel ends, whatever is left in its cgroup is killed, the
-//! memory controller is asked whether the limit killed it, and the cgroup and the socket
-//! directory are removed.
+//! line `bwrap.rs` builds and the seccomp filter `seccomp.rs` compiles. When the kernel ends,
+//! whatever is left in its cgroup is killed, the memory controller is asked whether the limit
+//! killed it, and the cgroup and the socket directory are removed.
 
 mod bwrap;
 mod cgroup;

@@ -433,8 +433,8 @@ print("seccomp", [l.split()[1] for l in open("/proc/self/status") if l.startswit
     drop(listener);
 }
 
-/// Under the seccomp filter, what notebooks commonly do still works: numpy, multiprocessing
-/// (fork and spawn), threads, subprocesses, fork, /tmp, FIFOs, signals, pip, sqlite, /proc;
+/// Under the seccomp filter, what notebooks commonly do still works: numpy (with BLAS threads),
+/// pandas, matplotlib, multiprocessing (fork and spawn), threads, subprocesses, fork, /tmp, FIFOs, signals, pip, sqlite, /proc;
 /// and a refused call is a clean `OSError` the kernel survives.
 #[tokio::test]
 async fn the_usual_stack_works_under_the_seccomp_filter() {
@@ -447,8 +447,15 @@ async fn the_usual_stack_works_under_the_seccomp_filter() {
     let stack = r#"
 import math, multiprocessing, os, signal, socket, sqlite3, subprocess, sys, tempfile, threading
 import numpy as np
-a = np.arange(10000, dtype=np.float64).reshape(100, 100)
-print("numpy", bool(np.allclose(a @ np.eye(100), a)), int(np.linalg.matrix_rank(np.eye(50))))
+a = np.arange(512 * 512, dtype=np.float64).reshape(512, 512)  # big enough for BLAS threads
+print("numpy", bool(np.allclose(a @ np.eye(512), a)), int(np.linalg.matrix_rank(np.eye(50))))
+import pandas as pd
+print("pandas", int(pd.DataFrame({"x": range(10)}).x.sum()))
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+plt.plot([1, 2, 3]); plt.savefig("/tmp/plot.png")
+print("matplotlib", os.path.getsize("/tmp/plot.png") > 0)
 def square(x):
     return x * x
 with multiprocessing.get_context("fork").Pool(2) as pool:
@@ -496,7 +503,7 @@ except OSError as e:
     assert_eq!(outcome.error, None, "{outcome:?}");
     assert_eq!(
         outcome.stdout,
-        "numpy True 50\npool fork [0, 1, 4, 9, 16, 25]\npool spawn [6, 24, 120]\nthreads 8\n\
+        "numpy True 50\npandas 45\nmatplotlib True\npool fork [0, 1, 4, 9, 16, 25]\npool spawn [6, 24, 120]\nthreads 8\n\
          subprocess 42\nfork 3\ntmp kept\nfifo True\nsignal True\npip 0 True\npip show 0 True\n\
          sqlite 42\nseccomp 2 3\nvsock PermissionError\n",
         "{outcome:?}"
