@@ -14,6 +14,22 @@ use tokio::sync::mpsc;
 
 use crate::{ApiError, AppState};
 
+/// The WebSocket close code for a message larger than the endpoint accepts (RFC 6455, 7.4.1).
+const CLOSE_MESSAGE_TOO_BIG: u16 = 1009;
+
+/// The limit a message broke, when that is why reading failed; other failures are logged.
+fn message_too_big(error: axum::Error) -> Option<usize> {
+    use tungstenite::error::{CapacityError, Error};
+    let error = error.into_inner();
+    match error.downcast_ref::<Error>() {
+        Some(Error::Capacity(CapacityError::MessageTooLong { max_size, .. })) => Some(*max_size),
+        _ => {
+            tracing::debug!(error = %error, "websocket read failed");
+            None
+        }
+    }
+}
+
 pub(crate) async fn channels(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -55,7 +71,12 @@ async fn relay(
                 let frame = match incoming {
                     Some(Ok(frame)) => frame,
                     Some(Err(e)) => {
-                        tracing::debug!(error = %e, "websocket read failed");
+                        if let Some(limit_bytes) = message_too_big(e) {
+                            // Say why, rather than drop the connection under the client.
+                            let reason = format!("message larger than {limit_bytes} bytes (server.ws_message_bytes_max)");
+                            let close = CloseFrame { code: CLOSE_MESSAGE_TOO_BIG, reason: Utf8Bytes::from(reason) };
+                            let _ = ws_tx.send(Message::Close(Some(close))).await;
+                        }
                         break;
                     }
                     None => break,

@@ -128,7 +128,14 @@ pub(crate) async fn spawn_app_with_policy(
     let addr = listener.local_addr().unwrap();
     let app = commonlab_server::app(state);
     let server = tokio::spawn(async move {
-        axum::serve(listener, app).await.unwrap();
+        commonlab_server::serve(
+            listener,
+            app,
+            commonlab_server::ConnectionLimits::default(),
+            std::future::pending(),
+        )
+        .await
+        .unwrap();
     });
     Some(TestApp {
         base: format!("http://{addr}"),
