@@ -71,10 +71,13 @@ async fn until_closed(stream: &mut TcpStream, bound: Duration) -> Option<Vec<u8>
     }
 }
 
-/// Whether the server has neither sent anything on nor closed the connection so far.
-fn still_open(stream: &TcpStream) -> bool {
+/// Whether the server has neither sent anything on nor closed the connection so far (asked of
+/// the socket itself, not of the runtime's idea of its readiness).
+fn still_open(stream: TcpStream) -> bool {
+    let stream = stream.into_std().unwrap();
+    stream.set_nonblocking(true).unwrap();
     let mut buf = [0u8; 1];
-    matches!(stream.try_read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    matches!(stream.peek(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
 /// Reads one response (headers and a `Content-Length` body) from a kept-alive connection.
@@ -216,6 +219,27 @@ async fn half_open_and_slow_connections_neither_exhaust_the_server_nor_stay_open
     // A user is still served.
     assert_eq!(authenticated_status(port, &alice.token).await, 200);
 
+    // An upload sent at a steady pace is not cut, though it takes longer than
+    // body_read_timeout_s: each KiB received adds a second.
+    let steady = {
+        let token = alice.token.clone();
+        tokio::spawn(async move {
+            let content = "x".repeat(8000);
+            let body = format!(r#"{{"type": "file", "format": "text", "content": "{content}"}}"#);
+            let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+            let head = format!("PUT /user/alice/api/contents/steady.txt HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: token {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n", body.len());
+            stream.write_all(head.as_bytes()).await.unwrap();
+            // Six parts a second apart: the last arrives about 5 s in.
+            for (i, part) in body.as_bytes().chunks(1400).enumerate() {
+                if i > 0 {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                stream.write_all(part).await.unwrap();
+            }
+            read_response(&mut stream).await
+        })
+    };
+
     // Every stalled body is answered 408 and its connection closed; every half-open
     // connection is closed. The bound is generous: the timeouts are 2 and 3 s.
     let bound = Duration::from_secs(60);
@@ -247,6 +271,9 @@ async fn half_open_and_slow_connections_neither_exhaust_the_server_nor_stay_open
             .all(|c| c.as_ref().is_some_and(|r| r.is_empty())),
         "a half-open connection got a response"
     );
+
+    let (status, body) = steady.await.unwrap();
+    assert_eq!(status, 201, "the steady upload: {body}");
 
     // Still serving, and the limit was raised and said so.
     assert_eq!(authenticated_status(port, &alice.token).await, 200);
@@ -306,7 +333,12 @@ async fn unauthenticated_connections_beyond_the_cap_close_oldest_first_and_users
         "{not_closed} of the 150 oldest unauthenticated connections were still open after {:?}",
         started.elapsed()
     );
-    let newest_open = flood[150..].iter().filter(|s| still_open(s)).count();
+    let newest_open = flood
+        .split_off(150)
+        .into_iter()
+        .map(still_open)
+        .filter(|open| *open)
+        .count();
     assert_eq!(newest_open, 50, "the 50 newest stay open");
 
     // The user's connection was not counted, nor closed.
