@@ -6,8 +6,7 @@
 //!
 //! The server is started with the usual default soft limit of 1,024 open files (as a login
 //! shell gives it), so that a flood of 1,100 connections would exhaust a server that neither
-//! raised its limit nor closed them. The tests run one at a time: they change the test
-//! process's own open files limit.
+//! raised its limit nor closed them (`prlimit` starts it so).
 
 mod support;
 
@@ -21,8 +20,7 @@ use tokio_tungstenite::tungstenite;
 
 use support::*;
 
-/// One test at a time: each changes the process's open files limit around starting its
-/// server, and opens more connections than the default limit allows.
+/// One test at a time: each opens more connections than the default limit allows.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// A login shell's default soft limit, which the server starts with.
@@ -30,18 +28,30 @@ const DEFAULT_OPEN_FILES: u64 = 1024;
 /// Enough for the test's own side of every connection it opens.
 const TEST_OPEN_FILES: u64 = 8192;
 
-/// Starts the server with the soft open files limit at [`DEFAULT_OPEN_FILES`], then gives
-/// the test process room for its own connections.
-fn start_with_default_open_files(python: &std::path::Path, config: &str) -> Server {
+/// Starts the server (through `prlimit`) with the soft open files limit at
+/// [`DEFAULT_OPEN_FILES`], and the hard one too when `hard_too` (so that the server cannot
+/// raise it); gives the test process room for its own connections.
+fn start_with_default_open_files(python: &std::path::Path, config: &str, hard_too: bool) -> Server {
     let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
-    setrlimit(Resource::RLIMIT_NOFILE, DEFAULT_OPEN_FILES.min(hard), hard).unwrap();
-    let server = start_server(python, config, &[("alice", &[])]);
-    // Root may raise the hard limit; anyone may raise the soft one up to it.
-    let wanted = TEST_OPEN_FILES.max(soft);
-    if setrlimit(Resource::RLIMIT_NOFILE, wanted, wanted.max(hard)).is_err() {
-        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).unwrap();
-    }
-    server
+    let wanted = TEST_OPEN_FILES.max(soft).min(hard);
+    setrlimit(Resource::RLIMIT_NOFILE, wanted, hard).unwrap();
+    assert!(
+        wanted >= 2 * HALF_OPEN as u64 + 256,
+        "the test needs a hard open files limit of at least {} (it is {hard})",
+        2 * HALF_OPEN + 256
+    );
+    let server_hard = if hard_too { DEFAULT_OPEN_FILES } else { hard };
+    let nofile = format!("--nofile={DEFAULT_OPEN_FILES}:{server_hard}");
+    assert!(
+        std::path::Path::new("/usr/bin/prlimit").is_file(),
+        "the test starts the server with /usr/bin/prlimit (Debian's util-linux)"
+    );
+    start_server_under(
+        &["/usr/bin/prlimit", &nofile, "--"],
+        python,
+        config,
+        &[("alice", &[])],
+    )
 }
 
 /// A connection that sends nothing, or the start of a request whose headers never end.
@@ -160,6 +170,7 @@ async fn half_open_and_slow_connections_neither_exhaust_the_server_nor_stay_open
     let server = start_with_default_open_files(
         &python,
         "[server]\nheader_read_timeout_s = 2\nbody_read_timeout_s = 3\nunauthenticated_connections_max = 256\n",
+        false,
     );
     let alice = server.api("alice");
     wait_ready(&alice).await;
@@ -297,10 +308,12 @@ async fn unauthenticated_connections_beyond_the_cap_close_oldest_first_and_users
     let Some(python) = prerequisites() else {
         return;
     };
-    // Timeouts long enough that only the cap closes anything during the test.
+    // Timeouts long enough that only the cap closes anything during the test, and an open
+    // files limit the server cannot raise: the cap alone must keep it serving.
     let server = start_with_default_open_files(
         &python,
         "[server]\nheader_read_timeout_s = 600\nbody_read_timeout_s = 600\nunauthenticated_connections_max = 50\n",
+        true,
     );
     let alice = server.api("alice");
     wait_ready(&alice).await;
@@ -313,15 +326,16 @@ async fn unauthenticated_connections_beyond_the_cap_close_oldest_first_and_users
         .unwrap();
     assert_eq!(read_response(&mut user).await.0, 200);
 
-    let mut flood = Vec::new();
-    for i in 0..200 {
+    let mut flood = Vec::with_capacity(HALF_OPEN);
+    for i in 0..HALF_OPEN {
         flood.push(half_open(port, i % 2 == 0).await);
     }
-    // The 150 oldest are closed to keep 50 open; closing the last of them is what admitting
-    // the 200th does, so the rest must then be the 50 newest, open.
+    // All but the 50 newest are closed; closing the last of them is what admitting the
+    // newest does, so the 50 newest must then be open.
+    let oldest = HALF_OPEN - 50;
     let started = Instant::now();
     let closed = futures_util::future::join_all(
-        flood[..150]
+        flood[..oldest]
             .iter_mut()
             .map(|s| until_closed(s, Duration::from_secs(60))),
     )
@@ -330,16 +344,22 @@ async fn unauthenticated_connections_beyond_the_cap_close_oldest_first_and_users
     assert_eq!(
         not_closed,
         0,
-        "{not_closed} of the 150 oldest unauthenticated connections were still open after {:?}",
+        "{not_closed} of the {oldest} oldest unauthenticated connections were still open after {:?}",
         started.elapsed()
     );
     let newest_open = flood
-        .split_off(150)
+        .split_off(oldest)
         .into_iter()
         .map(still_open)
         .filter(|open| *open)
         .count();
     assert_eq!(newest_open, 50, "the 50 newest stay open");
+    let (soft, hard) = open_files_limits(server.child.id());
+    assert_eq!(
+        (soft.as_str(), hard.as_str()),
+        ("1024", "1024"),
+        "the server ran with 1,024 open files"
+    );
 
     // The user's connection was not counted, nor closed.
     user.write_all(status_request(&alice.token).as_bytes())
@@ -402,7 +422,7 @@ async fn an_oversize_websocket_message_gets_close_1009() {
         return;
     };
     let server =
-        start_with_default_open_files(&python, "[server]\nws_message_bytes_max = 1048576\n");
+        start_with_default_open_files(&python, "[server]\nws_message_bytes_max = 1048576\n", false);
     let alice = server.api("alice");
     wait_ready(&alice).await;
     let (status, kernel) = alice

@@ -129,7 +129,9 @@ async fn accept_failed(error: io::Error, unauthenticated: &Unauthenticated) {
         return;
     }
     let evicted = unauthenticated.evict_oldest();
-    tracing::error!(error = %error, closed_unauthenticated = evicted, "could not accept a connection (raise the open files limit, or lower server.unauthenticated_connections_max)");
+    if unauthenticated.accept_error_due() {
+        tracing::error!(error = %error, closed_unauthenticated = evicted, "could not accept a connection (raise the open files limit, or lower server.unauthenticated_connections_max)");
+    }
     let pause = if evicted {
         Duration::from_millis(10)
     } else {
@@ -259,6 +261,8 @@ struct Unauthenticated {
     lingering: AtomicUsize,
     /// Evictions not yet logged, and when they last were.
     evictions: Mutex<(u64, Option<Instant>)>,
+    /// When a failed accept was last logged (at most every 10 s).
+    accept_error_logged: Mutex<Option<Instant>>,
 }
 
 impl Unauthenticated {
@@ -269,6 +273,7 @@ impl Unauthenticated {
             max: max.max(1),
             lingering: AtomicUsize::new(0),
             evictions: Mutex::new((0, None)),
+            accept_error_logged: Mutex::new(None),
         }
     }
 
@@ -330,6 +335,17 @@ impl Unauthenticated {
             );
             *evictions = (0, Some(now));
         }
+    }
+
+    /// Whether a failed accept should be logged now (at most every 10 s).
+    fn accept_error_due(&self) -> bool {
+        let now = Instant::now();
+        let mut last = self.accept_error_logged.lock().expect("not poisoned");
+        let due = last.is_none_or(|last| now.duration_since(last) >= Duration::from_secs(10));
+        if due {
+            *last = Some(now);
+        }
+        due
     }
 
     fn remove(&self, id: u64) {

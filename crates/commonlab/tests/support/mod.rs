@@ -146,6 +146,17 @@ impl Drop for Server {
 /// Starts `commonlab serve` in accounts mode with sandboxes and small limits, `extra_config`
 /// appended to its config, and the users given as (name, extra `user add` flags).
 pub fn start_server(python: &Path, extra_config: &str, users: &[(&str, &[&str])]) -> Server {
+    start_server_under(&[], python, extra_config, users)
+}
+
+/// [`start_server`], with the server run by `launcher` (a program and its arguments that
+/// executes the command after them in its own place, such as `prlimit --nofile=…`).
+pub fn start_server_under(
+    launcher: &[&str],
+    python: &Path,
+    extra_config: &str,
+    users: &[(&str, &[&str])],
+) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
     let config = dir.path().join("commonlab.toml");
@@ -183,7 +194,14 @@ workspace_bytes_max = {WORKSPACE_BYTES_MAX}
         commonlab(&data_dir, &config, &args, &format!("{PASSWORD}\n"));
     }
     let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_commonlab"));
+    let mut command = match launcher.split_first() {
+        Some((program, args)) => {
+            let mut command = Command::new(program);
+            command.args(args).arg(env!("CARGO_BIN_EXE_commonlab"));
+            command
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_commonlab")),
+    };
     for (name, _) in std::env::vars() {
         if name.starts_with("COMMONLAB_") {
             command.env_remove(name);

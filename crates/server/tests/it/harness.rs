@@ -232,10 +232,12 @@ pub(crate) async fn connect_ws(url: &str, session: &str, v1: bool) -> Result<WsC
     }
 }
 
+/// A client WebSocket connection.
+pub(crate) type WsStream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
 pub(crate) struct WsClient {
-    pub(crate) ws: tokio_tungstenite::WebSocketStream<
-        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-    >,
+    pub(crate) ws: WsStream,
     v1: bool,
     builder: MessageBuilder,
 }
