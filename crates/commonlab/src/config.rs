@@ -259,6 +259,23 @@ pub(crate) struct AccountsConfig {
     pub(crate) login_failure_window_s: u64,
     /// How long a `restrict` policy action keeps an account from starting kernels.
     pub(crate) restriction_s: u64,
+    /// Users' host uids are `uid_base` + their id, below `uid_base + uid_count`. Servers sharing a
+    /// host need ranges that do not overlap; a server refuses to start on a range another one
+    /// holds (see `uid_claims_dir`), or when its users' uids lie outside its range.
+    pub(crate) uid_base: u32,
+    pub(crate) uid_count: u32,
+    /// Where each running server records, and locks, the uid range it uses, so that a second
+    /// server on the same host cannot take an overlapping one.
+    pub(crate) uid_claims_dir: PathBuf,
+}
+
+impl AccountsConfig {
+    pub(crate) fn uid_range(&self) -> commonlab_store::UidRange {
+        commonlab_store::UidRange {
+            base: self.uid_base,
+            count: self.uid_count,
+        }
+    }
 }
 
 impl Default for AccountsConfig {
@@ -271,6 +288,9 @@ impl Default for AccountsConfig {
             login_failures_max: 10,
             login_failure_window_s: 15 * 60,
             restriction_s: 24 * 3600,
+            uid_base: commonlab_store::USER_UID_BASE,
+            uid_count: 65_536,
+            uid_claims_dir: PathBuf::from("/run/commonlab"),
         }
     }
 }

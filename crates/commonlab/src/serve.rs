@@ -278,6 +278,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let data_dir = data_dir(&config);
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("could not create data directory {}", data_dir.display()))?;
+    // Kernels start in other directories than the server's, so every path under it is absolute.
+    let data_dir = data_dir
+        .canonicalize()
+        .with_context(|| format!("could not resolve data directory {}", data_dir.display()))?;
     let root_dir = match &config.server.root_dir {
         Some(dir) => dir.clone(),
         None => std::env::current_dir()?,
@@ -294,7 +298,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let mut kernelspec_dirs = config.kernel.kernelspec_dirs.clone();
     kernelspec_dirs.extend(jupyter_data_dirs(std::slice::from_ref(&python.prefix)));
 
-    let store = Arc::new(Store::open_sqlite(&database_path(&data_dir))?);
+    let store = Arc::new(
+        Store::open_sqlite(&database_path(&data_dir))?.with_uid_range(config.accounts.uid_range()),
+    );
     let mut config = config;
     if config.accounts.enabled && config.policy.appeal_url.is_none() {
         // Notices link to the server's own appeal page.
@@ -343,9 +349,29 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             .accounts
             .workspaces_dir
             .clone()
+            .map(|dir| std::path::absolute(&dir).unwrap_or(dir))
             .unwrap_or_else(|| data_dir.join("workspaces"));
         // Kernels run as their users' uids and must pass through these to their own
         // workspace and socket directory, but may list nothing; the database is the server's.
+        // Users' uids are this server's alone on the host, as long as it runs.
+        let uids = config.accounts.uid_range();
+        if let Some((low, high)) = store.user_uid_bounds()? {
+            if !uids.contains(low) || !uids.contains(high) {
+                anyhow::bail!(
+                    "this server's users have uids {low}..={high}, outside its range {}..={} (accounts.uid_base, accounts.uid_count): set the range its users were made with",
+                    uids.base,
+                    uids.last()
+                );
+            }
+        }
+        let _uid_claim = if nix::unistd::geteuid().is_root() {
+            Some(
+                crate::accounts::claim_uid_range(&config.accounts.uid_claims_dir, uids, &data_dir)
+                    .map_err(|e| anyhow::anyhow!(e))?,
+            )
+        } else {
+            None
+        };
         crate::accounts::make_traversable_dir(&data_dir).map_err(|e| anyhow::anyhow!(e))?;
         crate::accounts::make_traversable_dir(&workspaces_dir).map_err(|e| anyhow::anyhow!(e))?;
         restrict_to_owner(&database_path(&data_dir))?;
@@ -448,6 +474,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         supervisor.abort();
         tracing::info!("shutting down: stopping kernels");
         hub.shutdown_all().await;
+        crate::accounts::unmount_volumes(&workspaces_dir, &data_dir.join("volumes"));
         if let Some(gpu) = &gpu {
             gpu.shutdown();
         }
@@ -505,6 +532,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             owner: None,
         },
     ));
+    contents.remove_stale_temporaries_in_background();
     let state = AppState {
         kernels: kernels.clone(),
         sessions,

@@ -49,6 +49,7 @@ fn start_with_default_open_files(python: &std::path::Path, config: &str, hard_to
     start_server_under(
         &["/usr/bin/prlimit", &nofile, "--"],
         python,
+        random_uid_base(),
         config,
         &[("alice", &[])],
     )

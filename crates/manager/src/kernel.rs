@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use crate::gate::{GateDecision, PolicyGate};
 use crate::gpu::{GpuDevice, GpuScheduler, QueuePlace};
 use crate::hub::{Encoded, Hub, HubLimits};
+use crate::screen::{self, Carrier, Screened};
 use crate::{iso_now, ClientHandle, ErrorKind, ManagerError, Outgoing, WireProtocol};
 
 /// The REST model of a kernel, as jupyter_server returns it.
@@ -349,7 +350,7 @@ impl Kernel {
         self.forward(client_id, channel, header, message).await
     }
 
-    /// Sends a client's message on: the policy on `execute_request`, then the kernel.
+    /// Sends a client's message on: the policy on the code it carries, then the kernel.
     async fn forward(
         &self,
         client_id: u64,
@@ -387,33 +388,13 @@ impl Kernel {
         {
             return Ok(());
         }
-        if channel == Channel::Shell && header.msg_type == "execute_request" {
-            if let Some(gate) = &self.gate {
-                #[derive(serde::Deserialize)]
-                struct Execute {
-                    #[serde(default)]
-                    code: String,
-                }
-                let code = serde_json::from_slice::<Execute>(&message.content)
-                    .map(|e| e.code)
-                    .unwrap_or_default();
-                match gate.check(&self.id, &header.msg_id, &code) {
-                    GateDecision::Run => {}
-                    GateDecision::RunWithWarning(text) => {
-                        self.emit(
-                            Channel::Iopub,
-                            "stream",
-                            &message.header,
-                            serde_json::json!({ "name": "stderr", "text": format!("{text}\n") }),
-                        );
-                    }
-                    GateDecision::Refuse(text) => {
-                        self.refuse(client_id, &header.msg_id, &message.header, &text);
-                        return Ok(());
-                    }
-                }
-            }
-        }
+        let message = match &self.gate {
+            Some(gate) => match self.screen(gate, client_id, channel, &header, message) {
+                Some(message) => message,
+                None => return Ok(()),
+            },
+            None => message,
+        };
         let sender = {
             let mut state = self.state();
             if !header.msg_id.is_empty() && channel != Channel::Stdin {
@@ -432,6 +413,206 @@ impl Kernel {
         sender.send(channel, &message).await.map_err(|e| {
             ManagerError::new(ErrorKind::Unavailable, "kernel_send_failed", e.to_string())
         })
+    }
+
+    /// Sorts a client's message (`screen.rs`) and checks the code it carries with the policy;
+    /// returns what to send the kernel, or `None` when it was refused and answered.
+    fn screen(
+        &self,
+        gate: &PolicyGate,
+        client_id: u64,
+        channel: Channel,
+        header: &commonlab_protocol::Header,
+        message: RawMessage,
+    ) -> Option<RawMessage> {
+        let (carrier, code, content, metadata) =
+            match screen::screen(channel, &header.msg_type, &message) {
+                Screened::Pass => return Some(message),
+                Screened::Refuse(refusal) => {
+                    self.refuse_message(
+                        client_id,
+                        channel,
+                        header,
+                        &message,
+                        ("MessageRefused", refusal.code),
+                        &refusal.message,
+                    );
+                    return None;
+                }
+                Screened::Check {
+                    carrier,
+                    code,
+                    content,
+                    metadata,
+                } => (carrier, code, content, metadata),
+            };
+        let decision = match carrier {
+            Carrier::Typing => gate.check_unrecorded(&code),
+            _ => gate.check(&self.id, &header.msg_id, &code),
+        };
+        match decision {
+            GateDecision::Run => {}
+            GateDecision::RunWithWarning(text) => {
+                if carrier == Carrier::Execute {
+                    self.emit(
+                        Channel::Iopub,
+                        "stream",
+                        &message.header,
+                        serde_json::json!({ "name": "stderr", "text": format!("{text}\n") }),
+                    );
+                }
+            }
+            GateDecision::Refuse(text) => {
+                self.refuse_message(
+                    client_id,
+                    channel,
+                    header,
+                    &message,
+                    ("PolicyViolation", "policy_refused"),
+                    &text,
+                );
+                return None;
+            }
+            GateDecision::TooLarge(text) => {
+                self.refuse_message(
+                    client_id,
+                    channel,
+                    header,
+                    &message,
+                    ("CodeTooLarge", "code_too_large"),
+                    &text,
+                );
+                return None;
+            }
+        }
+        // The kernel gets the content that was checked, not the bytes the client wrote.
+        Some(RawMessage {
+            content,
+            metadata: metadata.unwrap_or(message.metadata),
+            ..message
+        })
+    }
+
+    /// Answers a message that was not sent to the kernel as the kernel would answer a failed
+    /// request of its type: a cell's error, an error reply, a debugger's failed response, a
+    /// closed comm. `error` is the `ename` and the stable code the answer carries.
+    fn refuse_message(
+        &self,
+        client_id: u64,
+        channel: Channel,
+        header: &commonlab_protocol::Header,
+        message: &RawMessage,
+        error: (&str, &str),
+        text: &str,
+    ) {
+        let (ename, code) = error;
+        tracing::warn!(kernel = %self.id, channel = channel.as_str(), msg_type = %header.msg_type, code, "refused a client's message");
+        // Read leniently: only to echo what the request named.
+        let request: serde_json::Value =
+            serde_json::from_slice(&message.content).unwrap_or_default();
+        let msg_type = header.msg_type.as_str();
+        match msg_type {
+            "execute_request" => self.answer_error(
+                client_id,
+                channel,
+                &header.msg_id,
+                &message.header,
+                error,
+                text,
+            ),
+            "comm_open" | "comm_msg" | "comm_close" => {
+                if let (Some(comm_id), "comm_open") = (request["comm_id"].as_str(), msg_type) {
+                    let content = serde_json::json!({
+                        "comm_id": comm_id,
+                        "data": { "code": code, "message": text },
+                    });
+                    let mut encoded = self.own_message(
+                        Channel::Iopub,
+                        "comm_close",
+                        &message.header,
+                        Bytes::from(content.to_string()),
+                    );
+                    self.state().hub.send_to(client_id, &mut encoded);
+                }
+                self.notify(text);
+            }
+            _ if channel != Channel::Stdin && msg_type.ends_with("_request") => {
+                let evalue = text.lines().next().unwrap_or(text);
+                let mut reply = serde_json::json!({
+                    "status": "error",
+                    "ename": ename,
+                    "evalue": evalue,
+                    "traceback": text.lines().collect::<Vec<_>>(),
+                    "code": code,
+                });
+                match msg_type {
+                    "complete_request" => {
+                        let cursor = request["cursor_pos"].as_u64().unwrap_or(0);
+                        reply["matches"] = serde_json::json!([]);
+                        reply["cursor_start"] = cursor.into();
+                        reply["cursor_end"] = cursor.into();
+                        reply["metadata"] = serde_json::json!({});
+                    }
+                    "inspect_request" => {
+                        reply["found"] = false.into();
+                        reply["data"] = serde_json::json!({});
+                        reply["metadata"] = serde_json::json!({});
+                    }
+                    "debug_request" => {
+                        reply = serde_json::json!({
+                            "type": "response",
+                            "seq": 0,
+                            "request_seq": request["seq"].as_u64().unwrap_or(0),
+                            "command": request["command"].as_str().unwrap_or_default(),
+                            "success": false,
+                            "message": text,
+                            "body": {},
+                            "code": code,
+                        });
+                    }
+                    _ => {}
+                }
+                let reply_type = format!("{}_reply", msg_type.trim_end_matches("_request"));
+                self.answer_request(
+                    client_id,
+                    channel,
+                    &header.msg_id,
+                    &message.header,
+                    &reply_type,
+                    reply,
+                );
+            }
+            // Not a request: there is nothing to answer; the log says what was dropped.
+            _ => {}
+        }
+    }
+
+    /// Answers a request with `reply`, between `busy` and `idle` as a kernel does.
+    fn answer_request(
+        &self,
+        client_id: u64,
+        channel: Channel,
+        msg_id: &str,
+        parent_header: &Bytes,
+        reply_type: &str,
+        reply: serde_json::Value,
+    ) {
+        self.state()
+            .hub
+            .remember_request(msg_id.to_owned(), client_id);
+        self.emit(
+            Channel::Iopub,
+            "status",
+            parent_header,
+            serde_json::json!({ "execution_state": "busy" }),
+        );
+        self.emit(channel, reply_type, parent_header, reply);
+        self.emit(
+            Channel::Iopub,
+            "status",
+            parent_header,
+            serde_json::json!({ "execution_state": "idle" }),
+        );
     }
 
     /// Sends a message the server wrote itself to the kernel (interrupt or shutdown requests).
@@ -487,27 +668,25 @@ impl Kernel {
         }
     }
 
-    /// Answers an `execute_request` the policy refused, as a kernel would answer a failing cell,
-    /// so every Jupyter client shows the explanation.
-    fn refuse(&self, client_id: u64, msg_id: &str, parent_header: &Bytes, text: &str) {
-        self.answer_error(client_id, msg_id, parent_header, "PolicyViolation", text);
-    }
-
-    /// Answers an `execute_request` with an error the server wrote, as a failing cell.
+    /// Answers an `execute_request` with an error the server wrote, as a failing cell would be
+    /// answered, so every Jupyter client shows the explanation. `error` is the `ename` and the
+    /// stable code the error carries.
     fn answer_error(
         &self,
         client_id: u64,
+        channel: Channel,
         msg_id: &str,
         parent_header: &Bytes,
-        ename: &str,
+        error: (&str, &str),
         text: &str,
     ) {
+        let (ename, code) = error;
         self.state()
             .hub
             .remember_request(msg_id.to_owned(), client_id);
         let evalue = text.lines().next().unwrap_or(text).to_owned();
         let traceback: Vec<&str> = text.lines().collect();
-        let error = serde_json::json!({ "ename": ename, "evalue": evalue, "traceback": traceback });
+        let error = serde_json::json!({ "ename": ename, "evalue": evalue, "traceback": traceback, "code": code });
         self.emit(
             Channel::Iopub,
             "status",
@@ -518,7 +697,7 @@ impl Kernel {
         let mut reply = error;
         reply["status"] = "error".into();
         reply["execution_count"] = serde_json::Value::Null;
-        self.emit(Channel::Shell, "execute_reply", parent_header, reply);
+        self.emit(channel, "execute_reply", parent_header, reply);
         self.emit(
             Channel::Iopub,
             "status",
@@ -741,8 +920,15 @@ impl Kernel {
             let Ok(header) = message.parse_header() else {
                 continue;
             };
-            if channel == Channel::Shell && header.msg_type == "execute_request" {
-                self.answer_error(client_id, &header.msg_id, &message.header, "NoGpu", text);
+            if channel != Channel::Stdin && header.msg_type == "execute_request" {
+                self.answer_error(
+                    client_id,
+                    channel,
+                    &header.msg_id,
+                    &message.header,
+                    ("NoGpu", "gpu_unavailable"),
+                    text,
+                );
             }
         }
     }

@@ -88,6 +88,9 @@ pub struct KernelManager {
     started_at: String,
     gate: Option<Arc<PolicyGate>>,
     gpu: Option<GpuAccount>,
+    /// Kernels that ended but whose store row could not be deleted (a full disk, a database
+    /// that went away): deleted again on the next store write or supervisor tick.
+    rows_to_delete: std::sync::Mutex<Vec<String>>,
 }
 
 impl KernelManager {
@@ -104,7 +107,37 @@ impl KernelManager {
             started_at: iso_now(),
             gate: None,
             gpu: None,
+            rows_to_delete: std::sync::Mutex::new(Vec::new()),
         }
+    }
+
+    /// Deletes the store row of a kernel that has ended. A failure does not undo the end: the
+    /// row is kept to be deleted later, and the caller goes on.
+    fn delete_row(&self, id: &str) {
+        self.delete_pending_rows();
+        if let Err(e) = self.store.delete_kernel(id) {
+            tracing::warn!(kernel = %id, error = %e, "the kernel ended but its record could not be deleted; trying again later");
+            self.rows_to_delete
+                .lock()
+                .expect("not poisoned")
+                .push(id.to_owned());
+        }
+    }
+
+    /// Retries the deletions [`KernelManager::delete_row`] could not do.
+    fn delete_pending_rows(&self) {
+        let pending = std::mem::take(&mut *self.rows_to_delete.lock().expect("not poisoned"));
+        if pending.is_empty() {
+            return;
+        }
+        let failed: Vec<String> = pending
+            .into_iter()
+            .filter(|id| self.store.delete_kernel(id).is_err())
+            .collect();
+        self.rows_to_delete
+            .lock()
+            .expect("not poisoned")
+            .extend(failed);
     }
 
     /// Kernels whose kernelspec asks for GPUs (`metadata.commonlab.gpus`) get them from the
@@ -392,6 +425,7 @@ impl KernelManager {
             started_at: iso_now(),
         };
         let result = async {
+            self.delete_pending_rows();
             self.store.insert_kernel(&record)?;
             kernel
                 .attach(
@@ -410,7 +444,7 @@ impl KernelManager {
             kernel.expect_exit();
             let _ = runtime.kill();
             kernel.detach().await;
-            let _ = self.store.delete_kernel(&kernel_id);
+            self.delete_row(&kernel_id);
             let _ = std::fs::remove_file(runtime.record().connection_file);
             return Err(e);
         }
@@ -581,6 +615,7 @@ impl KernelManager {
     /// finding is acted on once. Returns the actions taken, as `(kernel id, action)`. First,
     /// what the kernels used since the last pass goes to the owner's usage ledger.
     pub async fn supervise(&self) -> Vec<(String, Action)> {
+        self.delete_pending_rows();
         let kernels: Vec<(Arc<Kernel>, Vec<commonlab_runtime::ProcessInfo>)> = self
             .kernels
             .read()
@@ -744,7 +779,7 @@ impl KernelManager {
         kernel.set_failed("The kernel was shut down.".into());
         kernel.close_clients("kernel shut down");
         self.kernels.write().expect("not poisoned").remove(id);
-        self.store.delete_kernel(id)?;
+        self.delete_row(id);
         tracing::info!(kernel = %id, "kernel shut down");
         let mut detail = serde_json::json!({});
         if !reason.is_empty() {

@@ -137,7 +137,10 @@ impl Drop for Server {
         let _ = self.child.wait();
         if let Ok(entries) = std::fs::read_dir(self.data_dir().join("workspaces")) {
             for entry in entries.flatten() {
-                let _ = Command::new("umount").arg(entry.path()).status();
+                let _ = Command::new("umount")
+                    .arg(entry.path())
+                    .stderr(Stdio::null())
+                    .status();
             }
         }
     }
@@ -146,14 +149,31 @@ impl Drop for Server {
 /// Starts `commonlab serve` in accounts mode with sandboxes and small limits, `extra_config`
 /// appended to its config, and the users given as (name, extra `user add` flags).
 pub fn start_server(python: &Path, extra_config: &str, users: &[(&str, &[&str])]) -> Server {
-    start_server_under(&[], python, extra_config, users)
+    start_server_with_uids(python, random_uid_base(), extra_config, users)
 }
 
-/// [`start_server`], with the server run by `launcher` (a program and its arguments that
-/// executes the command after them in its own place, such as `prlimit --nofile=…`).
+/// A uid range of its own for each test server, so servers of tests running at once on one
+/// host never claim the same uids.
+pub fn random_uid_base() -> u32 {
+    1_000_000 + (rand::random::<u32>() % 30_000) * 65_536
+}
+
+/// [`start_server`] with users' uids from `uid_base`.
+pub fn start_server_with_uids(
+    python: &Path,
+    uid_base: u32,
+    extra_config: &str,
+    users: &[(&str, &[&str])],
+) -> Server {
+    start_server_under(&[], python, uid_base, extra_config, users)
+}
+
+/// [`start_server_with_uids`], with the server run by `launcher` (a program and its arguments
+/// that executes the command after them in its own place, such as `prlimit --nofile=…`).
 pub fn start_server_under(
     launcher: &[&str],
     python: &Path,
+    uid_base: u32,
     extra_config: &str,
     users: &[(&str, &[&str])],
 ) -> Server {
@@ -165,6 +185,7 @@ pub fn start_server_under(
         format!(
             r#"[accounts]
 enabled = true
+uid_base = {uid_base}
 
 [sandbox]
 enabled = true

@@ -83,6 +83,9 @@ pub(super) fn store_error(e: StoreError) -> ApiError {
         StoreError::NoSuchUser(_) => {
             ApiError::new(StatusCode::NOT_FOUND, "no_such_user", e.to_string())
         }
+        StoreError::UidRangeFull { .. } => {
+            ApiError::new(StatusCode::CONFLICT, "uid_range_full", e.to_string())
+        }
         other => {
             tracing::error!(error = %other, "hub api: store error");
             ApiError::new(
