@@ -320,6 +320,19 @@ pub(crate) struct ServerConfig {
     /// Threads serving HTTP, WebSockets and kernel channels: 0 for one per core, 1 for a single
     /// thread (everything on one event loop, as jupyter_server runs).
     pub(crate) worker_threads: usize,
+    /// Time a client has to send a request's headers, counted from when the server waits for
+    /// them (a new connection, or the end of the previous response on a kept-alive one);
+    /// then the connection is closed.
+    pub(crate) header_read_timeout_s: u64,
+    /// Time a client has to send a request body, plus one second for every
+    /// `body_read_rate_bytes_per_s_min` bytes received; a late body is answered 408.
+    pub(crate) body_read_timeout_s: u64,
+    /// The slowest body upload that is never cut: each this many bytes received add a second
+    /// to `body_read_timeout_s`. 0: the body has `body_read_timeout_s` whatever its size.
+    pub(crate) body_read_rate_bytes_per_s_min: u64,
+    /// Connections open at once that have not yet sent a request with a valid credential; a
+    /// new one beyond this closes the oldest. Authenticated connections do not count.
+    pub(crate) unauthenticated_connections_max: usize,
 }
 
 impl Default for ServerConfig {
@@ -335,6 +348,10 @@ impl Default for ServerConfig {
             ws_message_bytes_max: 64 * 1024 * 1024,
             user_tier: "free".into(),
             worker_threads: 0,
+            header_read_timeout_s: 30,
+            body_read_timeout_s: 60,
+            body_read_rate_bytes_per_s_min: 1024,
+            unauthenticated_connections_max: 1024,
         }
     }
 }

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use commonlab_manager::{
     find_python, GpuDevice, GpuScheduler, GpuSchedulerConfig, KernelManager, KernelManagerConfig,
     PolicyGate, PythonEnv, PythonSetup, SessionManager,
@@ -275,6 +274,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    let open_files = raise_open_files_limit();
     let data_dir = data_dir(&config);
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("could not create data directory {}", data_dir.display()))?;
@@ -329,11 +329,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         addr.ip().to_string()
     };
     let gpu = gpu_scheduler(&config)?;
-    let listener = listener.tap_io(|stream| {
-        if let Err(e) = stream.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY");
-        }
-    });
+    let connection_limits = connection_limits(&config.server, open_files)?;
 
     if config.accounts.enabled {
         if let Some(gpu) = &gpu {
@@ -468,9 +464,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 }
             })
         };
-        axum::serve(listener, commonlab_server::hub_app(hub.clone()))
-            .with_graceful_shutdown(shutdown_signal())
-            .await?;
+        commonlab_server::serve(
+            listener,
+            commonlab_server::hub_app(hub.clone()),
+            connection_limits,
+            shutdown_signal(),
+        )
+        .await?;
         supervisor.abort();
         tracing::info!("shutting down: stopping kernels");
         hub.shutdown_all().await;
@@ -555,9 +555,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     {
         eprintln!("\n    To use Commonlab, connect Jupyter clients to:\n        http://{host}:{}{base_url}?token={token}\n", addr.port());
     }
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    commonlab_server::serve(listener, app, connection_limits, shutdown_signal()).await?;
     tracing::info!("shutting down: stopping kernels");
     kernels.shutdown_all().await;
     if let Some(gpu) = &gpu {
@@ -565,6 +563,88 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Raises the soft limit on open files to the hard one: every connection and kernel channel
+/// is a descriptor, and the usual soft default (1,024) is soon reached. Returns the soft limit
+/// in force; `None` when it cannot be read.
+fn raise_open_files_limit() -> Option<u64> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok(limits) => limits,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the open files limit (RLIMIT_NOFILE)");
+            return None;
+        }
+    };
+    if soft >= hard {
+        tracing::info!(open_files_max = soft, "open files limit");
+        return Some(soft);
+    }
+    match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+        Ok(()) => {
+            tracing::info!("raised the open files limit from {soft} to {hard}");
+            Some(hard)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not raise the open files limit from {soft} to {hard}");
+            Some(soft)
+        }
+    }
+}
+
+/// The listener's limits from `[server]`. A zero timeout or cap is refused, since it would
+/// either disable the protection or refuse every client; a cap on unauthenticated
+/// connections that could use up more than half the open files limit is lowered to that half,
+/// so a flood of them cannot keep the server from accepting anyone.
+fn connection_limits(
+    server: &config::ServerConfig,
+    open_files_max: Option<u64>,
+) -> anyhow::Result<commonlab_server::ConnectionLimits> {
+    let defaults = config::ServerConfig::default();
+    for (key, value, default) in [
+        (
+            "header_read_timeout_s",
+            server.header_read_timeout_s,
+            defaults.header_read_timeout_s,
+        ),
+        (
+            "body_read_timeout_s",
+            server.body_read_timeout_s,
+            defaults.body_read_timeout_s,
+        ),
+        (
+            "unauthenticated_connections_max",
+            server.unauthenticated_connections_max as u64,
+            defaults.unauthenticated_connections_max as u64,
+        ),
+    ] {
+        anyhow::ensure!(
+            value > 0,
+            "server.{key} is 0: it must be at least 1 (the default is {default})"
+        );
+    }
+    let mut unauthenticated_connections_max = server.unauthenticated_connections_max;
+    if let Some(open_files_max) = open_files_max {
+        let half = usize::try_from(open_files_max / 2)
+            .unwrap_or(usize::MAX)
+            .max(1);
+        if unauthenticated_connections_max > half {
+            tracing::warn!(
+                configured = unauthenticated_connections_max,
+                used = half,
+                open_files_max,
+                "server.unauthenticated_connections_max is more than half the open files limit; using half (raise the hard limit, e.g. LimitNOFILE= in a systemd unit, to allow more)"
+            );
+            unauthenticated_connections_max = half;
+        }
+    }
+    Ok(commonlab_server::ConnectionLimits {
+        header_read_timeout: Duration::from_secs(server.header_read_timeout_s),
+        body_read_timeout: Duration::from_secs(server.body_read_timeout_s),
+        body_read_rate_bytes_per_s_min: server.body_read_rate_bytes_per_s_min,
+        unauthenticated_connections_max,
+    })
 }
 
 /// Makes the database file (and its WAL companions) readable by the server's user only.

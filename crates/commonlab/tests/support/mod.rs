@@ -165,6 +165,18 @@ pub fn start_server_with_uids(
     extra_config: &str,
     users: &[(&str, &[&str])],
 ) -> Server {
+    start_server_under(&[], python, uid_base, extra_config, users)
+}
+
+/// [`start_server_with_uids`], with the server run by `launcher` (a program and its arguments
+/// that executes the command after them in its own place, such as `prlimit --nofile=…`).
+pub fn start_server_under(
+    launcher: &[&str],
+    python: &Path,
+    uid_base: u32,
+    extra_config: &str,
+    users: &[(&str, &[&str])],
+) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
     let config = dir.path().join("commonlab.toml");
@@ -203,7 +215,14 @@ workspace_bytes_max = {WORKSPACE_BYTES_MAX}
         commonlab(&data_dir, &config, &args, &format!("{PASSWORD}\n"));
     }
     let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_commonlab"));
+    let mut command = match launcher.split_first() {
+        Some((program, args)) => {
+            let mut command = Command::new(program);
+            command.args(args).arg(env!("CARGO_BIN_EXE_commonlab"));
+            command
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_commonlab")),
+    };
     for (name, _) in std::env::vars() {
         if name.starts_with("COMMONLAB_") {
             command.env_remove(name);

@@ -61,6 +61,7 @@ async fn authenticate(State(hub): State<Arc<Hub>>, mut request: Request, next: N
             .into_response()
         }
         Some((user, _)) => {
+            crate::listener::authenticated(request.extensions());
             request.extensions_mut().insert(Caller(user));
             next.run(request).await
         }

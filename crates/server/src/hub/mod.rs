@@ -331,6 +331,7 @@ async fn dispatch(hub: Arc<Hub>, request: Request) -> Response {
     let who = identify(&hub, request.headers(), request.uri());
     match who {
         Some((user, _)) if user.name == name => {
+            crate::listener::authenticated(request.extensions());
             let server = match hub.server(&user) {
                 Ok(s) => s,
                 Err(e) => {

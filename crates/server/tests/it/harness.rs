@@ -128,7 +128,14 @@ pub(crate) async fn spawn_app_with_policy(
     let addr = listener.local_addr().unwrap();
     let app = commonlab_server::app(state);
     let server = tokio::spawn(async move {
-        axum::serve(listener, app).await.unwrap();
+        commonlab_server::serve(
+            listener,
+            app,
+            commonlab_server::ConnectionLimits::default(),
+            std::future::pending(),
+        )
+        .await
+        .unwrap();
     });
     Some(TestApp {
         base: format!("http://{addr}"),
@@ -225,10 +232,12 @@ pub(crate) async fn connect_ws(url: &str, session: &str, v1: bool) -> Result<WsC
     }
 }
 
+/// A client WebSocket connection.
+pub(crate) type WsStream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
 pub(crate) struct WsClient {
-    pub(crate) ws: tokio_tungstenite::WebSocketStream<
-        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-    >,
+    pub(crate) ws: WsStream,
     v1: bool,
     builder: MessageBuilder,
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 use commonlab_protocol::Channel;
 use reqwest::Method;
 
-use crate::harness::{spawn_app, stdout, TOKEN};
+use crate::harness::{connect_ws, spawn_app, stdout, TOKEN};
 
 #[tokio::test]
 async fn print_runs_over_v1_and_legacy_framings() {
@@ -271,17 +271,64 @@ async fn bad_input_gets_clear_errors_and_the_server_stays_healthy() {
         .unwrap();
     let msg_id = client.execute("print('still fine')").await;
     assert_eq!(stdout(&client.until_idle(&msg_id).await), "still fine\n");
-    let _ = client
+    client
         .ws
         .send(Message::Binary(vec![0u8; 2 << 20].into()))
-        .await;
-    assert!(
-        client.recv(Duration::from_secs(5)).await.is_none(),
-        "an oversized frame closes that connection"
+        .await
+        .unwrap();
+    assert_eq!(
+        close_code(&mut client.ws).await,
+        1009,
+        "an oversized frame closes that connection as too big"
     );
     let mut client = app.connect(&kernel_id, "after", true).await;
     let msg_id = client.execute("print('healthy')").await;
     assert_eq!(stdout(&client.until_idle(&msg_id).await), "healthy\n");
+}
+
+/// The code of the close frame the server sends next; the connection must then end cleanly,
+/// without a reset.
+async fn close_code(ws: &mut crate::harness::WsStream) -> u16 {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::{Error, Message};
+    let mut code = None;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), ws.next())
+            .await
+            .expect("the server closes within 30 s")
+        {
+            Some(Ok(Message::Close(frame))) => {
+                let frame = frame.expect("the close frame has a code");
+                assert!(
+                    frame.reason.contains("server.ws_message_bytes_max"),
+                    "{frame:?}"
+                );
+                code = Some(u16::from(frame.code));
+            }
+            Some(Ok(_)) => {}
+            None | Some(Err(Error::ConnectionClosed)) => break,
+            Some(Err(e)) => panic!("the connection failed instead of closing: {e}"),
+        }
+    }
+    code.expect("a close frame")
+}
+
+#[tokio::test]
+async fn the_events_websocket_closes_an_oversize_message_with_1009() {
+    let Some(app) = spawn_app().await else { return };
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let url = format!(
+        "{}/api/events/subscribe?token={TOKEN}",
+        app.base.replace("http", "ws")
+    );
+    let mut events = connect_ws(&url, "events", false).await.unwrap();
+    events
+        .ws
+        .send(Message::Binary(vec![0u8; 2 << 20].into()))
+        .await
+        .unwrap();
+    assert_eq!(close_code(&mut events.ws).await, 1009);
 }
 
 #[tokio::test]
