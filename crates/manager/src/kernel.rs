@@ -373,7 +373,8 @@ impl Kernel {
         header: commonlab_protocol::Header,
         message: RawMessage,
     ) -> Result<(), ManagerError> {
-        // Wait for readiness so nothing sent during start is lost to the slow joiner.
+        // Wait for readiness so nothing sent during a start or restart is lost (to the slow
+        // joiner, or to the process being replaced).
         let mut readiness = self.readiness.subscribe();
         loop {
             let current = readiness.borrow_and_update().clone();
