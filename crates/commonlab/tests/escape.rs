@@ -538,6 +538,16 @@ async fn hostile_cells_are_contained() {
         death.contains("memory limit") && death.contains("256 MiB"),
         "a kernel killed by its memory limit says so, with the limit: {outcome:?}"
     );
+    // A cell sent to the dead kernel is answered with why it died, not left waiting.
+    let outcome = bomb_ws
+        .run("print('never runs')", Duration::from_secs(60))
+        .await;
+    let error = outcome.error.clone().unwrap_or_default();
+    assert!(
+        error.contains("MemoryLimitReached") && error.contains("256 MiB"),
+        "a cell sent to a kernel its memory limit killed is answered with that: {outcome:?}"
+    );
+    assert!(outcome.stdout.is_empty(), "{outcome:?}");
 
     let (status, _) = bob
         .call(reqwest::Method::GET, "/user/bob/api/status", None)

@@ -30,10 +30,25 @@ pub struct KernelModel {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Readiness {
+    /// Starting or restarting: clients' requests wait for the process.
     Starting,
     Ready,
-    Failed(String),
+    /// Not running, and will not be until a restart: requests are answered with why.
+    Failed(Failure),
 }
+
+/// Why a kernel is not running, as the requests sent to it are answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Failure {
+    /// The `ename` of the errors that answer requests: `KernelDied`, `MemoryLimitReached`, ...
+    ename: &'static str,
+    /// What happened, one sentence: the `evalue`.
+    why: String,
+}
+
+/// What to do about a request answered because the kernel is not running.
+const NOT_RUNNING_ADVICE: &str =
+    "Nothing was run. Restart the kernel to run code again; what it held in memory is lost.";
 
 pub(crate) struct Live {
     pub(crate) runtime: Arc<dyn Runtime>,
@@ -223,7 +238,7 @@ impl Kernel {
         connection: &ConnectionInfo,
         timeout: Duration,
     ) -> Result<(), ManagerError> {
-        let _ = self.readiness.send(Readiness::Starting);
+        self.readiness.send_replace(Readiness::Starting);
         let weak = Arc::downgrade(self);
         let sink: commonlab_kernel::IncomingSink = Arc::new(move |incoming| match weak.upgrade() {
             Some(kernel) => {
@@ -269,11 +284,11 @@ impl Kernel {
         loop {
             match readiness.borrow_and_update().clone() {
                 Readiness::Ready => return Ok(()),
-                Readiness::Failed(why) => {
+                Readiness::Failed(failure) => {
                     return Err(ManagerError::new(
                         ErrorKind::Unavailable,
                         "kernel_died",
-                        why,
+                        failure.why,
                     ))
                 }
                 Readiness::Starting => {}
@@ -358,18 +373,17 @@ impl Kernel {
         header: commonlab_protocol::Header,
         message: RawMessage,
     ) -> Result<(), ManagerError> {
-        // Wait for readiness so nothing sent during start is lost to the slow joiner.
+        // Wait for readiness so nothing sent during a start or restart is lost (to the slow
+        // joiner, or to the process being replaced).
         let mut readiness = self.readiness.subscribe();
         loop {
             let current = readiness.borrow_and_update().clone();
             match current {
                 Readiness::Ready => break,
-                Readiness::Failed(why) => {
-                    return Err(ManagerError::new(
-                        ErrorKind::Unavailable,
-                        "kernel_dead",
-                        why,
-                    ))
+                Readiness::Failed(failure) => {
+                    // Sending would leave the client waiting forever: answer for the kernel.
+                    self.answer_dead(client_id, channel, &header, &message, &failure);
+                    return Ok(());
                 }
                 Readiness::Starting => {
                     if readiness.changed().await.is_err() {
@@ -403,16 +417,27 @@ impl Kernel {
             state.last_activity = iso_now();
             state.live.as_ref().map(|l| l.sender.clone())
         };
-        let sender = sender.ok_or_else(|| {
-            ManagerError::new(
-                ErrorKind::Unavailable,
-                "kernel_dead",
-                "The kernel is not running",
-            )
-        })?;
-        sender.send(channel, &message).await.map_err(|e| {
-            ManagerError::new(ErrorKind::Unavailable, "kernel_send_failed", e.to_string())
-        })
+        let Some(sender) = sender else {
+            let failure = Failure {
+                ename: "KernelNotRunning",
+                why: "The kernel is not running.".into(),
+            };
+            self.answer_dead(client_id, channel, &header, &message, &failure);
+            return Ok(());
+        };
+        if let Err(e) = sender.send(channel, &message).await {
+            tracing::warn!(kernel = %self.id, channel = channel.as_str(), error = %e, "a client's message could not be sent to the kernel");
+            let text = format!("The request could not be sent to the kernel: {e}.\nNothing was run. If the kernel has died, restart it.");
+            self.answer_unsent(
+                client_id,
+                channel,
+                &header,
+                &message,
+                ("KernelUnreachable", "kernel_send_failed"),
+                &text,
+            );
+        }
+        Ok(())
     }
 
     /// Sorts a client's message (`screen.rs`) and checks the code it carries with the policy;
@@ -493,9 +518,9 @@ impl Kernel {
         })
     }
 
-    /// Answers a message that was not sent to the kernel as the kernel would answer a failed
-    /// request of its type: a cell's error, an error reply, a debugger's failed response, a
-    /// closed comm. `error` is the `ename` and the stable code the answer carries.
+    /// Refuses a message the kernel will not get: answers it (`answer_unsent`), and shows why
+    /// in the notebook for comm messages, which have no reply of their own. `error` is the
+    /// `ename` and the stable code the answer carries.
     fn refuse_message(
         &self,
         client_id: u64,
@@ -505,36 +530,91 @@ impl Kernel {
         error: (&str, &str),
         text: &str,
     ) {
+        tracing::warn!(kernel = %self.id, channel = channel.as_str(), msg_type = %header.msg_type, code = error.1, "refused a client's message");
+        self.answer_unsent(client_id, channel, header, message, error, text);
+        if matches!(
+            header.msg_type.as_str(),
+            "comm_open" | "comm_msg" | "comm_close"
+        ) {
+            self.notify(text);
+        }
+    }
+
+    /// Answers a request sent to a kernel that is not running as a failed request of its type,
+    /// naming why and what to do, then tells the clients again that the kernel is dead (one that
+    /// connected after the death was never told, and the answer's `idle` is not the kernel's).
+    fn answer_dead(
+        &self,
+        client_id: u64,
+        channel: Channel,
+        header: &commonlab_protocol::Header,
+        message: &RawMessage,
+        failure: &Failure,
+    ) {
+        tracing::info!(kernel = %self.id, channel = channel.as_str(), msg_type = %header.msg_type, "answered a request to a kernel that is not running");
+        let text = format!("{}\n{NOT_RUNNING_ADVICE}", failure.why);
+        if self.answer_unsent(
+            client_id,
+            channel,
+            header,
+            message,
+            (failure.ename, "kernel_dead"),
+            &text,
+        ) {
+            self.broadcast_status("dead");
+        }
+    }
+
+    /// Answers a message the kernel did not get as the kernel would answer a failed request of
+    /// its type: a cell's error, an error reply, a debugger's failed response, a closed comm.
+    /// `error` is the `ename` and the stable code the answer carries; the first line of `text`
+    /// is the `evalue`. Returns whether anything was answered (a message that is not a request
+    /// has nothing to answer).
+    fn answer_unsent(
+        &self,
+        client_id: u64,
+        channel: Channel,
+        header: &commonlab_protocol::Header,
+        message: &RawMessage,
+        error: (&str, &str),
+        text: &str,
+    ) -> bool {
         let (ename, code) = error;
-        tracing::warn!(kernel = %self.id, channel = channel.as_str(), msg_type = %header.msg_type, code, "refused a client's message");
         // Read leniently: only to echo what the request named.
         let request: serde_json::Value =
             serde_json::from_slice(&message.content).unwrap_or_default();
         let msg_type = header.msg_type.as_str();
         match msg_type {
-            "execute_request" => self.answer_error(
-                client_id,
-                channel,
-                &header.msg_id,
-                &message.header,
-                error,
-                text,
-            ),
+            "execute_request" => {
+                self.answer_error(
+                    client_id,
+                    channel,
+                    &header.msg_id,
+                    &message.header,
+                    error,
+                    text,
+                );
+                true
+            }
             "comm_open" | "comm_msg" | "comm_close" => {
-                if let (Some(comm_id), "comm_open") = (request["comm_id"].as_str(), msg_type) {
-                    let content = serde_json::json!({
-                        "comm_id": comm_id,
-                        "data": { "code": code, "message": text },
-                    });
-                    let mut encoded = self.own_message(
-                        Channel::Iopub,
-                        "comm_close",
-                        &message.header,
-                        Bytes::from(content.to_string()),
-                    );
-                    self.state().hub.send_to(client_id, &mut encoded);
-                }
-                self.notify(text);
+                let Some(comm_id) = request["comm_id"]
+                    .as_str()
+                    .filter(|_| msg_type == "comm_open")
+                else {
+                    return false;
+                };
+                let content = serde_json::json!({
+                    "comm_id": comm_id,
+                    "data": { "code": code, "message": text },
+                });
+                let mut encoded = self.own_message(
+                    Channel::Iopub,
+                    "comm_close",
+                    &message.header,
+                    Bytes::from(content.to_string()),
+                );
+                self.state().hub.send_to(client_id, &mut encoded);
+                true
             }
             _ if channel != Channel::Stdin && msg_type.ends_with("_request") => {
                 let evalue = text.lines().next().unwrap_or(text);
@@ -581,9 +661,10 @@ impl Kernel {
                     &reply_type,
                     reply,
                 );
+                true
             }
             // Not a request: there is nothing to answer; the log says what was dropped.
-            _ => {}
+            _ => false,
         }
     }
 
@@ -1074,8 +1155,19 @@ impl Kernel {
         self.state().hub.close_all(1000, reason);
     }
 
+    /// The kernel is not running and will not be until a restart: `why` answers every
+    /// request sent to it from now on.
     pub(crate) fn set_failed(&self, why: String) {
-        let _ = self.readiness.send(Readiness::Failed(why));
+        self.readiness.send_replace(Readiness::Failed(Failure {
+            ename: "KernelNotRunning",
+            why,
+        }));
+    }
+
+    /// A restart begins: requests sent from now on wait for the new process rather than go to
+    /// the old one or be answered as dead (the restart ends in `Ready`, or in `set_failed`).
+    pub(crate) fn begin_restart(&self) {
+        self.readiness.send_replace(Readiness::Starting);
     }
 
     fn on_incoming(&self, incoming: Incoming) {
@@ -1175,7 +1267,7 @@ impl Kernel {
             && state.kernel_info.is_some()
             && *self.readiness.borrow() == Readiness::Starting
         {
-            let _ = self.readiness.send(Readiness::Ready);
+            self.readiness.send_replace(Readiness::Ready);
         }
     }
 
@@ -1210,19 +1302,14 @@ impl Kernel {
             return;
         }
         tracing::warn!(kernel = %self.id, %exit, "kernel died");
-        let why = match &exit.oom {
-            Some(oom) => oom.explain(),
-            None => format!("The kernel {exit}."),
+        let (ename, why) = match &exit.oom {
+            Some(oom) => ("MemoryLimitReached", oom.explain()),
+            None => ("KernelDied", format!("The kernel {exit}.")),
         };
         // The cell that was running gets the explanation as its error, so the notebook shows
         // why rather than a bare "kernel died".
         let busy_parent = self.state().busy_parent.take();
         if let Some(parent) = busy_parent {
-            let ename = if exit.oom.is_some() {
-                "MemoryLimitReached"
-            } else {
-                "KernelDied"
-            };
             let error = serde_json::json!({ "ename": ename, "evalue": why, "traceback": [why] });
             self.emit(Channel::Iopub, "error", &parent, error.clone());
             let mut reply = error;
@@ -1230,7 +1317,9 @@ impl Kernel {
             reply["execution_count"] = serde_json::Value::Null;
             self.emit(Channel::Shell, "execute_reply", &parent, reply);
         }
-        let _ = self.readiness.send(Readiness::Failed(why));
+        // Requests sent from now on are answered with the same explanation.
+        self.readiness
+            .send_replace(Readiness::Failed(Failure { ename, why }));
         self.broadcast_status("dead");
         // A dead kernel holds no GPU.
         if let Some(gpu) = self.take_gpu() {

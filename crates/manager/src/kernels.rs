@@ -719,8 +719,38 @@ impl KernelManager {
             return Ok(kernel);
         }
         let _guard = kernel.lifecycle.lock().await;
+        // From here until the new process is ready, clients' requests wait for it. Should the
+        // restart fail or be abandoned (its HTTP request dropped), the kernel is dead, so
+        // nothing waits forever and later requests are answered with why.
+        let mut restarting = Restarting {
+            kernel: &kernel,
+            failed: Some("The kernel's restart was abandoned before it finished.".into()),
+        };
+        kernel.begin_restart();
         kernel.broadcast_status("restarting");
-        self.stop_runtime(&kernel, true).await;
+        match self.restart_locked(&kernel, id).await {
+            Ok(()) => {
+                restarting.failed = None;
+                tracing::info!(kernel = %id, "kernel restarted");
+                Ok(kernel.clone())
+            }
+            Err(e) => {
+                tracing::error!(kernel = %id, error = %e, "kernel restart failed");
+                restarting.failed =
+                    Some(format!("The kernel could not be restarted: {}", e.message));
+                Err(e)
+            }
+        }
+    }
+
+    /// The restart proper, under the kernel's lifecycle lock: the old runtime stopped, a new one
+    /// launched, attached and ready (or, for a GPU kernel that must wait, queued).
+    async fn restart_locked(
+        self: &Arc<Self>,
+        kernel: &Arc<Kernel>,
+        id: &str,
+    ) -> Result<(), ManagerError> {
+        self.stop_runtime(kernel, true).await;
         let spec = self.kernelspec(&kernel.name).ok_or_else(|| {
             ManagerError::new(
                 ErrorKind::NotFound,
@@ -730,12 +760,12 @@ impl KernelManager {
         })?;
         let gpus = gpus_wanted(&spec);
         let devices = if gpus > 0 && kernel.gpu_request().is_none() {
-            match self.request_gpus(&kernel, &spec, gpus)? {
+            match self.request_gpus(kernel, &spec, gpus)? {
                 Some(devices) => devices,
                 None => {
+                    // Queued: requests are held until a GPU is granted and the kernel runs.
                     kernel.broadcast_status("starting");
-                    drop(_guard);
-                    return Ok(kernel);
+                    return Ok(());
                 }
             }
         } else {
@@ -744,20 +774,32 @@ impl KernelManager {
         let key = uuid::Uuid::new_v4().to_string();
         let connection = self.new_connection(id, &key)?;
         let runtime = self.launch(id, &spec, &connection, &devices).await?;
-        self.store.insert_kernel(&KernelRecord {
-            id: id.to_owned(),
-            name: kernel.name.clone(),
-            connection: serde_json::to_string(&connection).expect("serializes"),
-            runtime: serde_json::to_string(&runtime.record()).expect("serializes"),
-            started_at: iso_now(),
-        })?;
-        kernel
-            .attach(runtime, &connection, self.config.kernel_start_timeout)
-            .await?;
-        kernel.wait_ready(self.config.kernel_start_timeout).await?;
-        tracing::info!(kernel = %id, "kernel restarted");
-        drop(_guard);
-        Ok(kernel)
+        let result = async {
+            self.store.insert_kernel(&KernelRecord {
+                id: id.to_owned(),
+                name: kernel.name.clone(),
+                connection: serde_json::to_string(&connection).expect("serializes"),
+                runtime: serde_json::to_string(&runtime.record()).expect("serializes"),
+                started_at: iso_now(),
+            })?;
+            kernel
+                .attach(
+                    runtime.clone(),
+                    &connection,
+                    self.config.kernel_start_timeout,
+                )
+                .await?;
+            kernel.wait_ready(self.config.kernel_start_timeout).await
+        }
+        .await;
+        if result.is_err() {
+            // A kernel that failed to restart is dead: it keeps no process.
+            kernel.expect_exit();
+            let _ = runtime.kill();
+            kernel.detach().await;
+            let _ = std::fs::remove_file(runtime.record().connection_file);
+        }
+        result
     }
 
     /// Shuts a kernel down and forgets it.
@@ -919,6 +961,22 @@ fn resolve_python_argv(argv: &[String], python: Option<&String>) -> Vec<String> 
         }
     }
     argv
+}
+
+/// A restart under way: unless it finished (`failed` is `None`), the kernel is marked dead with
+/// `failed` as the reason when this is dropped, also when the restart's future is dropped.
+struct Restarting<'a> {
+    kernel: &'a Kernel,
+    failed: Option<String>,
+}
+
+impl Drop for Restarting<'_> {
+    fn drop(&mut self) {
+        if let Some(why) = self.failed.take() {
+            self.kernel.set_failed(why);
+            self.kernel.broadcast_status("dead");
+        }
+    }
 }
 
 #[cfg(test)]

@@ -317,8 +317,8 @@ impl WsClient {
         }
     }
 
-    /// Collects messages caused by `msg_id` until both its iopub `status: idle` and its shell
-    /// reply have arrived, returning them.
+    /// Collects messages caused by `msg_id` until both its iopub `status: idle` and its reply
+    /// (on shell or control) have arrived, returning them.
     pub(crate) async fn until_idle(&mut self, msg_id: &str) -> Vec<Received> {
         let mut seen = Vec::new();
         let (mut idle, mut replied) = (false, false);
@@ -326,7 +326,7 @@ impl WsClient {
             if received.parent_msg_id == msg_id {
                 idle |=
                     received.msg_type == "status" && received.content["execution_state"] == "idle";
-                replied |= received.channel == Channel::Shell;
+                replied |= matches!(received.channel, Channel::Shell | Channel::Control);
                 seen.push(received);
             }
             if idle && replied {
