@@ -118,11 +118,48 @@ fn make_dir_with_mode(dir: &Path, mode: u32, uid: Option<u32>) -> Result<(), Str
     Ok(())
 }
 
+/// Unmounts the workspace volumes `mount_volume` mounted under `workspaces_dir` (their loop
+/// devices are released with them), when the server stops with no kernel left. A volume that is
+/// still busy stays mounted, with a warning; the next start uses it as it is.
+pub(crate) fn unmount_volumes(workspaces_dir: &Path, volumes_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(workspaces_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        let image = volumes_dir.join(format!("{}.ext4", entry.file_name().to_string_lossy()));
+        if !is_mountpoint(&dir) || !image.is_file() {
+            continue;
+        }
+        match std::process::Command::new("umount").arg(&dir).output() {
+            Ok(output) if output.status.success() => {
+                tracing::debug!(workspace = %dir.display(), "workspace volume unmounted");
+            }
+            Ok(output) => tracing::warn!(
+                workspace = %dir.display(),
+                error = %String::from_utf8_lossy(&output.stderr).trim(),
+                "could not unmount a workspace volume; it stays mounted"
+            ),
+            Err(e) => {
+                tracing::warn!(workspace = %dir.display(), error = %e, "could not run umount")
+            }
+        }
+    }
+}
+
+/// Whether `dir` is a mount point (on another device than its parent).
+fn is_mountpoint(dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(dir), dir.parent().map(std::fs::metadata)) {
+        (Ok(d), Some(Ok(p))) => d.dev() != p.dev(),
+        _ => false,
+    }
+}
+
 /// Gives `dir` its own ext4 filesystem of `bytes`, from a sparse image (created on first use,
 /// grown when the limit grows), loop-mounted `nosuid,nodev`. A `dir` that already holds files
 /// and is not yet a volume is left alone, with a warning, so no one's work is hidden.
 fn mount_volume(image: &Path, dir: &Path, bytes: u64, uid: u32) -> Result<(), String> {
-    use std::os::unix::fs::MetadataExt;
     let run = |program: &str, args: &[&std::ffi::OsStr]| -> Result<(), String> {
         let output = std::process::Command::new(program)
             .args(args)
@@ -135,12 +172,6 @@ fn mount_volume(image: &Path, dir: &Path, bytes: u64, uid: u32) -> Result<(), St
                 "{program} failed: {}",
                 String::from_utf8_lossy(&output.stderr).trim()
             ))
-        }
-    };
-    let is_mountpoint = |dir: &Path| -> bool {
-        match (std::fs::metadata(dir), dir.parent().map(std::fs::metadata)) {
-            (Ok(d), Some(Ok(p))) => d.dev() != p.dev(),
-            _ => false,
         }
     };
     if is_mountpoint(dir) {
@@ -241,6 +272,7 @@ impl UserServers for UserServerFactory {
             upload_bytes_max: config.contents.upload_bytes_max,
             owner: self.sandbox.as_ref().map(|_| (user.uid, user.uid)),
         }));
+        contents.remove_stale_temporaries_in_background();
         let lab = LabAssets::discover(&self.python.prefix, &state_dir, &workspace).map(Arc::new);
         Ok(AppState {
             kernels,
@@ -259,4 +291,105 @@ impl UserServers for UserServerFactory {
             }),
         })
     }
+}
+
+/// The uid range this server holds on its host, for as long as it lives: a locked claim file in
+/// the claims directory. Dropping it releases the lock and removes the file.
+pub(crate) struct UidClaim {
+    path: PathBuf,
+    _lock: nix::fcntl::Flock<std::fs::File>,
+}
+
+impl Drop for UidClaim {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Claims `range` for the server with `data_dir`: refuses when a running server holds a claim
+/// on an overlapping range (its lock is still held), and clears claims their servers left when
+/// they died. The whole check runs under one lock of the directory, so two servers starting at
+/// once cannot both pass it.
+pub(crate) fn claim_uid_range(
+    claims_dir: &Path,
+    range: commonlab_store::UidRange,
+    data_dir: &Path,
+) -> Result<UidClaim, String> {
+    use nix::fcntl::{Flock, FlockArg};
+    std::fs::create_dir_all(claims_dir)
+        .map_err(|e| format!("could not create {}: {e}", claims_dir.display()))?;
+    let open = |path: &Path| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| format!("could not open {}: {e}", path.display()))
+    };
+    let dir_lock = Flock::lock(
+        open(&claims_dir.join("claims.lock"))?,
+        FlockArg::LockExclusive,
+    )
+    .map_err(|(_, e)| format!("could not lock {}: {e}", claims_dir.display()))?;
+    let own_name = format!("uids-{}-{}.claim", range.base, range.count);
+    let entries = std::fs::read_dir(claims_dir)
+        .map_err(|e| format!("could not read {}: {e}", claims_dir.display()))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(other) = name
+            .strip_prefix("uids-")
+            .and_then(|n| n.strip_suffix(".claim"))
+            .and_then(|n| n.split_once('-'))
+            .and_then(|(b, c)| {
+                Some(commonlab_store::UidRange {
+                    base: b.parse().ok()?,
+                    count: c.parse().ok()?,
+                })
+            })
+        else {
+            continue;
+        };
+        if !other.overlaps(&range) {
+            continue;
+        }
+        let path = entry.path();
+        match Flock::lock(open(&path)?, FlockArg::LockExclusiveNonblock) {
+            // Its server is gone; the claim is stale (ours is made again below).
+            Ok(_stale) => {
+                let _ = std::fs::remove_file(&path);
+            }
+            Err((_, _)) => {
+                let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                return Err(format!(
+                    "the uids {}..={} overlap the uids {}..={} that another Commonlab server on this host uses ({}); users of two servers must never share a uid: give this one its own range with accounts.uid_base and accounts.uid_count",
+                    range.base,
+                    range.last(),
+                    other.base,
+                    other.last(),
+                    holder.trim()
+                ));
+            }
+        }
+    }
+    let path = claims_dir.join(own_name);
+    let file = open(&path)?;
+    let mut lock = Flock::lock(file, FlockArg::LockExclusiveNonblock)
+        .map_err(|(_, e)| format!("could not lock {}: {e}", path.display()))?;
+    {
+        use std::io::Write;
+        let file: &mut std::fs::File = &mut lock;
+        file.set_len(0)
+            .and_then(|()| {
+                writeln!(
+                    file,
+                    "data directory {}, pid {}",
+                    data_dir.display(),
+                    std::process::id()
+                )
+            })
+            .map_err(|e| format!("could not write {}: {e}", path.display()))?;
+    }
+    drop(dir_lock);
+    Ok(UidClaim { path, _lock: lock })
 }

@@ -279,6 +279,23 @@ pub(crate) struct AccountsConfig {
     pub(crate) login_failure_window_s: u64,
     /// How long a `restrict` policy action keeps an account from starting kernels.
     pub(crate) restriction_s: u64,
+    /// Users' host uids are `uid_base` + their id, below `uid_base + uid_count`. Servers sharing a
+    /// host need ranges that do not overlap; a server refuses to start on a range another one
+    /// holds (see `uid_claims_dir`), or when its users' uids lie outside its range.
+    pub(crate) uid_base: u32,
+    pub(crate) uid_count: u32,
+    /// Where each running server records, and locks, the uid range it uses, so that a second
+    /// server on the same host cannot take an overlapping one.
+    pub(crate) uid_claims_dir: PathBuf,
+}
+
+impl AccountsConfig {
+    pub(crate) fn uid_range(&self) -> commonlab_store::UidRange {
+        commonlab_store::UidRange {
+            base: self.uid_base,
+            count: self.uid_count,
+        }
+    }
 }
 
 impl Default for AccountsConfig {
@@ -291,6 +308,9 @@ impl Default for AccountsConfig {
             login_failures_max: 10,
             login_failure_window_s: 15 * 60,
             restriction_s: 24 * 3600,
+            uid_base: commonlab_store::USER_UID_BASE,
+            uid_count: 65_536,
+            uid_claims_dir: PathBuf::from("/run/commonlab"),
         }
     }
 }
@@ -320,6 +340,19 @@ pub(crate) struct ServerConfig {
     /// Threads serving HTTP, WebSockets and kernel channels: 0 for one per core, 1 for a single
     /// thread (everything on one event loop, as jupyter_server runs).
     pub(crate) worker_threads: usize,
+    /// Time a client has to send a request's headers, counted from when the server waits for
+    /// them (a new connection, or the end of the previous response on a kept-alive one);
+    /// then the connection is closed.
+    pub(crate) header_read_timeout_s: u64,
+    /// Time a client has to send a request body, plus one second for every
+    /// `body_read_rate_bytes_per_s_min` bytes received; a late body is answered 408.
+    pub(crate) body_read_timeout_s: u64,
+    /// The slowest body upload that is never cut: each this many bytes received add a second
+    /// to `body_read_timeout_s`. 0: the body has `body_read_timeout_s` whatever its size.
+    pub(crate) body_read_rate_bytes_per_s_min: u64,
+    /// Connections open at once that have not yet sent a request with a valid credential; a
+    /// new one beyond this closes the oldest. Authenticated connections do not count.
+    pub(crate) unauthenticated_connections_max: usize,
 }
 
 impl Default for ServerConfig {
@@ -335,6 +368,10 @@ impl Default for ServerConfig {
             ws_message_bytes_max: 64 * 1024 * 1024,
             user_tier: "free".into(),
             worker_threads: 0,
+            header_read_timeout_s: 30,
+            body_read_timeout_s: 60,
+            body_read_rate_bytes_per_s_min: 1024,
+            unauthenticated_connections_max: 1024,
         }
     }
 }

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use commonlab_manager::{
     find_python, GpuDevice, GpuScheduler, GpuSchedulerConfig, KernelManager, KernelManagerConfig,
     PolicyGate, PythonEnv, PythonSetup, SessionManager,
@@ -275,9 +274,14 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    let open_files = raise_open_files_limit();
     let data_dir = data_dir(&config);
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("could not create data directory {}", data_dir.display()))?;
+    // Kernels start in other directories than the server's, so every path under it is absolute.
+    let data_dir = data_dir
+        .canonicalize()
+        .with_context(|| format!("could not resolve data directory {}", data_dir.display()))?;
     let root_dir = match &config.server.root_dir {
         Some(dir) => dir.clone(),
         None => std::env::current_dir()?,
@@ -294,7 +298,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let mut kernelspec_dirs = config.kernel.kernelspec_dirs.clone();
     kernelspec_dirs.extend(jupyter_data_dirs(std::slice::from_ref(&python.prefix)));
 
-    let store = Arc::new(Store::open_sqlite(&database_path(&data_dir))?);
+    let store = Arc::new(
+        Store::open_sqlite(&database_path(&data_dir))?.with_uid_range(config.accounts.uid_range()),
+    );
     let mut config = config;
     if config.accounts.enabled && config.policy.appeal_url.is_none() {
         // Notices link to the server's own appeal page.
@@ -323,11 +329,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         addr.ip().to_string()
     };
     let gpu = gpu_scheduler(&config)?;
-    let listener = listener.tap_io(|stream| {
-        if let Err(e) = stream.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY");
-        }
-    });
+    let connection_limits = connection_limits(&config.server, open_files)?;
 
     if config.accounts.enabled {
         // Each tier's kernel cap (and GPU quota) is what the account page shows and what is
@@ -355,9 +357,29 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             .accounts
             .workspaces_dir
             .clone()
+            .map(|dir| std::path::absolute(&dir).unwrap_or(dir))
             .unwrap_or_else(|| data_dir.join("workspaces"));
         // Kernels run as their users' uids and must pass through these to their own
         // workspace and socket directory, but may list nothing; the database is the server's.
+        // Users' uids are this server's alone on the host, as long as it runs.
+        let uids = config.accounts.uid_range();
+        if let Some((low, high)) = store.user_uid_bounds()? {
+            if !uids.contains(low) || !uids.contains(high) {
+                anyhow::bail!(
+                    "this server's users have uids {low}..={high}, outside its range {}..={} (accounts.uid_base, accounts.uid_count): set the range its users were made with",
+                    uids.base,
+                    uids.last()
+                );
+            }
+        }
+        let _uid_claim = if nix::unistd::geteuid().is_root() {
+            Some(
+                crate::accounts::claim_uid_range(&config.accounts.uid_claims_dir, uids, &data_dir)
+                    .map_err(|e| anyhow::anyhow!(e))?,
+            )
+        } else {
+            None
+        };
         crate::accounts::make_traversable_dir(&data_dir).map_err(|e| anyhow::anyhow!(e))?;
         crate::accounts::make_traversable_dir(&workspaces_dir).map_err(|e| anyhow::anyhow!(e))?;
         restrict_to_owner(&database_path(&data_dir))?;
@@ -452,13 +474,18 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         };
         // Expired login sessions, old failed-login counts, and summaries of refused logins.
         let upkeep = hub.spawn_maintenance();
-        axum::serve(listener, commonlab_server::hub_app(hub.clone()))
-            .with_graceful_shutdown(shutdown_signal())
-            .await?;
+        commonlab_server::serve(
+            listener,
+            commonlab_server::hub_app(hub.clone()),
+            connection_limits,
+            shutdown_signal(),
+        )
+        .await?;
         supervisor.abort();
         upkeep.abort();
         tracing::info!("shutting down: stopping kernels");
         hub.shutdown_all().await;
+        crate::accounts::unmount_volumes(&workspaces_dir, &data_dir.join("volumes"));
         if let Some(gpu) = &gpu {
             gpu.shutdown();
         }
@@ -516,6 +543,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             owner: None,
         },
     ));
+    contents.remove_stale_temporaries_in_background();
     let state = AppState {
         kernels: kernels.clone(),
         sessions,
@@ -538,9 +566,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     {
         eprintln!("\n    To use Commonlab, connect Jupyter clients to:\n        http://{host}:{}{base_url}?token={token}\n", addr.port());
     }
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    commonlab_server::serve(listener, app, connection_limits, shutdown_signal()).await?;
     tracing::info!("shutting down: stopping kernels");
     kernels.shutdown_all().await;
     if let Some(gpu) = &gpu {
@@ -548,6 +574,88 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Raises the soft limit on open files to the hard one: every connection and kernel channel
+/// is a descriptor, and the usual soft default (1,024) is soon reached. Returns the soft limit
+/// in force; `None` when it cannot be read.
+fn raise_open_files_limit() -> Option<u64> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok(limits) => limits,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the open files limit (RLIMIT_NOFILE)");
+            return None;
+        }
+    };
+    if soft >= hard {
+        tracing::info!(open_files_max = soft, "open files limit");
+        return Some(soft);
+    }
+    match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+        Ok(()) => {
+            tracing::info!("raised the open files limit from {soft} to {hard}");
+            Some(hard)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not raise the open files limit from {soft} to {hard}");
+            Some(soft)
+        }
+    }
+}
+
+/// The listener's limits from `[server]`. A zero timeout or cap is refused, since it would
+/// either disable the protection or refuse every client; a cap on unauthenticated
+/// connections that could use up more than half the open files limit is lowered to that half,
+/// so a flood of them cannot keep the server from accepting anyone.
+fn connection_limits(
+    server: &config::ServerConfig,
+    open_files_max: Option<u64>,
+) -> anyhow::Result<commonlab_server::ConnectionLimits> {
+    let defaults = config::ServerConfig::default();
+    for (key, value, default) in [
+        (
+            "header_read_timeout_s",
+            server.header_read_timeout_s,
+            defaults.header_read_timeout_s,
+        ),
+        (
+            "body_read_timeout_s",
+            server.body_read_timeout_s,
+            defaults.body_read_timeout_s,
+        ),
+        (
+            "unauthenticated_connections_max",
+            server.unauthenticated_connections_max as u64,
+            defaults.unauthenticated_connections_max as u64,
+        ),
+    ] {
+        anyhow::ensure!(
+            value > 0,
+            "server.{key} is 0: it must be at least 1 (the default is {default})"
+        );
+    }
+    let mut unauthenticated_connections_max = server.unauthenticated_connections_max;
+    if let Some(open_files_max) = open_files_max {
+        let half = usize::try_from(open_files_max / 2)
+            .unwrap_or(usize::MAX)
+            .max(1);
+        if unauthenticated_connections_max > half {
+            tracing::warn!(
+                configured = unauthenticated_connections_max,
+                used = half,
+                open_files_max,
+                "server.unauthenticated_connections_max is more than half the open files limit; using half (raise the hard limit, e.g. LimitNOFILE= in a systemd unit, to allow more)"
+            );
+            unauthenticated_connections_max = half;
+        }
+    }
+    Ok(commonlab_server::ConnectionLimits {
+        header_read_timeout: Duration::from_secs(server.header_read_timeout_s),
+        body_read_timeout: Duration::from_secs(server.body_read_timeout_s),
+        body_read_rate_bytes_per_s_min: server.body_read_rate_bytes_per_s_min,
+        unauthenticated_connections_max,
+    })
 }
 
 /// Makes the database file (and its WAL companions) readable by the server's user only.

@@ -55,7 +55,8 @@ impl StoreArgs {
             );
         }
         let store = Store::open_sqlite(&path)
-            .with_context(|| format!("could not open the database at {}", path.display()))?;
+            .with_context(|| format!("could not open the database at {}", path.display()))?
+            .with_uid_range(config.accounts.uid_range());
         Ok(OpenedStore { config, store })
     }
 }

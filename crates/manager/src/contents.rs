@@ -7,13 +7,22 @@
 //! atomic (temporary file, fsync, rename); notebooks are validated as nbformat 4 before anything
 //! touches the disk and written exactly as nbformat writes them. Checkpoints live in
 //! `.ipynb_checkpoints/<name>-checkpoint.<ext>` beside the file, with the one id `checkpoint`.
-//! All file IO runs on the blocking pool.
+//!
+//! A user's workspace is a directory that user's kernel can write while the server works in it,
+//! so a path checked here may be a symlink to anywhere by the time it is used. When the
+//! workspace has an owner (accounts mode), every operation therefore runs on a thread of its own
+//! whose real, effective and saved uid and gid are the owner's, with no supplementary groups and
+//! no capabilities: whatever a race makes a path point to, the server can read, write or give
+//! away only what the user could themselves, and what it creates is the user's. Without an
+//! owner (the single-user server) file IO runs on the blocking pool.
 
 mod fsio;
 mod notebook;
 mod paths;
 
 use std::fs::{self, File, Metadata};
+
+use rustix::fs::{Mode, OFlags};
 use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -39,8 +48,9 @@ pub struct ContentsConfig {
     pub root_dir: PathBuf,
     /// Largest file one save or one chunked upload may write.
     pub upload_bytes_max: u64,
-    /// The uid and gid files and directories written here are given to (the user's sandbox
-    /// identity, so their kernel can edit what they saved); `None` leaves them the server's.
+    /// The uid and gid every file operation here runs as (the user's sandbox identity, so the
+    /// server can do no more than the user could, and their kernel can edit what they saved);
+    /// `None` runs them as the server.
     pub owner: Option<(u32, u32)>,
 }
 
@@ -141,9 +151,57 @@ impl ContentsManager {
         f: impl FnOnce(&Fs) -> Result<T, ManagerError> + Send + 'static,
     ) -> Result<T, ManagerError> {
         let fs = self.fs.clone();
-        tokio::task::spawn_blocking(move || f(&fs))
+        let Some((uid, gid)) = fs.owner else {
+            return tokio::task::spawn_blocking(move || f(&fs))
+                .await
+                .map_err(|e| ManagerError::internal("contents_task_failed", e.to_string()))?;
+        };
+        // A thread of its own, never returned to a pool: its credentials are dropped for good.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("contents-as-owner".into())
+            .spawn(move || {
+                let _ = tx.send(become_owner(uid, gid).and_then(|()| f(&fs)));
+            })
+            .map_err(|e| ManagerError::internal("contents_task_failed", e.to_string()))?;
+        rx.await.map_err(|_| {
+            ManagerError::internal(
+                "contents_task_failed",
+                "the file operation ended without an answer",
+            )
+        })?
+    }
+
+    /// Removes the hidden temporary files (`.~<name>.<n>.save`, `.~<name>.upload`) that saves and
+    /// uploads interrupted by a crash left anywhere in the tree, when they were last written
+    /// before `older_than` (so a save in flight is never touched). Symlinks are not followed.
+    /// Returns how many were removed.
+    pub async fn remove_stale_temporaries(
+        &self,
+        older_than: SystemTime,
+    ) -> Result<usize, ManagerError> {
+        self.blocking(move |fs| Ok(fs.remove_stale_temporaries(older_than)))
             .await
-            .map_err(|e| ManagerError::internal("contents_task_failed", e.to_string()))?
+    }
+
+    /// [`ContentsManager::remove_stale_temporaries`] of everything written before now, on a
+    /// task of its own; what it removed is logged.
+    pub fn remove_stale_temporaries_in_background(self: &Arc<Self>) {
+        let contents = self.clone();
+        let started = SystemTime::now();
+        tokio::spawn(async move {
+            match contents.remove_stale_temporaries(started).await {
+                Ok(0) => {}
+                Ok(removed) => tracing::info!(
+                    root = %contents.root().display(),
+                    removed,
+                    "removed temporary files that interrupted saves left behind"
+                ),
+                Err(e) => {
+                    tracing::warn!(root = %contents.root().display(), error = %e, "could not look for temporary files interrupted saves left behind")
+                }
+            }
+        });
     }
 
     /// The model of a file, notebook or directory (a directory lists its entries).
@@ -181,7 +239,8 @@ impl ContentsManager {
                     ))
                 }
             }
-            let bytes = std::fs::read(&target.real).map_err(|e| io_error(&api, e))?;
+            let bytes =
+                fsio::read_all_beneath(&fs.root, &target.real).map_err(|e| io_error(&api, e))?;
             Ok((bytes, fsio::guess_mimetype(target.name())))
         })
         .await
@@ -342,6 +401,29 @@ fn normalise_kind(kind: &mut Option<String>) {
     }
 }
 
+/// Makes the calling thread (only it: these are the raw per-thread system calls) the user `uid`
+/// with group `gid` and no supplementary groups, for good: real, effective and saved ids, so it
+/// holds no capability and cannot become root again. Refuses when the switch did not happen.
+fn become_owner(uid: u32, gid: u32) -> Result<(), ManagerError> {
+    use rustix::process::{Gid, Uid};
+    let failed = |e: &dyn std::fmt::Display| {
+        ManagerError::internal(
+            "contents_identity_failed",
+            format!(
+                "The server could not act on this workspace as its owner (uid {uid}): {e}. In accounts mode with sandboxes the server must run as root."
+            ),
+        )
+    };
+    let (uid_, gid_) = (Uid::from_raw(uid), Gid::from_raw(gid));
+    rustix::thread::set_thread_groups(&[]).map_err(|e| failed(&e))?;
+    rustix::thread::set_thread_res_gid(gid_, gid_, gid_).map_err(|e| failed(&e))?;
+    rustix::thread::set_thread_res_uid(uid_, uid_, uid_).map_err(|e| failed(&e))?;
+    if rustix::process::geteuid() != uid_ || rustix::process::getegid() != gid_ {
+        return Err(failed(&"the thread's ids did not change"));
+    }
+    Ok(())
+}
+
 fn not_served(api: &str) -> ManagerError {
     ManagerError::contents_not_found(format!("file or directory '{api}' does not exist"))
 }
@@ -418,19 +500,39 @@ struct Fs {
 }
 
 impl Fs {
-    /// Gives a path just written to the workspace's owner, when there is one. Best effort: a
-    /// file the owner cannot edit is an inconvenience, not a loss, so a failure is logged.
-    fn give(&self, path: &Path) {
-        let Some((uid, gid)) = self.owner else {
-            return;
-        };
-        if let Err(e) = nix::unistd::chown(
-            path,
-            Some(nix::unistd::Uid::from_raw(uid)),
-            Some(nix::unistd::Gid::from_raw(gid)),
-        ) {
-            tracing::warn!(path = %path.display(), error = %e, "could not give a file to the workspace's owner");
+    fn remove_stale_temporaries(&self, older_than: SystemTime) -> usize {
+        /// Deep enough for any real project; a deeper tree is left as it is.
+        const DEPTH_MAX: usize = 64;
+        /// A root with more directories is swept in part (a home directory served in token mode).
+        const DIRS_MAX: usize = 20_000;
+        let mut removed = 0;
+        let mut visited = 0;
+        let mut pending = vec![(self.root.clone(), 0)];
+        while let Some((dir, depth)) = pending.pop() {
+            visited += 1;
+            if visited > DIRS_MAX {
+                break;
+            }
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let Ok(meta) = entry.metadata() else { continue };
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                if meta.is_dir() && depth < DEPTH_MAX {
+                    pending.push((entry.path(), depth + 1));
+                } else if meta.is_file()
+                    && name.starts_with(fsio::TEMP_PREFIX)
+                    && (name.ends_with(".save") || name.ends_with(".upload"))
+                    && meta.modified().is_ok_and(|m| m < older_than)
+                    && fsio::remove_file_beneath(&self.root, &entry.path()).is_ok()
+                {
+                    removed += 1;
+                }
+            }
         }
+        removed
     }
 
     fn resolve(&self, api: &str) -> Result<Target, ManagerError> {
@@ -551,7 +653,7 @@ impl Fs {
                 format!("Cannot read non-file {}", target.api),
             ));
         }
-        fs::read(&target.real).map_err(|e| io_error(&target.api, e))
+        fsio::read_all_beneath(&self.root, &target.real).map_err(|e| io_error(&target.api, e))
     }
 
     fn file_model(
@@ -718,8 +820,8 @@ impl Fs {
                 self.check_parent(&target)?;
                 let bytes = notebook::to_disk_bytes(nb);
                 self.check_size(bytes.len() as u64)?;
-                fsio::atomic_write(&target.real, &bytes).map_err(|e| io_error(api, e))?;
-                self.give(&target.real);
+                fsio::atomic_write(&self.root, &target.real, &bytes)
+                    .map_err(|e| io_error(api, e))?;
                 if self.list_checkpoints(api)?.is_empty() {
                     self.create_checkpoint(api)?;
                 }
@@ -731,8 +833,8 @@ impl Fs {
                     return Err(over_directory());
                 }
                 self.check_parent(&target)?;
-                fsio::atomic_write(&target.real, &bytes).map_err(|e| io_error(api, e))?;
-                self.give(&target.real);
+                fsio::atomic_write(&self.root, &target.real, &bytes)
+                    .map_err(|e| io_error(api, e))?;
             }
             "directory" => {
                 if target.meta.is_some() && !target.is_dir() {
@@ -744,7 +846,6 @@ impl Fs {
                 if target.meta.is_none() {
                     self.check_parent(&target)?;
                     fs::create_dir(&target.real).map_err(|e| io_error(api, e))?;
-                    self.give(&target.real);
                 }
             }
             other => {
@@ -814,21 +915,30 @@ impl Fs {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let staging = dir.join(format!(".~{name}.upload"));
+        let staging = dir.join(format!("{}{name}.upload", fsio::TEMP_PREFIX));
         let io = |e| io_error(api, e);
-        let mut file = if chunk == 1 {
-            File::create(&staging).map_err(io)?
+        let flags = if chunk == 1 {
+            OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC
         } else {
-            fs::OpenOptions::new()
-                .append(true)
-                .open(&staging)
-                .map_err(|e| match e.kind() {
+            OFlags::WRONLY | OFlags::APPEND
+        };
+        let mut file = match fsio::open_beneath(
+            &self.root,
+            &staging,
+            flags | OFlags::NOFOLLOW,
+            Mode::from_raw_mode(0o644),
+        ) {
+            Ok(fd) => File::from(fd),
+            Err(e) if chunk == 1 => return Err(io(e)),
+            Err(e) => {
+                return Err(match e.kind() {
                     io::ErrorKind::NotFound => ManagerError::bad_request(
                         "upload_not_started",
                         format!("The upload of {api} has not started: send chunk 1 first"),
                     ),
                     _ => io_error(api, e),
-                })?
+                })
+            }
         };
         let written = file.metadata().map_err(io)?.len();
         if let Err(e) = self.check_size(written + bytes.len() as u64) {
@@ -844,9 +954,7 @@ impl Fs {
                     file.set_permissions(existing.permissions())?;
                 }
                 drop(file);
-                fs::rename(&staging, &target.real)?;
-                self.give(&target.real);
-                fsio::sync_dir(&dir);
+                fsio::rename_beneath(&self.root, &staging, &target.real)?;
             }
             Ok(())
         })();
@@ -982,10 +1090,12 @@ impl Fs {
                 format!("Cannot save {to_path}: it is a directory"),
             ));
         }
-        let mut reader = File::open(&source.real).map_err(|e| io_error(from, e))?;
-        fsio::atomic_write_with(&target.real, |file| io::copy(&mut reader, file).map(|_| ()))
-            .map_err(|e| io_error(&to_path, e))?;
-        self.give(&target.real);
+        let mut reader =
+            fsio::read_beneath(&self.root, &source.real).map_err(|e| io_error(from, e))?;
+        fsio::atomic_write_with(&self.root, &target.real, |file| {
+            io::copy(&mut reader, file).map(|_| ())
+        })
+        .map_err(|e| io_error(&to_path, e))?;
         if to_path.ends_with(".ipynb") && self.list_checkpoints(&to_path)?.is_empty() {
             self.create_checkpoint(&to_path)?;
         }
@@ -1025,7 +1135,7 @@ impl Fs {
                 }
             }
             self.check_parent(&dest)?;
-            fs::rename(&source.os, &dest.os).map_err(|e| io_error(old, e))?;
+            fsio::rename_beneath(&self.root, &source.os, &dest.os).map_err(|e| io_error(old, e))?;
             // Checkpoints follow their file.
             if let (Ok(old_cp), Ok(new_cp)) = (self.checkpoint_path(old), self.checkpoint_path(new))
             {
@@ -1033,7 +1143,7 @@ impl Fs {
                     if let Some(dir) = new_cp.parent() {
                         let _ = fs::create_dir_all(dir);
                     }
-                    let _ = fs::rename(&old_cp, &new_cp);
+                    let _ = fsio::rename_beneath(&self.root, &old_cp, &new_cp);
                 }
             }
         }
@@ -1066,7 +1176,7 @@ impl Fs {
             }
             fs::remove_dir_all(&target.os).map_err(|e| io_error(api, e))?;
         } else {
-            fs::remove_file(&target.os).map_err(|e| io_error(api, e))?;
+            fsio::remove_file_beneath(&self.root, &target.os).map_err(|e| io_error(api, e))?;
             if let Ok(cp) = self.checkpoint_path(api) {
                 let _ = fs::remove_file(cp);
             }
@@ -1103,9 +1213,9 @@ impl Fs {
 
     /// Copies `from` to `to` atomically, keeping the modification time.
     fn copy_file(&self, api: &str, from: &Path, to: &Path) -> Result<(), ManagerError> {
-        let mut reader = File::open(from).map_err(|e| io_error(api, e))?;
+        let mut reader = fsio::read_beneath(&self.root, from).map_err(|e| io_error(api, e))?;
         let modified = reader.metadata().and_then(|m| m.modified()).ok();
-        fsio::atomic_write_with(to, |file| {
+        fsio::atomic_write_with(&self.root, to, |file| {
             io::copy(&mut reader, file)?;
             if let Some(modified) = modified {
                 file.set_modified(modified)?;
@@ -1131,10 +1241,8 @@ impl Fs {
         let cp = self.checkpoint_path(api)?;
         if let Some(dir) = cp.parent() {
             fs::create_dir_all(dir).map_err(|e| io_error(api, e))?;
-            self.give(dir);
         }
         self.copy_file(api, &target.real, &cp)?;
-        self.give(&cp);
         Fs::checkpoint_model(&cp).ok_or_else(|| Fs::no_such_checkpoint(api, CHECKPOINT_ID))
     }
 

@@ -1,7 +1,7 @@
-//! The policy gate: each `execute_request` is checked before it reaches the kernel, what runs
-//! in a kernel is judged on the supervisor's tick, a restricted (or removed) account starts,
-//! restarts and runs nothing, and every verdict with findings is stored (and audited) with its
-//! evidence.
+//! The policy gate: code a client sends a kernel (`screen.rs` says which messages carry it) is
+//! checked before it reaches the kernel, what runs in a kernel is judged on the supervisor's
+//! tick, a restricted (or removed) account starts, restarts and runs nothing, and every verdict
+//! with findings is stored (and audited) with its evidence.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +33,8 @@ pub(crate) enum GateDecision {
     RunWithWarning(String),
     /// Do not run it; answer with this explanation.
     Refuse(String),
+    /// Do not run it: it is longer than the policy reads, so it could not be checked whole.
+    TooLarge(String),
 }
 
 /// Where an account stands, for what its kernels may do.
@@ -219,34 +221,71 @@ impl PolicyGate {
         }
     }
 
+    /// Checks code a client asked a kernel to run (a cell, a debugger expression, a comm's
+    /// data); a verdict with findings is recorded.
     pub(crate) fn check(&self, kernel_id: &str, msg_id: &str, code: &str) -> GateDecision {
-        // A restricted or removed account runs nothing, whichever kernel the cell reached.
-        match self.standing() {
-            Standing::Active => {}
-            Standing::Restricted(when) => {
-                return GateDecision::Refuse(format!(
-                    "This cell was not run: your account is restricted {when}"
-                ))
-            }
-            Standing::Removed => {
-                return GateDecision::Refuse(
-                    "This cell was not run: this account has been removed.".into(),
-                )
-            }
-            Standing::Unknown => {
-                return GateDecision::Refuse(
-                    "This cell was not run: the server could not read your account from its database. Try again in a moment.".into(),
-                )
-            }
+        if let Some(refused) = self.refused_for_standing() {
+            return refused;
+        }
+        if let Some(too_large) = self.too_large(code) {
+            return too_large;
         }
         let verdict = self.policy.check_cell(code, &CheckContext::new(&self.tier));
         self.record(kernel_id, msg_id, &verdict);
+        self.decide(&verdict)
+    }
+
+    /// A restricted or removed account runs nothing, whichever kernel the code reached; nor
+    /// does one the store cannot read.
+    fn refused_for_standing(&self) -> Option<GateDecision> {
+        match self.standing() {
+            Standing::Active => None,
+            Standing::Restricted(when) => Some(GateDecision::Refuse(format!(
+                "This code was not run: your account is restricted {when}"
+            ))),
+            Standing::Removed => Some(GateDecision::Refuse(
+                "This code was not run: this account has been removed.".into(),
+            )),
+            Standing::Unknown => Some(GateDecision::Refuse(
+                "This code was not run: the server could not read your account from its database. Try again in a moment.".into(),
+            )),
+        }
+    }
+
+    /// Checks text being typed (a completion or inspection request, which the kernel may
+    /// evaluate): the decision only, as nothing was asked to run, so no finding is recorded.
+    pub(crate) fn check_unrecorded(&self, code: &str) -> GateDecision {
+        if let Some(refused) = self.refused_for_standing() {
+            return refused;
+        }
+        if let Some(too_large) = self.too_large(code) {
+            return too_large;
+        }
+        let verdict = self.policy.check_cell(code, &CheckContext::new(&self.tier));
+        self.decide(&verdict)
+    }
+
+    /// The policy reads a cell only up to `cell_bytes_max`; anything longer is refused rather
+    /// than run with its end unchecked.
+    fn too_large(&self, code: &str) -> Option<GateDecision> {
+        let bytes_max = self.policy.cell_bytes_max();
+        (code.len() > bytes_max).then(|| {
+            GateDecision::TooLarge(format!(
+                "This code was not run: it is {} bytes, and the usage policy checks code up to {} bytes. \
+                 Split it into smaller cells, or load large data from a file instead of writing it into the code.",
+                code.len(),
+                bytes_max
+            ))
+        })
+    }
+
+    fn decide(&self, verdict: &Verdict) -> GateDecision {
         match verdict.action {
             Action::Allow => GateDecision::Run,
-            Action::Warn => GateDecision::RunWithWarning(self.policy.user_message(&verdict)),
+            Action::Warn => GateDecision::RunWithWarning(self.policy.user_message(verdict)),
             // A cell that has not run yet is refused for every stronger action; stopping a runtime
             // or restricting an account is the supervisor's, on what runs.
-            _ => GateDecision::Refuse(self.policy.user_message(&verdict)),
+            _ => GateDecision::Refuse(self.policy.user_message(verdict)),
         }
     }
 
@@ -298,4 +337,55 @@ fn is_infrastructure(process: &ProcessInfo) -> bool {
         .iter()
         .any(|tool| exe == *tool || argv0 == *tool)
         || process.cmdline.iter().any(|a| a == "sandbox-exec")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use commonlab_policy::PolicyConfig;
+
+    const BLOCKED: &str = "pool = 'stratum+tcp://pool.supportxmr.com:3333'";
+
+    fn gate(cell_bytes_max: Option<usize>) -> (PolicyGate, Arc<Store>) {
+        let config = PolicyConfig {
+            cell_bytes_max,
+            ..PolicyConfig::default()
+        };
+        let policy = Policy::configured(&config, &[]).expect("valid config");
+        let store = Arc::new(Store::open_in_memory().unwrap());
+        (
+            PolicyGate::new(Arc::new(policy), "free".into(), store.clone()),
+            store,
+        )
+    }
+
+    #[test]
+    fn code_is_refused_and_recorded_and_typing_is_refused_unrecorded() {
+        let (gate, store) = gate(None);
+        assert!(matches!(
+            gate.check("k", "m1", BLOCKED),
+            GateDecision::Refuse(_)
+        ));
+        assert_eq!(store.findings_for_kernel("k").unwrap().len(), 1);
+        assert!(matches!(
+            gate.check_unrecorded(BLOCKED),
+            GateDecision::Refuse(_)
+        ));
+        assert_eq!(store.findings_for_kernel("k").unwrap().len(), 1);
+        assert_eq!(gate.check("k", "m2", "print(1)"), GateDecision::Run);
+    }
+
+    #[test]
+    fn code_longer_than_the_policy_reads_is_refused() {
+        let (gate, _) = gate(Some(64));
+        // The policy alone would read only the padding and allow it.
+        let code = format!("{}\n{BLOCKED}", "x = 1\n".repeat(20));
+        for decision in [gate.check("k", "m", &code), gate.check_unrecorded(&code)] {
+            let GateDecision::TooLarge(text) = decision else {
+                panic!("not refused as too large: {decision:?}");
+            };
+            assert!(text.contains("up to 64 bytes"), "{text}");
+        }
+        assert_eq!(gate.check("k", "m", "x = 1"), GateDecision::Run);
+    }
 }

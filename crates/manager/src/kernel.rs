@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use crate::gate::{GateDecision, PolicyGate};
 use crate::gpu::{GpuDevice, GpuScheduler, QueuePlace};
 use crate::hub::{Encoded, Hub, HubLimits};
+use crate::screen::{self, Carrier, Screened};
 use crate::{iso_now, ClientHandle, ErrorKind, ManagerError, Outgoing, WireProtocol};
 
 /// The REST model of a kernel, as jupyter_server returns it.
@@ -29,10 +30,25 @@ pub struct KernelModel {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Readiness {
+    /// Starting or restarting: clients' requests wait for the process.
     Starting,
     Ready,
-    Failed(String),
+    /// Not running, and will not be until a restart: requests are answered with why.
+    Failed(Failure),
 }
+
+/// Why a kernel is not running, as the requests sent to it are answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Failure {
+    /// The `ename` of the errors that answer requests: `KernelDied`, `MemoryLimitReached`, ...
+    ename: &'static str,
+    /// What happened, one sentence: the `evalue`.
+    why: String,
+}
+
+/// What to do about a request answered because the kernel is not running.
+const NOT_RUNNING_ADVICE: &str =
+    "Nothing was run. Restart the kernel to run code again; what it held in memory is lost.";
 
 pub(crate) struct Live {
     pub(crate) runtime: Arc<dyn Runtime>,
@@ -222,7 +238,7 @@ impl Kernel {
         connection: &ConnectionInfo,
         timeout: Duration,
     ) -> Result<(), ManagerError> {
-        let _ = self.readiness.send(Readiness::Starting);
+        self.readiness.send_replace(Readiness::Starting);
         let weak = Arc::downgrade(self);
         let sink: commonlab_kernel::IncomingSink = Arc::new(move |incoming| match weak.upgrade() {
             Some(kernel) => {
@@ -268,11 +284,11 @@ impl Kernel {
         loop {
             match readiness.borrow_and_update().clone() {
                 Readiness::Ready => return Ok(()),
-                Readiness::Failed(why) => {
+                Readiness::Failed(failure) => {
                     return Err(ManagerError::new(
                         ErrorKind::Unavailable,
                         "kernel_died",
-                        why,
+                        failure.why,
                     ))
                 }
                 Readiness::Starting => {}
@@ -349,7 +365,7 @@ impl Kernel {
         self.forward(client_id, channel, header, message).await
     }
 
-    /// Sends a client's message on: the policy on `execute_request`, then the kernel.
+    /// Sends a client's message on: the policy on the code it carries, then the kernel.
     async fn forward(
         &self,
         client_id: u64,
@@ -357,18 +373,17 @@ impl Kernel {
         header: commonlab_protocol::Header,
         message: RawMessage,
     ) -> Result<(), ManagerError> {
-        // Wait for readiness so nothing sent during start is lost to the slow joiner.
+        // Wait for readiness so nothing sent during a start or restart is lost (to the slow
+        // joiner, or to the process being replaced).
         let mut readiness = self.readiness.subscribe();
         loop {
             let current = readiness.borrow_and_update().clone();
             match current {
                 Readiness::Ready => break,
-                Readiness::Failed(why) => {
-                    return Err(ManagerError::new(
-                        ErrorKind::Unavailable,
-                        "kernel_dead",
-                        why,
-                    ))
+                Readiness::Failed(failure) => {
+                    // Sending would leave the client waiting forever: answer for the kernel.
+                    self.answer_dead(client_id, channel, &header, &message, &failure);
+                    return Ok(());
                 }
                 Readiness::Starting => {
                     if readiness.changed().await.is_err() {
@@ -387,33 +402,13 @@ impl Kernel {
         {
             return Ok(());
         }
-        if channel == Channel::Shell && header.msg_type == "execute_request" {
-            if let Some(gate) = &self.gate {
-                #[derive(serde::Deserialize)]
-                struct Execute {
-                    #[serde(default)]
-                    code: String,
-                }
-                let code = serde_json::from_slice::<Execute>(&message.content)
-                    .map(|e| e.code)
-                    .unwrap_or_default();
-                match gate.check(&self.id, &header.msg_id, &code) {
-                    GateDecision::Run => {}
-                    GateDecision::RunWithWarning(text) => {
-                        self.emit(
-                            Channel::Iopub,
-                            "stream",
-                            &message.header,
-                            serde_json::json!({ "name": "stderr", "text": format!("{text}\n") }),
-                        );
-                    }
-                    GateDecision::Refuse(text) => {
-                        self.refuse(client_id, &header.msg_id, &message.header, &text);
-                        return Ok(());
-                    }
-                }
-            }
-        }
+        let message = match &self.gate {
+            Some(gate) => match self.screen(gate, client_id, channel, &header, message) {
+                Some(message) => message,
+                None => return Ok(()),
+            },
+            None => message,
+        };
         let sender = {
             let mut state = self.state();
             if !header.msg_id.is_empty() && channel != Channel::Stdin {
@@ -422,16 +417,283 @@ impl Kernel {
             state.last_activity = iso_now();
             state.live.as_ref().map(|l| l.sender.clone())
         };
-        let sender = sender.ok_or_else(|| {
-            ManagerError::new(
-                ErrorKind::Unavailable,
-                "kernel_dead",
-                "The kernel is not running",
-            )
-        })?;
-        sender.send(channel, &message).await.map_err(|e| {
-            ManagerError::new(ErrorKind::Unavailable, "kernel_send_failed", e.to_string())
+        let Some(sender) = sender else {
+            let failure = Failure {
+                ename: "KernelNotRunning",
+                why: "The kernel is not running.".into(),
+            };
+            self.answer_dead(client_id, channel, &header, &message, &failure);
+            return Ok(());
+        };
+        if let Err(e) = sender.send(channel, &message).await {
+            tracing::warn!(kernel = %self.id, channel = channel.as_str(), error = %e, "a client's message could not be sent to the kernel");
+            let text = format!("The request could not be sent to the kernel: {e}.\nNothing was run. If the kernel has died, restart it.");
+            self.answer_unsent(
+                client_id,
+                channel,
+                &header,
+                &message,
+                ("KernelUnreachable", "kernel_send_failed"),
+                &text,
+            );
+        }
+        Ok(())
+    }
+
+    /// Sorts a client's message (`screen.rs`) and checks the code it carries with the policy;
+    /// returns what to send the kernel, or `None` when it was refused and answered.
+    fn screen(
+        &self,
+        gate: &PolicyGate,
+        client_id: u64,
+        channel: Channel,
+        header: &commonlab_protocol::Header,
+        message: RawMessage,
+    ) -> Option<RawMessage> {
+        let (carrier, code, content, metadata) =
+            match screen::screen(channel, &header.msg_type, &message) {
+                Screened::Pass => return Some(message),
+                Screened::Refuse(refusal) => {
+                    self.refuse_message(
+                        client_id,
+                        channel,
+                        header,
+                        &message,
+                        ("MessageRefused", refusal.code),
+                        &refusal.message,
+                    );
+                    return None;
+                }
+                Screened::Check {
+                    carrier,
+                    code,
+                    content,
+                    metadata,
+                } => (carrier, code, content, metadata),
+            };
+        let decision = match carrier {
+            Carrier::Typing => gate.check_unrecorded(&code),
+            _ => gate.check(&self.id, &header.msg_id, &code),
+        };
+        match decision {
+            GateDecision::Run => {}
+            GateDecision::RunWithWarning(text) => {
+                if carrier == Carrier::Execute {
+                    self.emit(
+                        Channel::Iopub,
+                        "stream",
+                        &message.header,
+                        serde_json::json!({ "name": "stderr", "text": format!("{text}\n") }),
+                    );
+                }
+            }
+            GateDecision::Refuse(text) => {
+                self.refuse_message(
+                    client_id,
+                    channel,
+                    header,
+                    &message,
+                    ("PolicyViolation", "policy_refused"),
+                    &text,
+                );
+                return None;
+            }
+            GateDecision::TooLarge(text) => {
+                self.refuse_message(
+                    client_id,
+                    channel,
+                    header,
+                    &message,
+                    ("CodeTooLarge", "code_too_large"),
+                    &text,
+                );
+                return None;
+            }
+        }
+        // The kernel gets the content that was checked, not the bytes the client wrote.
+        Some(RawMessage {
+            content,
+            metadata: metadata.unwrap_or(message.metadata),
+            ..message
         })
+    }
+
+    /// Refuses a message the kernel will not get: answers it (`answer_unsent`), and shows why
+    /// in the notebook for comm messages, which have no reply of their own. `error` is the
+    /// `ename` and the stable code the answer carries.
+    fn refuse_message(
+        &self,
+        client_id: u64,
+        channel: Channel,
+        header: &commonlab_protocol::Header,
+        message: &RawMessage,
+        error: (&str, &str),
+        text: &str,
+    ) {
+        tracing::warn!(kernel = %self.id, channel = channel.as_str(), msg_type = %header.msg_type, code = error.1, "refused a client's message");
+        self.answer_unsent(client_id, channel, header, message, error, text);
+        if matches!(
+            header.msg_type.as_str(),
+            "comm_open" | "comm_msg" | "comm_close"
+        ) {
+            self.notify(text);
+        }
+    }
+
+    /// Answers a request sent to a kernel that is not running as a failed request of its type,
+    /// naming why and what to do, then tells the clients again that the kernel is dead (one that
+    /// connected after the death was never told, and the answer's `idle` is not the kernel's).
+    fn answer_dead(
+        &self,
+        client_id: u64,
+        channel: Channel,
+        header: &commonlab_protocol::Header,
+        message: &RawMessage,
+        failure: &Failure,
+    ) {
+        tracing::info!(kernel = %self.id, channel = channel.as_str(), msg_type = %header.msg_type, "answered a request to a kernel that is not running");
+        let text = format!("{}\n{NOT_RUNNING_ADVICE}", failure.why);
+        if self.answer_unsent(
+            client_id,
+            channel,
+            header,
+            message,
+            (failure.ename, "kernel_dead"),
+            &text,
+        ) {
+            self.broadcast_status("dead");
+        }
+    }
+
+    /// Answers a message the kernel did not get as the kernel would answer a failed request of
+    /// its type: a cell's error, an error reply, a debugger's failed response, a closed comm.
+    /// `error` is the `ename` and the stable code the answer carries; the first line of `text`
+    /// is the `evalue`. Returns whether anything was answered (a message that is not a request
+    /// has nothing to answer).
+    fn answer_unsent(
+        &self,
+        client_id: u64,
+        channel: Channel,
+        header: &commonlab_protocol::Header,
+        message: &RawMessage,
+        error: (&str, &str),
+        text: &str,
+    ) -> bool {
+        let (ename, code) = error;
+        // Read leniently: only to echo what the request named.
+        let request: serde_json::Value =
+            serde_json::from_slice(&message.content).unwrap_or_default();
+        let msg_type = header.msg_type.as_str();
+        match msg_type {
+            "execute_request" => {
+                self.answer_error(
+                    client_id,
+                    channel,
+                    &header.msg_id,
+                    &message.header,
+                    error,
+                    text,
+                );
+                true
+            }
+            "comm_open" | "comm_msg" | "comm_close" => {
+                let Some(comm_id) = request["comm_id"]
+                    .as_str()
+                    .filter(|_| msg_type == "comm_open")
+                else {
+                    return false;
+                };
+                let content = serde_json::json!({
+                    "comm_id": comm_id,
+                    "data": { "code": code, "message": text },
+                });
+                let mut encoded = self.own_message(
+                    Channel::Iopub,
+                    "comm_close",
+                    &message.header,
+                    Bytes::from(content.to_string()),
+                );
+                self.state().hub.send_to(client_id, &mut encoded);
+                true
+            }
+            _ if channel != Channel::Stdin && msg_type.ends_with("_request") => {
+                let evalue = text.lines().next().unwrap_or(text);
+                let mut reply = serde_json::json!({
+                    "status": "error",
+                    "ename": ename,
+                    "evalue": evalue,
+                    "traceback": text.lines().collect::<Vec<_>>(),
+                    "code": code,
+                });
+                match msg_type {
+                    "complete_request" => {
+                        let cursor = request["cursor_pos"].as_u64().unwrap_or(0);
+                        reply["matches"] = serde_json::json!([]);
+                        reply["cursor_start"] = cursor.into();
+                        reply["cursor_end"] = cursor.into();
+                        reply["metadata"] = serde_json::json!({});
+                    }
+                    "inspect_request" => {
+                        reply["found"] = false.into();
+                        reply["data"] = serde_json::json!({});
+                        reply["metadata"] = serde_json::json!({});
+                    }
+                    "debug_request" => {
+                        reply = serde_json::json!({
+                            "type": "response",
+                            "seq": 0,
+                            "request_seq": request["seq"].as_u64().unwrap_or(0),
+                            "command": request["command"].as_str().unwrap_or_default(),
+                            "success": false,
+                            "message": text,
+                            "body": {},
+                            "code": code,
+                        });
+                    }
+                    _ => {}
+                }
+                let reply_type = format!("{}_reply", msg_type.trim_end_matches("_request"));
+                self.answer_request(
+                    client_id,
+                    channel,
+                    &header.msg_id,
+                    &message.header,
+                    &reply_type,
+                    reply,
+                );
+                true
+            }
+            // Not a request: there is nothing to answer; the log says what was dropped.
+            _ => false,
+        }
+    }
+
+    /// Answers a request with `reply`, between `busy` and `idle` as a kernel does.
+    fn answer_request(
+        &self,
+        client_id: u64,
+        channel: Channel,
+        msg_id: &str,
+        parent_header: &Bytes,
+        reply_type: &str,
+        reply: serde_json::Value,
+    ) {
+        self.state()
+            .hub
+            .remember_request(msg_id.to_owned(), client_id);
+        self.emit(
+            Channel::Iopub,
+            "status",
+            parent_header,
+            serde_json::json!({ "execution_state": "busy" }),
+        );
+        self.emit(channel, reply_type, parent_header, reply);
+        self.emit(
+            Channel::Iopub,
+            "status",
+            parent_header,
+            serde_json::json!({ "execution_state": "idle" }),
+        );
     }
 
     /// Sends a message the server wrote itself to the kernel (interrupt or shutdown requests).
@@ -487,27 +749,25 @@ impl Kernel {
         }
     }
 
-    /// Answers an `execute_request` the policy refused, as a kernel would answer a failing cell,
-    /// so every Jupyter client shows the explanation.
-    fn refuse(&self, client_id: u64, msg_id: &str, parent_header: &Bytes, text: &str) {
-        self.answer_error(client_id, msg_id, parent_header, "PolicyViolation", text);
-    }
-
-    /// Answers an `execute_request` with an error the server wrote, as a failing cell.
+    /// Answers an `execute_request` with an error the server wrote, as a failing cell would be
+    /// answered, so every Jupyter client shows the explanation. `error` is the `ename` and the
+    /// stable code the error carries.
     fn answer_error(
         &self,
         client_id: u64,
+        channel: Channel,
         msg_id: &str,
         parent_header: &Bytes,
-        ename: &str,
+        error: (&str, &str),
         text: &str,
     ) {
+        let (ename, code) = error;
         self.state()
             .hub
             .remember_request(msg_id.to_owned(), client_id);
         let evalue = text.lines().next().unwrap_or(text).to_owned();
         let traceback: Vec<&str> = text.lines().collect();
-        let error = serde_json::json!({ "ename": ename, "evalue": evalue, "traceback": traceback });
+        let error = serde_json::json!({ "ename": ename, "evalue": evalue, "traceback": traceback, "code": code });
         self.emit(
             Channel::Iopub,
             "status",
@@ -518,7 +778,7 @@ impl Kernel {
         let mut reply = error;
         reply["status"] = "error".into();
         reply["execution_count"] = serde_json::Value::Null;
-        self.emit(Channel::Shell, "execute_reply", parent_header, reply);
+        self.emit(channel, "execute_reply", parent_header, reply);
         self.emit(
             Channel::Iopub,
             "status",
@@ -741,8 +1001,15 @@ impl Kernel {
             let Ok(header) = message.parse_header() else {
                 continue;
             };
-            if channel == Channel::Shell && header.msg_type == "execute_request" {
-                self.answer_error(client_id, &header.msg_id, &message.header, "NoGpu", text);
+            if channel != Channel::Stdin && header.msg_type == "execute_request" {
+                self.answer_error(
+                    client_id,
+                    channel,
+                    &header.msg_id,
+                    &message.header,
+                    ("NoGpu", "gpu_unavailable"),
+                    text,
+                );
             }
         }
     }
@@ -894,8 +1161,19 @@ impl Kernel {
         self.state().hub.close_all(1008, reason);
     }
 
+    /// The kernel is not running and will not be until a restart: `why` answers every
+    /// request sent to it from now on.
     pub(crate) fn set_failed(&self, why: String) {
-        let _ = self.readiness.send(Readiness::Failed(why));
+        self.readiness.send_replace(Readiness::Failed(Failure {
+            ename: "KernelNotRunning",
+            why,
+        }));
+    }
+
+    /// A restart begins: requests sent from now on wait for the new process rather than go to
+    /// the old one or be answered as dead (the restart ends in `Ready`, or in `set_failed`).
+    pub(crate) fn begin_restart(&self) {
+        self.readiness.send_replace(Readiness::Starting);
     }
 
     fn on_incoming(&self, incoming: Incoming) {
@@ -995,7 +1273,7 @@ impl Kernel {
             && state.kernel_info.is_some()
             && *self.readiness.borrow() == Readiness::Starting
         {
-            let _ = self.readiness.send(Readiness::Ready);
+            self.readiness.send_replace(Readiness::Ready);
         }
     }
 
@@ -1030,19 +1308,14 @@ impl Kernel {
             return;
         }
         tracing::warn!(kernel = %self.id, %exit, "kernel died");
-        let why = match &exit.oom {
-            Some(oom) => oom.explain(),
-            None => format!("The kernel {exit}."),
+        let (ename, why) = match &exit.oom {
+            Some(oom) => ("MemoryLimitReached", oom.explain()),
+            None => ("KernelDied", format!("The kernel {exit}.")),
         };
         // The cell that was running gets the explanation as its error, so the notebook shows
         // why rather than a bare "kernel died".
         let busy_parent = self.state().busy_parent.take();
         if let Some(parent) = busy_parent {
-            let ename = if exit.oom.is_some() {
-                "MemoryLimitReached"
-            } else {
-                "KernelDied"
-            };
             let error = serde_json::json!({ "ename": ename, "evalue": why, "traceback": [why] });
             self.emit(Channel::Iopub, "error", &parent, error.clone());
             let mut reply = error;
@@ -1050,7 +1323,9 @@ impl Kernel {
             reply["execution_count"] = serde_json::Value::Null;
             self.emit(Channel::Shell, "execute_reply", &parent, reply);
         }
-        let _ = self.readiness.send(Readiness::Failed(why));
+        // Requests sent from now on are answered with the same explanation.
+        self.readiness
+            .send_replace(Readiness::Failed(Failure { ename, why }));
         self.broadcast_status("dead");
         // A dead kernel holds no GPU.
         if let Some(gpu) = self.take_gpu() {

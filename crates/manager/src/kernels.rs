@@ -93,6 +93,9 @@ pub struct KernelManager {
     /// Starts under way, each holding a place under `kernels_max` until its kernel is
     /// registered or fails.
     starting: std::sync::Mutex<usize>,
+    /// Kernels that ended but whose store row could not be deleted (a full disk, a database
+    /// that went away): deleted again on the next store write or supervisor tick.
+    rows_to_delete: std::sync::Mutex<Vec<String>>,
 }
 
 /// `kernels_max` without a cap.
@@ -143,6 +146,7 @@ impl KernelManager {
             gpu: None,
             kernels_max: std::sync::atomic::AtomicU32::new(KERNELS_UNLIMITED),
             starting: std::sync::Mutex::new(0),
+            rows_to_delete: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -185,6 +189,35 @@ impl KernelManager {
             manager: self,
             held: true,
         })
+    }
+
+    /// Deletes the store row of a kernel that has ended. A failure does not undo the end: the
+    /// row is kept to be deleted later, and the caller goes on.
+    fn delete_row(&self, id: &str) {
+        self.delete_pending_rows();
+        if let Err(e) = self.store.delete_kernel(id) {
+            tracing::warn!(kernel = %id, error = %e, "the kernel ended but its record could not be deleted; trying again later");
+            self.rows_to_delete
+                .lock()
+                .expect("not poisoned")
+                .push(id.to_owned());
+        }
+    }
+
+    /// Retries the deletions [`KernelManager::delete_row`] could not do.
+    fn delete_pending_rows(&self) {
+        let pending = std::mem::take(&mut *self.rows_to_delete.lock().expect("not poisoned"));
+        if pending.is_empty() {
+            return;
+        }
+        let failed: Vec<String> = pending
+            .into_iter()
+            .filter(|id| self.store.delete_kernel(id).is_err())
+            .collect();
+        self.rows_to_delete
+            .lock()
+            .expect("not poisoned")
+            .extend(failed);
     }
 
     /// Kernels whose kernelspec asks for GPUs (`metadata.commonlab.gpus`) get them from the
@@ -467,6 +500,7 @@ impl KernelManager {
             started_at: iso_now(),
         };
         let result = async {
+            self.delete_pending_rows();
             self.store.insert_kernel(&record)?;
             kernel
                 .attach(
@@ -485,7 +519,7 @@ impl KernelManager {
             kernel.expect_exit();
             let _ = runtime.kill();
             kernel.detach().await;
-            let _ = self.store.delete_kernel(&kernel_id);
+            self.delete_row(&kernel_id);
             let _ = std::fs::remove_file(runtime.record().connection_file);
             return Err(e);
         }
@@ -656,6 +690,7 @@ impl KernelManager {
     /// finding is acted on once. Returns the actions taken, as `(kernel id, action)`. First,
     /// what the kernels used since the last pass goes to the owner's usage ledger.
     pub async fn supervise(&self) -> Vec<(String, Action)> {
+        self.delete_pending_rows();
         let kernels: Vec<(Arc<Kernel>, Vec<commonlab_runtime::ProcessInfo>)> = self
             .kernels
             .read()
@@ -792,8 +827,38 @@ impl KernelManager {
             return Ok(kernel);
         }
         let _guard = kernel.lifecycle.lock().await;
+        // From here until the new process is ready, clients' requests wait for it. Should the
+        // restart fail or be abandoned (its HTTP request dropped), the kernel is dead, so
+        // nothing waits forever and later requests are answered with why.
+        let mut restarting = Restarting {
+            kernel: &kernel,
+            failed: Some("The kernel's restart was abandoned before it finished.".into()),
+        };
+        kernel.begin_restart();
         kernel.broadcast_status("restarting");
-        self.stop_runtime(&kernel, true).await;
+        match self.restart_locked(&kernel, id).await {
+            Ok(()) => {
+                restarting.failed = None;
+                tracing::info!(kernel = %id, "kernel restarted");
+                Ok(kernel.clone())
+            }
+            Err(e) => {
+                tracing::error!(kernel = %id, error = %e, "kernel restart failed");
+                restarting.failed =
+                    Some(format!("The kernel could not be restarted: {}", e.message));
+                Err(e)
+            }
+        }
+    }
+
+    /// The restart proper, under the kernel's lifecycle lock: the old runtime stopped, a new one
+    /// launched, attached and ready (or, for a GPU kernel that must wait, queued).
+    async fn restart_locked(
+        self: &Arc<Self>,
+        kernel: &Arc<Kernel>,
+        id: &str,
+    ) -> Result<(), ManagerError> {
+        self.stop_runtime(kernel, true).await;
         let spec = self.kernelspec(&kernel.name).ok_or_else(|| {
             ManagerError::new(
                 ErrorKind::NotFound,
@@ -803,12 +868,12 @@ impl KernelManager {
         })?;
         let gpus = gpus_wanted(&spec);
         let devices = if gpus > 0 && kernel.gpu_request().is_none() {
-            match self.request_gpus(&kernel, &spec, gpus)? {
+            match self.request_gpus(kernel, &spec, gpus)? {
                 Some(devices) => devices,
                 None => {
+                    // Queued: requests are held until a GPU is granted and the kernel runs.
                     kernel.broadcast_status("starting");
-                    drop(_guard);
-                    return Ok(kernel);
+                    return Ok(());
                 }
             }
         } else {
@@ -817,20 +882,32 @@ impl KernelManager {
         let key = uuid::Uuid::new_v4().to_string();
         let connection = self.new_connection(id, &key)?;
         let runtime = self.launch(id, &spec, &connection, &devices).await?;
-        self.store.insert_kernel(&KernelRecord {
-            id: id.to_owned(),
-            name: kernel.name.clone(),
-            connection: serde_json::to_string(&connection).expect("serializes"),
-            runtime: serde_json::to_string(&runtime.record()).expect("serializes"),
-            started_at: iso_now(),
-        })?;
-        kernel
-            .attach(runtime, &connection, self.config.kernel_start_timeout)
-            .await?;
-        kernel.wait_ready(self.config.kernel_start_timeout).await?;
-        tracing::info!(kernel = %id, "kernel restarted");
-        drop(_guard);
-        Ok(kernel)
+        let result = async {
+            self.store.insert_kernel(&KernelRecord {
+                id: id.to_owned(),
+                name: kernel.name.clone(),
+                connection: serde_json::to_string(&connection).expect("serializes"),
+                runtime: serde_json::to_string(&runtime.record()).expect("serializes"),
+                started_at: iso_now(),
+            })?;
+            kernel
+                .attach(
+                    runtime.clone(),
+                    &connection,
+                    self.config.kernel_start_timeout,
+                )
+                .await?;
+            kernel.wait_ready(self.config.kernel_start_timeout).await
+        }
+        .await;
+        if result.is_err() {
+            // A kernel that failed to restart is dead: it keeps no process.
+            kernel.expect_exit();
+            let _ = runtime.kill();
+            kernel.detach().await;
+            let _ = std::fs::remove_file(runtime.record().connection_file);
+        }
+        result
     }
 
     /// Shuts a kernel down and forgets it.
@@ -852,7 +929,7 @@ impl KernelManager {
         kernel.set_failed("The kernel was shut down.".into());
         kernel.close_clients("kernel shut down");
         self.kernels.write().expect("not poisoned").remove(id);
-        self.store.delete_kernel(id)?;
+        self.delete_row(id);
         tracing::info!(kernel = %id, "kernel shut down");
         let mut detail = serde_json::json!({});
         if !reason.is_empty() {
@@ -1020,6 +1097,22 @@ fn resolve_python_argv(argv: &[String], python: Option<&String>) -> Vec<String> 
         }
     }
     argv
+}
+
+/// A restart under way: unless it finished (`failed` is `None`), the kernel is marked dead with
+/// `failed` as the reason when this is dropped, also when the restart's future is dropped.
+struct Restarting<'a> {
+    kernel: &'a Kernel,
+    failed: Option<String>,
+}
+
+impl Drop for Restarting<'_> {
+    fn drop(&mut self) {
+        if let Some(why) = self.failed.take() {
+            self.kernel.set_failed(why);
+            self.kernel.broadcast_status("dead");
+        }
+    }
 }
 
 #[cfg(test)]

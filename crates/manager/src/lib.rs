@@ -13,6 +13,7 @@ mod hub;
 mod kernel;
 mod kernels;
 mod python;
+mod screen;
 mod sessions;
 mod usage;
 

@@ -52,7 +52,8 @@ pub struct PolicyConfig {
     /// Where users appeal a decision; shown in every explanation.
     #[serde(default)]
     pub appeal_url: Option<String>,
-    /// The most bytes of one cell that are checked (default 1 MiB); the rest is not read.
+    /// The most bytes of one cell that are checked (default 1 MiB); the rest is not read, so the
+    /// server refuses longer code.
     #[serde(default)]
     pub cell_bytes_max: Option<usize>,
     /// The most bytes of one document that are scanned (default 16 MiB).

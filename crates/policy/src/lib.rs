@@ -401,6 +401,11 @@ impl Policy {
         &self.thresholds
     }
 
+    /// The most bytes of a cell that [`Policy::check_cell`] reads; the rest is not checked.
+    pub fn cell_bytes_max(&self) -> usize {
+        self.cell_bytes_max
+    }
+
     /// The most bytes of a document that [`Policy::scan_document`] reads.
     pub fn scan_bytes_max(&self) -> usize {
         self.scan_bytes_max

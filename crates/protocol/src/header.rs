@@ -48,6 +48,15 @@ mod tests {
         assert_eq!(header.date, "1764000000.5");
         assert_eq!(header.msg_type, "kernel_info_request");
     }
+
+    #[test]
+    fn a_header_naming_its_type_twice_is_refused() {
+        // The server routes and gates by msg_type; Python would read the last one.
+        let header = serde_json::from_str::<Header>(
+            r#"{"msg_id":"m","msg_type":"kernel_info_request","msg_type":"execute_request"}"#,
+        );
+        assert!(header.is_err(), "{header:?}");
+    }
 }
 
 impl Header {

@@ -6,6 +6,7 @@
 //! `content` (and a binary frame with big-endian u32 offsets when the message has buffers).
 
 use bytes::{BufMut, Bytes, BytesMut};
+use serde_json::value::RawValue;
 
 use crate::{Channel, RawMessage};
 
@@ -194,30 +195,43 @@ pub fn decode_legacy_binary(frame: Bytes) -> Result<(Channel, RawMessage), WsErr
 }
 
 fn decode_legacy_json(text: &[u8], buffers: Vec<Bytes>) -> Result<(Channel, RawMessage), WsError> {
-    let mut value: serde_json::Map<String, serde_json::Value> =
+    // Each part is kept as the bytes the client wrote, as in the v1 framing, so the server reads
+    // a part (strictly, where it must) from the same bytes the kernel will get.
+    #[derive(serde::Deserialize)]
+    struct Legacy<'a> {
+        #[serde(borrow, default)]
+        channel: Option<&'a RawValue>,
+        #[serde(borrow, default)]
+        header: Option<&'a RawValue>,
+        #[serde(borrow, default)]
+        parent_header: Option<&'a RawValue>,
+        #[serde(borrow, default)]
+        metadata: Option<&'a RawValue>,
+        #[serde(borrow, default)]
+        content: Option<&'a RawValue>,
+    }
+    let legacy: Legacy<'_> =
         serde_json::from_slice(text).map_err(|e| WsError::BadJson(e.to_string()))?;
     // jupyter_server assumes shell when a legacy message names no channel.
-    let channel_name = match value.remove("channel") {
-        Some(serde_json::Value::String(name)) => name,
-        None | Some(serde_json::Value::Null) => "shell".to_owned(),
-        _ => return Err(WsError::MissingField("channel")),
+    let channel_name = match legacy.channel.map(RawValue::get) {
+        None | Some("null") => "shell".to_owned(),
+        Some(raw) => {
+            serde_json::from_str::<String>(raw).map_err(|_| WsError::MissingField("channel"))?
+        }
     };
     let channel =
         Channel::parse(&channel_name).ok_or(WsError::UnknownChannel(channel_name.clone()))?;
-    let mut part = |name: &'static str, required: bool| -> Result<Bytes, WsError> {
-        match value.remove(name) {
-            Some(v) if v.is_object() => {
-                Ok(Bytes::from(serde_json::to_vec(&v).expect("serializes")))
-            }
-            None | Some(serde_json::Value::Null) if !required => Ok(Bytes::from_static(b"{}")),
+    let part =
+        |raw: Option<&RawValue>, name: &'static str, required: bool| match raw.map(RawValue::get) {
+            Some(raw) if raw.starts_with('{') => Ok(Bytes::copy_from_slice(raw.as_bytes())),
+            None | Some("null") if !required => Ok(Bytes::from_static(b"{}")),
             _ => Err(WsError::MissingField(name)),
-        }
-    };
+        };
     let message = RawMessage {
-        header: part("header", true)?,
-        parent_header: part("parent_header", false)?,
-        metadata: part("metadata", false)?,
-        content: part("content", false)?,
+        header: part(legacy.header, "header", true)?,
+        parent_header: part(legacy.parent_header, "parent_header", false)?,
+        metadata: part(legacy.metadata, "metadata", false)?,
+        content: part(legacy.content, "content", false)?,
         buffers,
     };
     Ok((channel, message))
@@ -308,6 +322,18 @@ mod tests {
         let (channel, back) = decode_legacy_binary(frame).unwrap();
         assert_eq!(channel, Channel::Shell);
         assert_eq!(back.buffers, original.buffers);
+    }
+
+    #[test]
+    fn legacy_parts_are_kept_as_written() {
+        let text = br#"{"channel":"shell","header":{"msg_type":"execute_request"},"content":{"code":"a","code":"b"}}"#;
+        let (_, message) = decode_legacy_text(text).unwrap();
+        // Not resolved here: the manager reads code-carrying content strictly and refuses it.
+        assert_eq!(&message.content[..], br#"{"code":"a","code":"b"}"#);
+        assert!(matches!(
+            decode_legacy_text(br#"{"header":{},"content":{"code":"a"},"content":{"code":"b"}}"#),
+            Err(WsError::BadJson(_))
+        ));
     }
 
     #[test]

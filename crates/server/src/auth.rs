@@ -276,7 +276,7 @@ pub(crate) async fn require_token(
             )
             .into_response();
         }
-        Some(_) => {}
+        Some(_) => crate::listener::authenticated(request.extensions()),
     }
     next.run(request).await
 }

@@ -12,6 +12,7 @@ mod auth;
 mod error;
 mod hub;
 mod lab;
+mod listener;
 
 use std::sync::Arc;
 
@@ -21,6 +22,7 @@ use commonlab_manager::{ContentsManager, KernelManager, SessionManager};
 pub use error::ApiError;
 pub use hub::{hub_app, Hub, HubConfig, Maintenance, UserServers, MAINTENANCE_INTERVAL};
 pub use lab::{LabAssets, NotebookAssets};
+pub use listener::{serve, ConnectionLimits};
 
 /// The page where users see their policy findings and restriction and appeal them, relative
 /// to the base URL; in accounts mode the policy's notices should link here.

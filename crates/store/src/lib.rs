@@ -19,6 +19,7 @@ pub use appeals::{
 };
 pub use audit::{AuditBreak, AuditRecord, AuditVerify, AUDIT_ACTIONS, AUDIT_GENESIS_HASH};
 pub use usage::{Usage, UsageDay, USAGE_DAYS_LISTED_MAX};
+
 pub use users::{
     validate_user_name, ApiTokenInfo, Role, UserRecord, PASSWORD_CHARS_MIN, USER_UID_BASE,
 };
@@ -196,6 +197,8 @@ pub enum StoreError {
     InvalidUsage(String),
     #[error("a store handle scoped to `{owner}` cannot record usage of `{user}`")]
     NotYourUsage { owner: String, user: String },
+    #[error("no uid is left for a new user: the range {base}..={last} is used up; raise accounts.uid_count")]
+    UidRangeFull { base: u32, last: u32 },
 }
 
 /// A kernel the server started, with what is needed to reconnect to it.
@@ -256,6 +259,39 @@ pub const FINDINGS_LISTED_MAX: usize = 1000;
 pub struct Store {
     connection: Arc<Mutex<Connection>>,
     owner: String,
+    uids: UidRange,
+}
+
+/// The host uids this server gives its users: `base + id` for user `id`, below `base + count`.
+/// Two servers on one host need ranges that do not overlap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UidRange {
+    pub base: u32,
+    pub count: u32,
+}
+
+impl Default for UidRange {
+    fn default() -> Self {
+        UidRange {
+            base: USER_UID_BASE,
+            count: 65_536,
+        }
+    }
+}
+
+impl UidRange {
+    /// The last uid in the range.
+    pub fn last(&self) -> u32 {
+        self.base.saturating_add(self.count.saturating_sub(1))
+    }
+
+    pub fn contains(&self, uid: u32) -> bool {
+        uid >= self.base && uid <= self.last()
+    }
+
+    pub fn overlaps(&self, other: &UidRange) -> bool {
+        self.base <= other.last() && other.base <= self.last()
+    }
 }
 
 impl Store {
@@ -291,6 +327,7 @@ impl Store {
         Ok(Store {
             connection: Arc::new(Mutex::new(connection)),
             owner: String::new(),
+            uids: UidRange::default(),
         })
     }
 
@@ -299,7 +336,14 @@ impl Store {
         Store {
             connection: self.connection.clone(),
             owner: owner.to_owned(),
+            uids: self.uids,
         }
+    }
+
+    /// Gives new users uids from `uids` (default [`UidRange::default`]).
+    pub fn with_uid_range(mut self, uids: UidRange) -> Store {
+        self.uids = uids;
+        self
     }
 
     /// The owner this handle is scoped to.

@@ -5,8 +5,9 @@
 //! API tokens and login session ids as their SHA-256. Password hashing and verification run
 //! outside the store lock, so a login does not stall other store users.
 //!
-//! Each user gets a distinct unprivileged host uid, [`USER_UID_BASE`] plus their id. Ids are never
-//! reused, so a new user never inherits a removed user's files by uid.
+//! Each user gets a distinct unprivileged host uid, the store's [`crate::UidRange`] base
+//! ([`USER_UID_BASE`] by default) plus their id. Ids are never reused, so a new user never
+//! inherits a removed user's files by uid.
 
 use std::str::FromStr;
 
@@ -209,7 +210,8 @@ fn user_id(tx: &rusqlite::Connection, name: &str) -> Result<i64, StoreError> {
 impl Store {
     /// Creates a user. Validates the name (`^[a-z][a-z0-9_-]{0,31}$`), the password (at least
     /// [`PASSWORD_CHARS_MIN`] characters) and the tier name, hashes the password with argon2id
-    /// and assigns the host uid [`USER_UID_BASE`] + id.
+    /// and assigns the host uid base + id from the store's uid range; refuses when the range is
+    /// used up.
     pub fn user_add(
         &self,
         name: &str,
@@ -238,10 +240,15 @@ impl Store {
                 params![name, password_hash, role.as_str(), tier, now],
             )?;
             let id = tx.last_insert_rowid();
+            let uids = self.uids;
             let uid = u32::try_from(id)
                 .ok()
-                .and_then(|id| USER_UID_BASE.checked_add(id))
-                .expect("user ids stay far below the uid space");
+                .filter(|id| *id < uids.count)
+                .and_then(|id| uids.base.checked_add(id))
+                .ok_or(StoreError::UidRangeFull {
+                    base: uids.base,
+                    last: uids.last(),
+                })?;
             tx.execute("UPDATE users SET uid = ?2 WHERE id = ?1", params![id, uid])?;
             Ok(UserRecord {
                 id,
@@ -254,6 +261,16 @@ impl Store {
                 restricted_reason: None,
             })
         })
+    }
+
+    /// The lowest and highest uid any user (removed ones excepted) has, if there is a user.
+    pub fn user_uid_bounds(&self) -> Result<Option<(u32, u32)>, StoreError> {
+        let bounds: (Option<u32>, Option<u32>) = self.with(|connection| {
+            connection.query_row("SELECT MIN(uid), MAX(uid) FROM users", [], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
+        })?;
+        Ok(bounds.0.zip(bounds.1))
     }
 
     /// Removes a user with their API tokens and login sessions. False if there was none.
@@ -599,6 +616,39 @@ mod tests {
             )
         };
         assert_eq!(params_of(DUMMY_PASSWORD_HASH), params_of(&real));
+    }
+
+    #[test]
+    fn uids_come_from_the_configured_range_until_it_is_used_up() {
+        let store = Store::open_in_memory()
+            .unwrap()
+            .with_uid_range(crate::UidRange {
+                base: 500_000,
+                count: 3,
+            });
+        assert_eq!(store.user_uid_bounds().unwrap(), None);
+        let now = "2026-01-01T00:00:00Z";
+        let a = store
+            .user_add("a", "password1", Role::User, "free", now)
+            .unwrap();
+        let b = store
+            .user_add("b", "password1", Role::User, "free", now)
+            .unwrap();
+        // Ids count from 1, so the range's first uid is never given.
+        assert_eq!((a.uid, b.uid), (500_001, 500_002));
+        let err = store
+            .user_add("c", "password1", Role::User, "free", now)
+            .unwrap_err();
+        assert!(matches!(err, StoreError::UidRangeFull { .. }), "{err}");
+        assert!(store.user_get("c").unwrap().is_none(), "nothing half-made");
+        assert_eq!(store.user_uid_bounds().unwrap(), Some((a.uid, b.uid)));
+        let range = crate::UidRange { base: 10, count: 5 };
+        assert!(range.contains(10) && range.contains(14) && !range.contains(15));
+        assert!(range.overlaps(&crate::UidRange { base: 14, count: 1 }));
+        assert!(!range.overlaps(&crate::UidRange {
+            base: 15,
+            count: 10
+        }));
     }
 
     #[test]

@@ -139,7 +139,10 @@ impl Drop for Server {
         let _ = self.child.wait();
         if let Ok(entries) = std::fs::read_dir(self.data_dir().join("workspaces")) {
             for entry in entries.flatten() {
-                let _ = Command::new("umount").arg(entry.path()).status();
+                let _ = Command::new("umount")
+                    .arg(entry.path())
+                    .stderr(Stdio::null())
+                    .status();
             }
         }
     }
@@ -148,6 +151,34 @@ impl Drop for Server {
 /// Starts `commonlab serve` in accounts mode with sandboxes and small limits, `extra_config`
 /// appended to its config, and the users given as (name, extra `user add` flags).
 pub fn start_server(python: &Path, extra_config: &str, users: &[(&str, &[&str])]) -> Server {
+    start_server_with_uids(python, random_uid_base(), extra_config, users)
+}
+
+/// A uid range of its own for each test server, so servers of tests running at once on one
+/// host never claim the same uids.
+pub fn random_uid_base() -> u32 {
+    1_000_000 + (rand::random::<u32>() % 30_000) * 65_536
+}
+
+/// [`start_server`] with users' uids from `uid_base`.
+pub fn start_server_with_uids(
+    python: &Path,
+    uid_base: u32,
+    extra_config: &str,
+    users: &[(&str, &[&str])],
+) -> Server {
+    start_server_under(&[], python, uid_base, extra_config, users)
+}
+
+/// [`start_server_with_uids`], with the server run by `launcher` (a program and its arguments
+/// that executes the command after them in its own place, such as `prlimit --nofile=…`).
+pub fn start_server_under(
+    launcher: &[&str],
+    python: &Path,
+    uid_base: u32,
+    extra_config: &str,
+    users: &[(&str, &[&str])],
+) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
     let config = dir.path().join("commonlab.toml");
@@ -156,6 +187,7 @@ pub fn start_server(python: &Path, extra_config: &str, users: &[(&str, &[&str])]
         format!(
             r#"[accounts]
 enabled = true
+uid_base = {uid_base}
 
 [sandbox]
 enabled = true
@@ -187,7 +219,14 @@ cpu_millicores_max_total = 2000
         commonlab(&data_dir, &config, &args, &format!("{PASSWORD}\n"));
     }
     let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_commonlab"));
+    let mut command = match launcher.split_first() {
+        Some((program, args)) => {
+            let mut command = Command::new(program);
+            command.args(args).arg(env!("CARGO_BIN_EXE_commonlab"));
+            command
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_commonlab")),
+    };
     for (name, _) in std::env::vars() {
         if name.starts_with("COMMONLAB_") {
             command.env_remove(name);

@@ -1,71 +1,155 @@
 //! File-system helpers for contents: atomic writes, base64 as Python's `encodebytes` writes it,
 //! MIME types as Python's `mimetypes` guesses them, and timestamps as jupyter_server prints them.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::SystemTime;
 
-/// Writes `path` atomically: the bytes go to a temporary file in the same directory, which is
-/// flushed to disk and then renamed over `path`. A failure before the rename leaves `path` as it
-/// was and removes the temporary file; a crash leaves at most a hidden temporary file behind.
-pub(crate) fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    atomic_write_with(path, |file| file.write_all(bytes))
+use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
+
+/// Opens `path`, which must lie under the directory `root`, resolving it beneath `root` in one
+/// system call (`openat2` with `RESOLVE_BENEATH`): a symlink that leads out of `root`, however
+/// it got there and whenever it was swapped in, fails with `EXDEV` instead of being followed.
+pub(crate) fn open_beneath(
+    root: &Path,
+    path: &Path,
+    flags: OFlags,
+    mode: Mode,
+) -> io::Result<OwnedFd> {
+    let relative = path
+        .strip_prefix(root)
+        .map_err(|_| io::Error::from_raw_os_error(rustix::io::Errno::XDEV.raw_os_error()))?;
+    let relative = if relative.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        relative
+    };
+    // openat2 refuses a mode without O_CREAT.
+    let mode = if flags.contains(OFlags::CREATE) {
+        mode
+    } else {
+        Mode::empty()
+    };
+    let root_fd = rustix::fs::open(
+        root,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    // The kernel asks for a retry when a rename raced the lookup; a user renaming in a loop
+    // gets an error after a few, never a path outside.
+    let mut tries = 0;
+    loop {
+        match rustix::fs::openat2(
+            &root_fd,
+            relative,
+            flags | OFlags::CLOEXEC,
+            mode,
+            ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
+        ) {
+            Err(rustix::io::Errno::AGAIN) if tries < 16 => tries += 1,
+            result => return Ok(result?),
+        }
+    }
+}
+
+/// Opens the file `path` under `root` for reading (see [`open_beneath`]).
+pub(crate) fn read_beneath(root: &Path, path: &Path) -> io::Result<File> {
+    open_beneath(root, path, OFlags::RDONLY, Mode::empty()).map(File::from)
+}
+
+/// Reads the whole file `path` under `root` (see [`open_beneath`]).
+pub(crate) fn read_all_beneath(root: &Path, path: &Path) -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    read_beneath(root, path)?.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// The directory `dir` under `root`, opened for `*at` calls (see [`open_beneath`]).
+fn dir_beneath(root: &Path, dir: &Path) -> io::Result<OwnedFd> {
+    open_beneath(root, dir, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())
+}
+
+fn file_name(path: &Path) -> io::Result<&std::ffi::OsStr> {
+    path.file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "a path without a file name"))
+}
+
+/// Writes `path` (under `root`) atomically: the bytes go to a temporary file in the same
+/// directory, which is flushed to disk and then renamed over `path`. A failure before the rename
+/// leaves `path` as it was and removes the temporary file; a crash leaves at most a hidden
+/// temporary file behind. The directory is opened beneath `root` once and every step is relative
+/// to it, so the write cannot land outside `root`.
+pub(crate) fn atomic_write(root: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
+    atomic_write_with(root, path, |file| file.write_all(bytes))
 }
 
 /// [`atomic_write`] with the content written by `fill`.
 pub(crate) fn atomic_write_with(
+    root: &Path,
     path: &Path,
     fill: impl FnOnce(&mut File) -> io::Result<()>,
 ) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let (tmp_path, mut file) = create_temp(dir, &name, "save")?;
+    let dir = dir_beneath(root, path.parent().unwrap_or(root))?;
+    let name = file_name(path)?;
+    let (tmp_name, mut file) = create_temp(&dir, &name.to_string_lossy(), "save")?;
     let result = (|| {
-        if let Ok(existing) = fs::metadata(path) {
-            file.set_permissions(fs::Permissions::from_mode(
-                existing.permissions().mode() & 0o7777,
-            ))?;
+        if let Ok(existing) = rustix::fs::statat(&dir, name, AtFlags::empty()) {
+            file.set_permissions(fs::Permissions::from_mode(existing.st_mode & 0o7777))?;
         }
         fill(&mut file)?;
         file.sync_all()?;
         drop(file);
-        fs::rename(&tmp_path, path)?;
-        sync_dir(dir);
+        rustix::fs::renameat(&dir, &tmp_name, &dir, name)?;
+        let _ = rustix::fs::fsync(&dir);
         Ok(())
     })();
     if result.is_err() {
-        let _ = fs::remove_file(&tmp_path);
+        let _ = rustix::fs::unlinkat(&dir, &tmp_name, AtFlags::empty());
     }
     result
 }
 
+/// Moves `from` to `to`, both under `root`, each directory opened beneath `root`.
+pub(crate) fn rename_beneath(root: &Path, from: &Path, to: &Path) -> io::Result<()> {
+    let from_dir = dir_beneath(root, from.parent().unwrap_or(root))?;
+    let to_dir = dir_beneath(root, to.parent().unwrap_or(root))?;
+    rustix::fs::renameat(&from_dir, file_name(from)?, &to_dir, file_name(to)?)?;
+    let _ = rustix::fs::fsync(&to_dir);
+    Ok(())
+}
+
+/// Removes the file (or symlink) `path` under `root`, its directory opened beneath `root`.
+pub(crate) fn remove_file_beneath(root: &Path, path: &Path) -> io::Result<()> {
+    let dir = dir_beneath(root, path.parent().unwrap_or(root))?;
+    Ok(rustix::fs::unlinkat(
+        &dir,
+        file_name(path)?,
+        AtFlags::empty(),
+    )?)
+}
+
 /// A new hidden file beside `name` in `dir`, named so the listing never shows it.
-pub(crate) fn create_temp(dir: &Path, name: &str, purpose: &str) -> io::Result<(PathBuf, File)> {
+pub(crate) fn create_temp(dir: &OwnedFd, name: &str, purpose: &str) -> io::Result<(String, File)> {
     loop {
-        let tmp_path = dir.join(format!(".~{name}.{}.{purpose}", rand::random::<u32>()));
-        match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp_path)
-        {
-            Ok(file) => return Ok((tmp_path, file)),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
+        let tmp_name = format!("{TEMP_PREFIX}{name}.{}.{purpose}", rand::random::<u32>());
+        match rustix::fs::openat(
+            dir,
+            &tmp_name,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o644),
+        ) {
+            Ok(fd) => return Ok((tmp_name, File::from(fd))),
+            Err(rustix::io::Errno::EXIST) => continue,
+            Err(e) => return Err(e.into()),
         }
     }
 }
 
-/// Flushes a directory's entries (the rename) to disk; best effort.
-pub(crate) fn sync_dir(dir: &Path) {
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
-}
+/// Temporary files of saves and uploads start with this; hidden, never listed.
+pub(crate) const TEMP_PREFIX: &str = ".~";
 
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
@@ -213,7 +297,7 @@ mod tests {
         let path = dir.path().join("nb.ipynb");
         fs::write(&path, b"original").unwrap();
         // A save that dies half-way through writing.
-        let err = atomic_write_with(&path, |file| {
+        let err = atomic_write_with(dir.path(), &path, |file| {
             file.write_all(b"half a no")?;
             Err(io::Error::other("killed mid-save"))
         })
@@ -222,7 +306,7 @@ mod tests {
         assert_eq!(fs::read(&path).unwrap(), b"original");
         let names: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(names.len(), 1, "the temporary file is removed");
-        atomic_write(&path, b"new").unwrap();
+        atomic_write(dir.path(), &path, b"new").unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"new");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
@@ -233,11 +317,48 @@ mod tests {
         let path = dir.path().join("run.sh");
         fs::write(&path, b"#!/bin/sh").unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o751)).unwrap();
-        atomic_write(&path, b"#!/bin/sh\necho").unwrap();
+        atomic_write(dir.path(), &path, b"#!/bin/sh\necho").unwrap();
         assert_eq!(
             fs::metadata(&path).unwrap().permissions().mode() & 0o777,
             0o751
         );
+    }
+
+    #[test]
+    fn nothing_leaves_the_root_through_a_symlink() {
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join("secret"), b"secret").unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let root = root.path();
+        std::os::unix::fs::symlink(outside.path().join("secret"), root.join("link")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.join("dir")).unwrap();
+        fs::create_dir(root.join("inside")).unwrap();
+        fs::write(root.join("inside/f"), b"f").unwrap();
+        std::os::unix::fs::symlink("inside/f", root.join("relative")).unwrap();
+        let exdev = |e: io::Error| e.raw_os_error() == Some(libc_exdev());
+        assert!(exdev(
+            read_all_beneath(root, &root.join("link")).unwrap_err()
+        ));
+        assert!(exdev(
+            read_all_beneath(root, &root.join("dir/secret")).unwrap_err()
+        ));
+        assert!(exdev(
+            atomic_write(root, &root.join("dir/new"), b"x").unwrap_err()
+        ));
+        assert!(exdev(
+            rename_beneath(root, &root.join("inside/f"), &root.join("dir/f")).unwrap_err()
+        ));
+        assert!(!outside.path().join("new").exists() && !outside.path().join("f").exists());
+        assert!(exdev(read_all_beneath(root, outside.path()).unwrap_err()));
+        // Links that stay inside are followed.
+        assert_eq!(
+            read_all_beneath(root, &root.join("relative")).unwrap(),
+            b"f"
+        );
+    }
+
+    fn libc_exdev() -> i32 {
+        rustix::io::Errno::XDEV.raw_os_error()
     }
 
     #[test]

@@ -116,6 +116,10 @@ pub(crate) fn resolve(root: &Path, api: &str) -> Result<Target, ManagerError> {
 
 /// Maps an IO error on `api` to what the user should see.
 pub(crate) fn io_error(api: &str, e: io::Error) -> ManagerError {
+    if e.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) {
+        // Resolved beneath the root, the path led out of it (a symlink swapped in meanwhile).
+        return ManagerError::path_outside_root(api);
+    }
     match e.kind() {
         io::ErrorKind::PermissionDenied => ManagerError::permission_denied(api),
         io::ErrorKind::NotFound => {

@@ -131,3 +131,115 @@ async fn delete_refuses_non_empty_directories() {
     assert!(!dir.path().join("d").exists());
     assert_eq!(contents.delete("").await.unwrap_err().code, "delete_root");
 }
+
+#[tokio::test]
+async fn temporaries_left_by_interrupted_saves_are_removed() {
+    let (dir, contents) = manager(1 << 20);
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("sub/deeper")).unwrap();
+    for stale in [
+        ".~a.ipynb.123.save",
+        "sub/.~b.txt.9.save",
+        "sub/deeper/.~c.bin.upload",
+    ] {
+        std::fs::write(root.join(stale), "half").unwrap();
+    }
+    for kept in ["keep.txt", ".~not-ours", "sub/x.save"] {
+        std::fs::write(root.join(kept), "mine").unwrap();
+    }
+    let started = SystemTime::now() + Duration::from_secs(1);
+    let removed = contents.remove_stale_temporaries(started).await.unwrap();
+    assert_eq!(removed, 3);
+    for kept in ["keep.txt", ".~not-ours", "sub/x.save"] {
+        assert!(root.join(kept).exists(), "{kept} is kept");
+    }
+    // One written after the sweep began (a save in flight) is left alone.
+    std::fs::write(root.join(".~d.txt.1.save"), "in flight").unwrap();
+    let before = SystemTime::now() - Duration::from_secs(60);
+    assert_eq!(contents.remove_stale_temporaries(before).await.unwrap(), 0);
+    assert!(root.join(".~d.txt.1.save").exists());
+}
+
+/// The contents API refuses, rather than follows, a symlink swapped in for an entry after it was
+/// resolved: every open happens beneath the root.
+#[tokio::test]
+async fn reads_and_writes_never_follow_a_link_out_of_the_root() {
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret"), "secret").unwrap();
+    let (dir, contents) = manager(1 << 20);
+    let root = dir.path().canonicalize().unwrap();
+    let fs = contents.fs.clone();
+    std::fs::write(root.join("f.txt"), "mine").unwrap();
+    let target = fs.resolve("f.txt").unwrap();
+    // The swap lands between the check and the use.
+    std::fs::remove_file(root.join("f.txt")).unwrap();
+    std::os::unix::fs::symlink(outside.path().join("secret"), root.join("f.txt")).unwrap();
+    let e = fs.read(&target).unwrap_err();
+    assert_eq!(e.code, "path_outside_root", "{e:?}");
+    std::fs::create_dir(root.join("d")).unwrap();
+    let target = fs.resolve("d/new.txt").unwrap();
+    std::fs::remove_dir(root.join("d")).unwrap();
+    std::os::unix::fs::symlink(outside.path(), root.join("d")).unwrap();
+    let e = fsio::atomic_write(&fs.root, &target.real, b"x").unwrap_err();
+    assert_eq!(paths::io_error("d/new.txt", e).code, "path_outside_root");
+    assert!(!outside.path().join("new.txt").exists());
+}
+
+/// With an owner, every operation runs as that uid: what the owner could not read is not
+/// read, and what is written is the owner's. A server that cannot switch (not root) refuses.
+#[tokio::test]
+async fn an_owned_root_is_worked_in_as_its_owner() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    const NOBODY: u32 = 65534;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let root = dir.path().join("ws");
+    std::fs::create_dir(&root).unwrap();
+    let contents = ContentsManager::new(ContentsConfig {
+        root_dir: root.clone(),
+        upload_bytes_max: 1 << 20,
+        owner: Some((NOBODY, NOBODY)),
+    });
+    let is_root = nix::unistd::geteuid().is_root();
+    let result = contents
+        .put(
+            "saved.txt",
+            Some(request(
+                serde_json::json!({"type": "file", "format": "text", "content": "x"}),
+            )),
+        )
+        .await;
+    if !is_root {
+        assert_eq!(result.unwrap_err().code, "contents_identity_failed");
+        return;
+    }
+    // The root is still the server's: the owner may not write in it.
+    let e = result.unwrap_err();
+    assert_eq!(e.kind, crate::ErrorKind::Forbidden, "{e:?}");
+    std::os::unix::fs::chown(&root, Some(NOBODY), Some(NOBODY)).unwrap();
+    contents
+        .put(
+            "saved.txt",
+            Some(request(
+                serde_json::json!({"type": "file", "format": "text", "content": "x"}),
+            )),
+        )
+        .await
+        .unwrap();
+    let meta = std::fs::metadata(root.join("saved.txt")).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (NOBODY, NOBODY));
+    // A root-only file inside (as a race might leave one) is not readable through the API.
+    std::fs::write(root.join("root-only.txt"), "secret").unwrap();
+    std::fs::set_permissions(
+        root.join("root-only.txt"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let e = contents
+        .get("root-only.txt", GetOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, crate::ErrorKind::Forbidden, "{e:?}");
+    // The server's own threads keep their identity.
+    assert!(nix::unistd::geteuid().is_root());
+}

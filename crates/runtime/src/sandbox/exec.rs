@@ -11,9 +11,14 @@
 //!
 //! ```text
 //! sandbox-exec --uid U --gid G [--join FILE]... [--rlimit fsize=N|nofile=N|core=N]...
-//!              [--read PATH]... [--write PATH]... [--egress SLIRP4NETNS] [--check-only]
-//!              -- PROGRAM [ARG]...
+//!              [--read PATH]... [--write PATH]... [--egress SLIRP4NETNS] [--seccomp]
+//!              [--check-only] -- PROGRAM [ARG]...
 //! ```
+//!
+//! With `--seccomp`, PROGRAM must be bubblewrap: the launcher compiles the sandbox's seccomp
+//! filter (`seccomp.rs`), puts each of its programs in a memfd that bubblewrap inherits, and
+//! passes them with `--add-seccomp-fd`; bubblewrap installs them just before it runs the kernel.
+//! A filter that cannot be built stops the launch.
 //!
 //! With `--egress`, PROGRAM must be bubblewrap, told not to make its own network namespace: the
 //! launcher runs it under `unshare` in a user and network namespace of the kernel's uid, waits
@@ -32,6 +37,8 @@ use std::path::{Path, PathBuf};
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
 use nix::unistd::{access, setgroups, setresgid, setresuid, AccessFlags, Gid, Uid};
 
+use super::seccomp;
+
 /// The exit status of the launcher when it refuses or fails before exec.
 pub(crate) const LAUNCHER_FAILED: i32 = 125;
 
@@ -44,6 +51,7 @@ struct Args {
     read: Vec<PathBuf>,
     write: Vec<PathBuf>,
     check_only: bool,
+    seccomp: bool,
     egress: Option<PathBuf>,
     command: Vec<OsString>,
 }
@@ -59,6 +67,10 @@ fn parse(args: Vec<OsString>) -> Result<Args, String> {
         }
         if arg == "--check-only" {
             parsed.check_only = true;
+            continue;
+        }
+        if arg == "--seccomp" {
+            parsed.seccomp = true;
             continue;
         }
         let value = args.next().ok_or_else(|| format!("{arg} needs a value"))?;
@@ -144,20 +156,55 @@ fn run(args: Vec<OsString>) -> Result<i32, String> {
     if let Some(slirp) = &args.egress {
         check_access(slirp, uid, AccessFlags::X_OK)?;
     }
+    // Built before anything runs, so a filter that cannot be built fails the check too.
+    let filter = if args.seccomp {
+        seccomp::programs()?
+    } else {
+        Vec::new()
+    };
     if args.check_only {
         return Ok(0);
     }
+    let (seccomp_args, seccomp_fds) = seccomp_fds(&filter)?;
     if let Some(slirp) = &args.egress {
-        return run_with_egress(&args.command, slirp, uid, gid);
+        return run_with_egress(&args.command, seccomp_args, seccomp_fds, slirp, uid, gid);
     }
     let program = Path::new(&args.command[0]);
-    let status = std::process::Command::new(program)
+    let child = std::process::Command::new(program)
+        .args(seccomp_args)
         .args(&args.command[1..])
-        .status()
+        .spawn();
+    // bubblewrap has its copies; nothing else may inherit them.
+    drop(seccomp_fds);
+    let status = child
+        .and_then(|mut child| child.wait())
         .map_err(|e| format!("could not run {}: {e}", program.display()))?;
     Ok(status
         .code()
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+}
+
+/// Each seccomp program in a memfd the next program started inherits, read from its start, and
+/// the bubblewrap options that name them.
+fn seccomp_fds(programs: &[Vec<u8>]) -> Result<(Vec<OsString>, Vec<OwnedFd>), String> {
+    use nix::sys::memfd::{memfd_create, MFdFlags};
+    use std::io::{Seek, SeekFrom};
+    let mut args = Vec::new();
+    let mut fds = Vec::new();
+    for program in programs {
+        let fd = memfd_create("commonlab-seccomp", MFdFlags::MFD_CLOEXEC)
+            .map_err(|e| format!("memfd for the seccomp filter: {e}"))?;
+        let mut file = std::fs::File::from(fd);
+        file.write_all(program)
+            .and_then(|()| file.seek(SeekFrom::Start(0)).map(|_| ()))
+            .map_err(|e| format!("writing the seccomp filter: {e}"))?;
+        let fd = OwnedFd::from(file);
+        inherit(&fd)?;
+        args.push(OsString::from("--add-seccomp-fd"));
+        args.push(OsString::from(fd.as_raw_fd().to_string()));
+        fds.push(fd);
+    }
+    Ok((args, fds))
 }
 
 /// util-linux's `unshare`, which makes the user and network namespaces egress needs.
@@ -195,7 +242,14 @@ fn read_until(fd: OwnedFd, done: impl Fn(&[u8]) -> bool) -> Vec<u8> {
 /// Runs bubblewrap (`command`) with a user-mode network: bubblewrap reports the sandbox's pid and
 /// waits; slirp4netns joins the sandbox's user and network namespaces and sets up `tap0` with a
 /// route out; only then is the kernel let go. slirp4netns ends with the sandbox.
-fn run_with_egress(command: &[OsString], slirp: &Path, uid: Uid, gid: Gid) -> Result<i32, String> {
+fn run_with_egress(
+    command: &[OsString],
+    seccomp_args: Vec<OsString>,
+    seccomp_fds: Vec<OwnedFd>,
+    slirp: &Path,
+    uid: Uid,
+    gid: Gid,
+) -> Result<i32, String> {
     let (info_read, info_write) = pipe()?;
     let (block_read, block_write) = pipe()?;
     inherit(&info_write)?;
@@ -211,10 +265,12 @@ fn run_with_egress(command: &[OsString], slirp: &Path, uid: Uid, gid: Gid) -> Re
         .arg(info_write.as_raw_fd().to_string())
         .arg("--block-fd")
         .arg(block_read.as_raw_fd().to_string())
+        .args(seccomp_args)
         .args(&command[1..])
         .spawn()
         .map_err(|e| format!("could not run {}: {e}", program.display()))?;
-    drop((info_write, block_read));
+    // Closed here before slirp4netns starts, so it inherits none of them.
+    drop((info_write, block_read, seccomp_fds));
     // bubblewrap reports once its sandbox is set up: the namespaces `unshare` made exist by then.
     let info = read_until(info_read, |seen| {
         serde_json::from_slice::<serde_json::Value>(seen).is_ok()

@@ -7,14 +7,15 @@
 //! it (owned by the kernel's uid, mode 0700) with the connection file inside, asks the launcher
 //! to check that the uid can reach every bound path, creates the cgroup, and starts the launcher
 //! (`exec.rs`), which joins the cgroup, drops privileges and runs bubblewrap with the command
-//! line `bwrap.rs` builds. When the kernel ends, whatever is left in its cgroup is killed, the
-//! memory controller is asked whether the limit killed it, and the cgroup and the socket
-//! directory are removed.
+//! line `bwrap.rs` builds and the seccomp filter `seccomp.rs` compiles. When the kernel ends,
+//! whatever is left in its cgroup is killed, the memory controller is asked whether the limit
+//! killed it, and the cgroup and the socket directory are removed.
 
 mod bwrap;
 mod cgroup;
 mod exec;
 mod observe;
+mod seccomp;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -338,7 +339,7 @@ impl SandboxBackend {
         let checked = self
             .launcher(identity)
             .args(&checks)
-            .arg("--check-only")
+            .args(["--seccomp", "--check-only"])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .output()
@@ -389,6 +390,7 @@ impl SandboxBackend {
             command.arg("--egress").arg(&self.config.slirp4netns);
         }
         command
+            .arg("--seccomp")
             .arg("--")
             .args(plan.command())
             .process_group(0)

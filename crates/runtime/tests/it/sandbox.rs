@@ -488,6 +488,7 @@ print("outside", reach("pypi.org", 443))
 print("loopback", reach("127.0.0.1", {port}))
 print("host-via-gateway", reach("10.0.2.2", {port}))
 print("ifaces", sorted(n for _, n in socket.if_nameindex()))
+print("seccomp", [l.split()[1] for l in open("/proc/self/status") if l.startswith("Seccomp:")])
 "#
     );
     for egress in [true, false] {
@@ -506,7 +507,92 @@ print("ifaces", sorted(n for _, n in socket.if_nameindex()))
         }
         assert!(out.contains("loopback ConnectionRefusedError"), "{out}");
         assert!(!out.contains("host-via-gateway reached"), "{out}");
+        assert!(
+            out.contains("seccomp ['2']"),
+            "filtered with egress {egress}: {out}"
+        );
         kill_and_check_nothing_is_left(runtime).await;
     }
     drop(listener);
+}
+
+/// Under the seccomp filter, what notebooks commonly do still works: numpy (with BLAS threads),
+/// pandas, matplotlib, multiprocessing (fork and spawn), threads, subprocesses, fork, /tmp, FIFOs, signals, pip, sqlite, /proc;
+/// and a refused call is a clean `OSError` the kernel survives.
+#[tokio::test]
+async fn the_usual_stack_works_under_the_seccomp_filter() {
+    let Some(python) = python() else { return };
+    if !sandbox_host() {
+        return;
+    }
+    let setup = Setup::sandbox(python, SandboxLimits::default());
+    let (runtime, mut client) = start(&setup).await;
+    let stack = r#"
+import math, multiprocessing, os, signal, socket, sqlite3, subprocess, sys, tempfile, threading
+import numpy as np
+a = np.arange(512 * 512, dtype=np.float64).reshape(512, 512)  # big enough for BLAS threads
+print("numpy", bool(np.allclose(a @ np.eye(512), a)), int(np.linalg.matrix_rank(np.eye(50))))
+import pandas as pd
+print("pandas", int(pd.DataFrame({"x": range(10)}).x.sum()))
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+plt.plot([1, 2, 3]); plt.savefig("/tmp/plot.png")
+print("matplotlib", os.path.getsize("/tmp/plot.png") > 0)
+def square(x):
+    return x * x
+with multiprocessing.get_context("fork").Pool(2) as pool:
+    print("pool fork", pool.map(square, range(6)))
+with multiprocessing.get_context("spawn").Pool(2) as pool:
+    print("pool spawn", pool.map(math.factorial, [3, 4, 5]))
+counts, lock = [], threading.Lock()
+def work():
+    with lock:
+        counts.append(1)
+threads = [threading.Thread(target=work) for _ in range(8)]
+for t in threads: t.start()
+for t in threads: t.join()
+print("threads", len(counts))
+print("subprocess", subprocess.run(["sh", "-c", "echo $((6 * 7))"], capture_output=True, text=True).stdout.strip())
+pid = os.fork()
+if pid == 0:
+    os._exit(3)
+print("fork", os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+with tempfile.NamedTemporaryFile(dir="/tmp") as f:
+    f.write(b"kept"); f.flush()
+    print("tmp", open(f.name, "rb").read().decode())
+fifo = tempfile.mktemp(dir="/tmp")
+os.mkfifo(fifo)
+print("fifo", os.path.exists(fifo))
+got = []
+signal.signal(signal.SIGUSR1, lambda signum, frame: got.append(signum))
+os.kill(os.getpid(), signal.SIGUSR1)
+print("signal", got == [signal.SIGUSR1])
+pip = subprocess.run([sys.executable, "-m", "pip", "--version"], capture_output=True, text=True)
+print("pip", pip.returncode, pip.stdout.startswith("pip "))
+show = subprocess.run([sys.executable, "-m", "pip", "show", "numpy"], capture_output=True, text=True)
+print("pip show", show.returncode, "Name: numpy" in show.stdout)
+db = sqlite3.connect(":memory:")
+print("sqlite", db.execute("select 6 * 7").fetchone()[0])
+status = dict(l.split(":", 1) for l in open("/proc/self/status"))
+print("seccomp", status["Seccomp"].strip(), status["Seccomp_filters"].strip())
+try:
+    socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)
+    print("vsock", "opened")
+except OSError as e:
+    print("vsock", type(e).__name__)
+"#;
+    let outcome = client.execute(stack).await;
+    assert_eq!(outcome.error, None, "{outcome:?}");
+    assert_eq!(
+        outcome.stdout,
+        "numpy True 50\npandas 45\nmatplotlib True\npool fork [0, 1, 4, 9, 16, 25]\npool spawn [6, 24, 120]\nthreads 8\n\
+         subprocess 42\nfork 3\ntmp kept\nfifo True\nsignal True\npip 0 True\npip show 0 True\n\
+         sqlite 42\nseccomp 2 3\nvsock PermissionError\n",
+        "{outcome:?}"
+    );
+    let after = client.execute("print('still here')").await;
+    assert_eq!(after.stdout, "still here\n");
+    client.close().await;
+    kill_and_check_nothing_is_left(runtime).await;
 }

@@ -1,5 +1,7 @@
 //! `/api/kernels/<id>/channels`: the kernel WebSocket, in the v1 binary framing when the client
-//! offers `v1.kernel.websocket.jupyter.org`, else the legacy JSON one.
+//! offers `v1.kernel.websocket.jupyter.org`, else the legacy JSON one. A message (or frame)
+//! over `server.ws_message_bytes_max` is refused as soon as its header says so: the connection
+//! is closed with code 1009 and the rest of the message is discarded unread.
 
 use std::collections::HashMap;
 
@@ -16,6 +18,31 @@ use tokio::sync::mpsc;
 
 use crate::hub::CredentialWatch;
 use crate::{ApiError, AppState};
+
+/// The WebSocket close code for a message larger than the endpoint accepts (RFC 6455, 7.4.1).
+const CLOSE_MESSAGE_TOO_BIG: u16 = 1009;
+
+/// The close frame to send when reading failed because a message (or one frame of it) was
+/// larger than `server.ws_message_bytes_max`: code 1009, naming the limit. Other failures are
+/// logged and get none.
+pub(super) fn close_for_read_error(error: axum::Error) -> Option<Message> {
+    use tungstenite::error::{CapacityError, Error};
+    let error = error.into_inner();
+    match error.downcast_ref::<Error>() {
+        Some(Error::Capacity(CapacityError::MessageTooLong { max_size, .. })) => {
+            let reason =
+                format!("message larger than {max_size} bytes (server.ws_message_bytes_max)");
+            Some(Message::Close(Some(CloseFrame {
+                code: CLOSE_MESSAGE_TOO_BIG,
+                reason: Utf8Bytes::from(reason),
+            })))
+        }
+        _ => {
+            tracing::debug!(error = %error, "websocket read failed");
+            None
+        }
+    }
+}
 
 pub(crate) async fn channels(
     State(state): State<AppState>,
@@ -90,7 +117,10 @@ async fn relay(
                 let frame = match incoming {
                     Some(Ok(frame)) => frame,
                     Some(Err(e)) => {
-                        tracing::debug!(error = %e, "websocket read failed");
+                        // Say why, rather than drop the connection under the client.
+                        if let Some(close) = close_for_read_error(e) {
+                            let _ = ws_tx.send(close).await;
+                        }
                         break;
                     }
                     None => break,

@@ -1,22 +1,32 @@
 //! `/api/events`: the event bus. `POST` accepts an event (and drops it: nothing is emitted to
 //! subscribers yet); `/api/events/subscribe` is a WebSocket that stays open, silent, until
-//! the client leaves.
+//! the client leaves (a message over `server.ws_message_bytes_max` closes it with 1009).
 
 use axum::extract::ws::{Message, WebSocketUpgrade};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::Value;
 
-use crate::ApiError;
+use crate::{ApiError, AppState};
 
-pub(crate) async fn subscribe(ws: WebSocketUpgrade) -> Response {
-    ws.on_upgrade(|mut socket| async move {
-        while let Some(Ok(message)) = socket.recv().await {
-            if matches!(message, Message::Close(_)) {
-                break;
+pub(crate) async fn subscribe(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+    ws.max_message_size(state.limits.ws_message_bytes_max)
+        .max_frame_size(state.limits.ws_message_bytes_max)
+        .on_upgrade(|mut socket| async move {
+            loop {
+                match socket.recv().await {
+                    None | Some(Ok(Message::Close(_))) => break,
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => {
+                        if let Some(close) = super::channels::close_for_read_error(e) {
+                            let _ = socket.send(close).await;
+                        }
+                        break;
+                    }
+                }
             }
-        }
-    })
+        })
 }
 
 pub(crate) async fn emit(body: axum::body::Bytes) -> Result<StatusCode, ApiError> {

@@ -61,6 +61,7 @@ async fn authenticate(State(hub): State<Arc<Hub>>, mut request: Request, next: N
             .into_response()
         }
         Some((user, _)) => {
+            crate::listener::authenticated(request.extensions());
             request.extensions_mut().insert(Caller(user));
             next.run(request).await
         }
@@ -81,6 +82,9 @@ pub(super) fn store_error(e: StoreError) -> ApiError {
         StoreError::InvalidTime { .. } => ApiError::bad_request("invalid_time", e.to_string()),
         StoreError::NoSuchUser(_) => {
             ApiError::new(StatusCode::NOT_FOUND, "no_such_user", e.to_string())
+        }
+        StoreError::UidRangeFull { .. } => {
+            ApiError::new(StatusCode::CONFLICT, "uid_range_full", e.to_string())
         }
         other => {
             tracing::error!(error = %other, "hub api: store error");

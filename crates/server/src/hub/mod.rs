@@ -474,6 +474,7 @@ async fn dispatch(hub: Arc<Hub>, mut request: Request) -> Response {
     let who = auth::account_identity(&hub.store, request.headers(), request.uri());
     match who {
         Some((user, _, secret)) if user.name == name => {
+            crate::listener::authenticated(request.extensions());
             if auth::is_websocket_upgrade(request.headers()) {
                 // The socket outlives this check: it watches for the credential's revocation.
                 let watch = hub.revocations.watch(hub.store.clone(), &user.name, secret);

@@ -147,7 +147,14 @@ pub(crate) async fn spawn_hub() -> Option<TestHub> {
     let addr = listener.local_addr().unwrap();
     let app = commonlab_server::hub_app(hub.clone());
     let server = tokio::spawn(async move {
-        axum::serve(listener, app).await.unwrap();
+        commonlab_server::serve(
+            listener,
+            app,
+            commonlab_server::ConnectionLimits::default(),
+            std::future::pending(),
+        )
+        .await
+        .unwrap();
     });
     let carol = tokens.pop().unwrap();
     let bob = tokens.pop().unwrap();

@@ -128,7 +128,14 @@ pub(crate) async fn spawn_app_with_policy(
     let addr = listener.local_addr().unwrap();
     let app = commonlab_server::app(state);
     let server = tokio::spawn(async move {
-        axum::serve(listener, app).await.unwrap();
+        commonlab_server::serve(
+            listener,
+            app,
+            commonlab_server::ConnectionLimits::default(),
+            std::future::pending(),
+        )
+        .await
+        .unwrap();
     });
     Some(TestApp {
         base: format!("http://{addr}"),
@@ -240,10 +247,12 @@ pub(crate) async fn connect_ws_with_cookie(
     }
 }
 
+/// A client WebSocket connection.
+pub(crate) type WsStream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
 pub(crate) struct WsClient {
-    pub(crate) ws: tokio_tungstenite::WebSocketStream<
-        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-    >,
+    pub(crate) ws: WsStream,
     v1: bool,
     builder: MessageBuilder,
 }
@@ -323,8 +332,8 @@ impl WsClient {
         }
     }
 
-    /// Collects messages caused by `msg_id` until both its iopub `status: idle` and its shell
-    /// reply have arrived, returning them.
+    /// Collects messages caused by `msg_id` until both its iopub `status: idle` and its reply
+    /// (on shell or control) have arrived, returning them.
     pub(crate) async fn until_idle(&mut self, msg_id: &str) -> Vec<Received> {
         let mut seen = Vec::new();
         let (mut idle, mut replied) = (false, false);
@@ -332,7 +341,7 @@ impl WsClient {
             if received.parent_msg_id == msg_id {
                 idle |=
                     received.msg_type == "status" && received.content["execution_state"] == "idle";
-                replied |= received.channel == Channel::Shell;
+                replied |= matches!(received.channel, Channel::Shell | Channel::Control);
                 seen.push(received);
             }
             if idle && replied {

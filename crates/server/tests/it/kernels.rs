@@ -5,7 +5,7 @@ use std::time::Duration;
 use commonlab_protocol::Channel;
 use reqwest::Method;
 
-use crate::harness::{spawn_app, stdout, TOKEN};
+use crate::harness::{connect_ws, spawn_app, stdout, WsClient, TOKEN};
 
 #[tokio::test]
 async fn print_runs_over_v1_and_legacy_framings() {
@@ -271,17 +271,64 @@ async fn bad_input_gets_clear_errors_and_the_server_stays_healthy() {
         .unwrap();
     let msg_id = client.execute("print('still fine')").await;
     assert_eq!(stdout(&client.until_idle(&msg_id).await), "still fine\n");
-    let _ = client
+    client
         .ws
         .send(Message::Binary(vec![0u8; 2 << 20].into()))
-        .await;
-    assert!(
-        client.recv(Duration::from_secs(5)).await.is_none(),
-        "an oversized frame closes that connection"
+        .await
+        .unwrap();
+    assert_eq!(
+        close_code(&mut client.ws).await,
+        1009,
+        "an oversized frame closes that connection as too big"
     );
     let mut client = app.connect(&kernel_id, "after", true).await;
     let msg_id = client.execute("print('healthy')").await;
     assert_eq!(stdout(&client.until_idle(&msg_id).await), "healthy\n");
+}
+
+/// The code of the close frame the server sends next; the connection must then end cleanly,
+/// without a reset.
+async fn close_code(ws: &mut crate::harness::WsStream) -> u16 {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::{Error, Message};
+    let mut code = None;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), ws.next())
+            .await
+            .expect("the server closes within 30 s")
+        {
+            Some(Ok(Message::Close(frame))) => {
+                let frame = frame.expect("the close frame has a code");
+                assert!(
+                    frame.reason.contains("server.ws_message_bytes_max"),
+                    "{frame:?}"
+                );
+                code = Some(u16::from(frame.code));
+            }
+            Some(Ok(_)) => {}
+            None | Some(Err(Error::ConnectionClosed)) => break,
+            Some(Err(e)) => panic!("the connection failed instead of closing: {e}"),
+        }
+    }
+    code.expect("a close frame")
+}
+
+#[tokio::test]
+async fn the_events_websocket_closes_an_oversize_message_with_1009() {
+    let Some(app) = spawn_app().await else { return };
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let url = format!(
+        "{}/api/events/subscribe?token={TOKEN}",
+        app.base.replace("http", "ws")
+    );
+    let mut events = connect_ws(&url, "events", false).await.unwrap();
+    events
+        .ws
+        .send(Message::Binary(vec![0u8; 2 << 20].into()))
+        .await
+        .unwrap();
+    assert_eq!(close_code(&mut events.ws).await, 1009);
 }
 
 #[tokio::test]
@@ -342,4 +389,182 @@ async fn a_cell_printing_50_mb_is_delivered_whole_and_the_server_stays_up() {
         stdout(&client.until_idle(&msg_id).await),
         "after the flood\n"
     );
+}
+
+/// The pid of the kernel process behind `client`, as the kernel itself reports it.
+async fn kernel_pid(client: &mut WsClient) -> i32 {
+    let msg_id = client.execute("import os; print(os.getpid())").await;
+    stdout(&client.until_idle(&msg_id).await)
+        .trim()
+        .parse()
+        .expect("the kernel prints its pid")
+}
+
+/// Reads `client` until the server says the kernel is in `state`.
+async fn until_status(client: &mut WsClient, state: &str) {
+    while let Some(received) = client.recv(Duration::from_secs(30)).await {
+        if received.msg_type == "status"
+            && received.content["execution_state"] == state
+            && received.parent_msg_id.is_empty()
+        {
+            return;
+        }
+    }
+    panic!("the connection ended before the kernel was {state}");
+}
+
+#[tokio::test]
+async fn requests_to_a_dead_kernel_are_answered_with_the_death() {
+    let Some(app) = spawn_app().await else { return };
+    let kernel_id = app.start_kernel().await;
+    let mut client = app.connect(&kernel_id, "dead", true).await;
+    let mut legacy = app.connect(&kernel_id, "dead-legacy", false).await;
+    let pid = kernel_pid(&mut client).await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("the test may kill the kernel it started");
+    until_status(&mut client, "dead").await;
+    until_status(&mut legacy, "dead").await;
+    let (_, model) = app
+        .request(Method::GET, &format!("/api/kernels/{kernel_id}"), None)
+        .await;
+    assert_eq!(model["execution_state"], "dead", "{model}");
+
+    // A cell: answered as a failed cell would be, naming the death and what to do.
+    for client in [&mut client, &mut legacy] {
+        let msg_id = client.execute("print('never runs')").await;
+        let messages = client.until_idle(&msg_id).await;
+        let types: Vec<&str> = messages.iter().map(|m| m.msg_type.as_str()).collect();
+        assert_eq!(
+            types,
+            ["status", "error", "execute_reply", "status"],
+            "{messages:?}"
+        );
+        assert_eq!(messages[0].content["execution_state"], "busy");
+        let error = &messages[1].content;
+        assert_eq!(error["ename"], "KernelDied", "{error}");
+        assert_eq!(error["code"], "kernel_dead", "{error}");
+        assert_eq!(
+            error["evalue"], "The kernel was killed by signal 9.",
+            "{error}"
+        );
+        let traceback = error["traceback"].to_string();
+        assert!(traceback.contains("Restart the kernel"), "{traceback}");
+        let reply = &messages[2].content;
+        assert_eq!(messages[2].channel, Channel::Shell);
+        assert_eq!(reply["status"], "error", "{reply}");
+        assert_eq!(reply["code"], "kernel_dead", "{reply}");
+        assert_eq!(reply["evalue"], error["evalue"]);
+        assert!(stdout(&messages).is_empty());
+        // The client is told again that the kernel is dead, after its answer.
+        until_status(client, "dead").await;
+    }
+
+    // Other requests get their own reply type with status error, on the channel they came on.
+    for (channel, msg_type, content, reply_type) in [
+        (
+            Channel::Shell,
+            "kernel_info_request",
+            serde_json::json!({}),
+            "kernel_info_reply",
+        ),
+        (
+            Channel::Shell,
+            "complete_request",
+            serde_json::json!({ "code": "pri", "cursor_pos": 3 }),
+            "complete_reply",
+        ),
+        (
+            Channel::Control,
+            "interrupt_request",
+            serde_json::json!({}),
+            "interrupt_reply",
+        ),
+    ] {
+        let msg_id = client.send(channel, msg_type, content).await;
+        let messages = client.until_idle(&msg_id).await;
+        let reply = messages
+            .iter()
+            .find(|m| m.msg_type == reply_type)
+            .unwrap_or_else(|| panic!("a {reply_type}: {messages:?}"));
+        assert_eq!(reply.channel, channel, "{reply:?}");
+        assert_eq!(reply.content["status"], "error", "{reply:?}");
+        assert_eq!(reply.content["code"], "kernel_dead", "{reply:?}");
+        assert_eq!(
+            reply.content["evalue"], "The kernel was killed by signal 9.",
+            "{reply:?}"
+        );
+        if msg_type == "complete_request" {
+            assert_eq!(reply.content["matches"], serde_json::json!([]));
+            assert_eq!(reply.content["cursor_start"], 3);
+        }
+        until_status(&mut client, "dead").await;
+    }
+    let (_, model) = app
+        .request(Method::GET, &format!("/api/kernels/{kernel_id}"), None)
+        .await;
+    assert_eq!(
+        model["execution_state"], "dead",
+        "answering does not revive it"
+    );
+
+    // A restart brings it back; a cell sent while it restarts waits for the new process
+    // instead of being answered as dead.
+    let restart = {
+        let http = app.http.clone();
+        let url = format!("{}/api/kernels/{kernel_id}/restart", app.base);
+        tokio::spawn(async move {
+            http.post(url)
+                .header("Authorization", format!("token {TOKEN}"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+    };
+    until_status(&mut client, "restarting").await;
+    let msg_id = client.execute("print('back')").await;
+    let messages = client.until_idle(&msg_id).await;
+    assert_eq!(stdout(&messages), "back\n", "{messages:?}");
+    let reply = messages
+        .iter()
+        .find(|m| m.msg_type == "execute_reply")
+        .expect("execute_reply");
+    assert_eq!(reply.content["status"], "ok");
+    assert_eq!(restart.await.unwrap(), 200);
+    assert_ne!(kernel_pid(&mut client).await, pid, "a new process");
+    let (_, model) = app
+        .request(Method::GET, &format!("/api/kernels/{kernel_id}"), None)
+        .await;
+    assert_eq!(model["execution_state"], "idle", "{model}");
+}
+
+#[tokio::test]
+async fn a_cell_sent_while_a_live_kernel_restarts_runs_on_the_new_process() {
+    let Some(app) = spawn_app().await else { return };
+    let kernel_id = app.start_kernel().await;
+    let mut client = app.connect(&kernel_id, "restarting", true).await;
+    let msg_id = client.execute("x = 41").await;
+    client.until_idle(&msg_id).await;
+    let restart = {
+        let http = app.http.clone();
+        let url = format!("{}/api/kernels/{kernel_id}/restart", app.base);
+        tokio::spawn(async move {
+            http.post(url)
+                .header("Authorization", format!("token {TOKEN}"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+    };
+    until_status(&mut client, "restarting").await;
+    let msg_id = client.execute("print('x' in globals())").await;
+    let messages = client.until_idle(&msg_id).await;
+    assert_eq!(stdout(&messages), "False\n", "{messages:?}");
+    assert_eq!(restart.await.unwrap(), 200);
 }
