@@ -972,8 +972,10 @@ open('chown.txt', 'w').write('benign')
 os.symlink('@KEPT_FILE@', 'chown.link')
 os.mkdir('race-dir')
 os.symlink('@KEPT_DIR@', 'race-dir.link')
+os.mkdir('ls-dir')
+os.symlink('/etc', 'ls-dir.link')
 procs = [subprocess.Popen([sys.executable, '-c', SWAP, a, b, os.readlink(b)])
-         for a, b in [('race.txt', 'race.link'), ('chown.txt', 'chown.link'), ('race-dir', 'race-dir.link')]]
+         for a, b in [('race.txt', 'race.link'), ('chown.txt', 'chown.link'), ('race-dir', 'race-dir.link'), ('ls-dir', 'ls-dir.link')]]
 print('swapping', [p.pid for p in procs])
 "#
     .replace("@SECRET@", &secret_file.display().to_string())
@@ -994,6 +996,18 @@ print('swapping', [p.pid for p in procs])
             if text.contains(&secret) || text.contains("Uk9PVC1PTkxZ") {
                 leaks.push(format!("GET {path} (request {i}) read the root-only file"));
             }
+        }
+        // /etc is readable by anyone, the user's uid included: only resolving beneath the
+        // workspace keeps the listing inside.
+        let (_, body) = alice
+            .call(
+                reqwest::Method::GET,
+                "/user/alice/api/contents/ls-dir?content=1",
+                None,
+            )
+            .await;
+        if body.to_string().contains("passwd") {
+            leaks.push(format!("GET ls-dir (request {i}) listed the host's /etc"));
         }
         let _ = alice
             .call(

@@ -602,26 +602,15 @@ impl Fs {
         if !content {
             return Ok(model);
         }
-        let entries = fs::read_dir(&target.real).map_err(|e| io_error(api, e))?;
+        let names = fsio::list_beneath(&self.root, &target.real).map_err(|e| io_error(api, e))?;
         let mut listing = Vec::new();
-        for entry in entries.flatten() {
-            let Ok(name) = entry.file_name().into_string() else {
-                continue;
-            };
+        for name in names {
             if !is_listed(&name) {
                 continue;
             }
-            let Ok(file_type) = entry.file_type() else {
-                continue;
-            };
-            let mut path = entry.path();
-            if file_type.is_symlink() {
-                match fs::canonicalize(&path) {
-                    Ok(real) if real.starts_with(&self.root) => path = real,
-                    _ => continue,
-                }
-            }
-            let Ok(entry_meta) = fs::metadata(&path) else {
+            let path = target.real.join(&name);
+            // A link that leads out of the root (or nowhere) is not listed.
+            let Ok(entry_meta) = fsio::metadata_beneath(&self.root, &path) else {
                 continue;
             };
             let entry_api = join_api(api, &name);

@@ -67,6 +67,28 @@ pub(crate) fn read_all_beneath(root: &Path, path: &Path) -> io::Result<Vec<u8>> 
     Ok(bytes)
 }
 
+/// The metadata of `path` under `root`, symlinks followed only while they stay beneath `root`.
+pub(crate) fn metadata_beneath(root: &Path, path: &Path) -> io::Result<fs::Metadata> {
+    File::from(open_beneath(root, path, OFlags::PATH, Mode::empty())?).metadata()
+}
+
+/// The names in the directory `dir` under `root` (`.` and `..` left out), read from a
+/// descriptor opened beneath `root`.
+pub(crate) fn list_beneath(root: &Path, dir: &Path) -> io::Result<Vec<String>> {
+    let fd = open_beneath(root, dir, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())?;
+    let mut names = Vec::new();
+    for entry in rustix::fs::Dir::read_from(&fd)? {
+        let entry = entry?;
+        match entry.file_name().to_str() {
+            Ok("." | "..") => {}
+            Ok(name) => names.push(name.to_owned()),
+            // Names that are not UTF-8 cannot be API paths; they are not listed.
+            Err(_) => {}
+        }
+    }
+    Ok(names)
+}
+
 /// The directory `dir` under `root`, opened for `*at` calls (see [`open_beneath`]).
 fn dir_beneath(root: &Path, dir: &Path) -> io::Result<OwnedFd> {
     open_beneath(root, dir, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())

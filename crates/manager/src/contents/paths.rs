@@ -105,7 +105,7 @@ pub(crate) fn resolve(root: &Path, api: &str) -> Result<Target, ManagerError> {
         }
         _ => os.clone(),
     };
-    let meta = fs::metadata(&real).ok();
+    let meta = super::fsio::metadata_beneath(root, &real).ok();
     Ok(Target {
         api: api.to_owned(),
         os,
