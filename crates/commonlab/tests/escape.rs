@@ -937,6 +937,10 @@ async fn workspace_symlink_races_reach_nothing_outside() {
     std::fs::write(&kept_file, "root's own").unwrap();
     let kept_dir = host.join("kept-dir");
     std::fs::create_dir(&kept_dir).unwrap();
+    // A directory on the host that anyone may write in, as /tmp is: the user's own uid could
+    // create there, so only resolving beneath the workspace keeps saves out of it.
+    let open_dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(open_dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
 
     let (status, body) = alice
         .call(
@@ -974,13 +978,16 @@ os.mkdir('race-dir')
 os.symlink('@KEPT_DIR@', 'race-dir.link')
 os.mkdir('ls-dir')
 os.symlink('/etc', 'ls-dir.link')
+os.mkdir('open-dir')
+os.symlink('@OPEN_DIR@', 'open-dir.link')
 procs = [subprocess.Popen([sys.executable, '-c', SWAP, a, b, os.readlink(b)])
-         for a, b in [('race.txt', 'race.link'), ('chown.txt', 'chown.link'), ('race-dir', 'race-dir.link'), ('ls-dir', 'ls-dir.link')]]
+         for a, b in [('race.txt', 'race.link'), ('chown.txt', 'chown.link'), ('race-dir', 'race-dir.link'), ('ls-dir', 'ls-dir.link'), ('open-dir', 'open-dir.link')]]
 print('swapping', [p.pid for p in procs])
 "#
     .replace("@SECRET@", &secret_file.display().to_string())
     .replace("@KEPT_FILE@", &kept_file.display().to_string())
-    .replace("@KEPT_DIR@", &kept_dir.display().to_string());
+    .replace("@KEPT_DIR@", &kept_dir.display().to_string())
+    .replace("@OPEN_DIR@", &open_dir.path().display().to_string());
     let outcome = ws.run(&swappers, Duration::from_secs(60)).await;
     assert!(outcome.stdout.contains("swapping"), "{outcome:?}");
 
@@ -1016,6 +1023,19 @@ print('swapping', [p.pid for p in procs])
                 Some(json!({"type": "file", "format": "text", "content": format!("save {i}")})),
             )
             .await;
+        for body in [
+            json!({"type": "directory"}),
+            json!({"type": "file", "format": "text", "content": "x"}),
+        ] {
+            let kind = body["type"].as_str().unwrap().to_owned();
+            let _ = alice
+                .call(
+                    reqwest::Method::PUT,
+                    &format!("/user/alice/api/contents/open-dir/{kind}{i}"),
+                    Some(body),
+                )
+                .await;
+        }
         let _ = alice
             .call(
                 reqwest::Method::PUT,
@@ -1056,6 +1076,16 @@ print('swapping', [p.pid for p in procs])
         leaks.push(format!(
             "files were created in the root-only directory {}: {created:?}",
             kept_dir.display()
+        ));
+    }
+    let created: Vec<_> = std::fs::read_dir(open_dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    if !created.is_empty() {
+        leaks.push(format!(
+            "entries were created in a host directory outside the workspace: {created:?}"
         ));
     }
     for line in &leaks {

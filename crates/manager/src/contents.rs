@@ -513,20 +513,21 @@ impl Fs {
             if visited > DIRS_MAX {
                 break;
             }
-            let Ok(entries) = fs::read_dir(&dir) else {
+            let Ok(names) = fsio::list_beneath(&self.root, &dir) else {
                 continue;
             };
-            for entry in entries.flatten() {
-                let Ok(meta) = entry.metadata() else { continue };
-                let name = entry.file_name();
-                let name = name.to_string_lossy();
+            for name in names {
+                let path = dir.join(&name);
+                let Ok(meta) = fsio::symlink_metadata_beneath(&self.root, &path) else {
+                    continue;
+                };
                 if meta.is_dir() && depth < DEPTH_MAX {
-                    pending.push((entry.path(), depth + 1));
+                    pending.push((path, depth + 1));
                 } else if meta.is_file()
                     && name.starts_with(fsio::TEMP_PREFIX)
                     && (name.ends_with(".save") || name.ends_with(".upload"))
                     && meta.modified().is_ok_and(|m| m < older_than)
-                    && fsio::remove_file_beneath(&self.root, &entry.path()).is_ok()
+                    && fsio::remove_file_beneath(&self.root, &path).is_ok()
                 {
                     removed += 1;
                 }
@@ -834,7 +835,8 @@ impl Fs {
                 }
                 if target.meta.is_none() {
                     self.check_parent(&target)?;
-                    fs::create_dir(&target.real).map_err(|e| io_error(api, e))?;
+                    fsio::create_dir_beneath(&self.root, &target.real)
+                        .map_err(|e| io_error(api, e))?;
                 }
             }
             other => {
@@ -932,14 +934,14 @@ impl Fs {
         let written = file.metadata().map_err(io)?.len();
         if let Err(e) = self.check_size(written + bytes.len() as u64) {
             drop(file);
-            let _ = fs::remove_file(&staging);
+            let _ = fsio::remove_file_beneath(&self.root, &staging);
             return Err(e);
         }
         let result = (|| {
             file.write_all(&bytes)?;
             if chunk == -1 {
                 file.sync_all()?;
-                if let Ok(existing) = fs::metadata(&target.real) {
+                if let Ok(existing) = fsio::metadata_beneath(&self.root, &target.real) {
                     file.set_permissions(existing.permissions())?;
                 }
                 drop(file);
@@ -948,7 +950,7 @@ impl Fs {
             Ok(())
         })();
         if let Err(e) = result {
-            let _ = fs::remove_file(&staging);
+            let _ = fsio::remove_file_beneath(&self.root, &staging);
             return Err(io_error(api, e));
         }
         if chunk == -1 {
@@ -960,7 +962,7 @@ impl Fs {
                 },
             );
         }
-        let meta = fs::metadata(&staging).map_err(io)?;
+        let meta = fsio::metadata_beneath(&self.root, &staging).map_err(io)?;
         let mut model = self.base_model(api, &staging, &meta, "file");
         model.mimetype = fsio::guess_mimetype(&name);
         Ok(model)
@@ -997,7 +999,7 @@ impl Fs {
 
     fn exists(&self, api: &str) -> bool {
         match self.resolve(api) {
-            Ok(t) => fs::symlink_metadata(&t.os).is_ok(),
+            Ok(t) => fsio::symlink_metadata_beneath(&self.root, &t.os).is_ok(),
             Err(_) => true,
         }
     }
@@ -1106,14 +1108,15 @@ impl Fs {
                 ));
             }
             let source = self.resolve(old)?;
-            if fs::symlink_metadata(&source.os).is_err() {
+            if fsio::symlink_metadata_beneath(&self.root, &source.os).is_err() {
                 return Err(ManagerError::contents_not_found(format!(
                     "File or directory does not exist: {old}"
                 )));
             }
             let dest = self.resolve(new)?;
-            if let Ok(existing) = fs::symlink_metadata(&dest.os) {
-                let source_meta = fs::symlink_metadata(&source.os).map_err(|e| io_error(old, e))?;
+            if let Ok(existing) = fsio::symlink_metadata_beneath(&self.root, &dest.os) {
+                let source_meta = fsio::symlink_metadata_beneath(&self.root, &source.os)
+                    .map_err(|e| io_error(old, e))?;
                 let same =
                     existing.dev() == source_meta.dev() && existing.ino() == source_meta.ino();
                 if !same {
@@ -1128,9 +1131,9 @@ impl Fs {
             // Checkpoints follow their file.
             if let (Ok(old_cp), Ok(new_cp)) = (self.checkpoint_path(old), self.checkpoint_path(new))
             {
-                if old_cp.is_file() {
+                if self.is_file(&old_cp) {
                     if let Some(dir) = new_cp.parent() {
-                        let _ = fs::create_dir_all(dir);
+                        let _ = fsio::create_dir_beneath(&self.root, dir);
                     }
                     let _ = fsio::rename_beneath(&self.root, &old_cp, &new_cp);
                 }
@@ -1147,27 +1150,27 @@ impl Fs {
 
     fn delete(&self, api: &str) -> Result<(), ManagerError> {
         let target = self.resolve(api)?;
-        let Ok(meta) = fs::symlink_metadata(&target.os) else {
+        let Ok(meta) = fsio::symlink_metadata_beneath(&self.root, &target.os) else {
             return Err(ManagerError::contents_not_found(format!(
                 "File or directory does not exist: {api}"
             )));
         };
         if meta.is_dir() {
-            let non_empty = fs::read_dir(&target.os)
+            let non_empty = fsio::list_beneath(&self.root, &target.os)
                 .map_err(|e| io_error(api, e))?
-                .flatten()
-                .any(|e| e.file_name() != CHECKPOINT_DIR);
+                .iter()
+                .any(|name| name != CHECKPOINT_DIR);
             if non_empty {
                 return Err(ManagerError::bad_request(
                     "directory_not_empty",
                     format!("Directory {api} not empty"),
                 ));
             }
-            fs::remove_dir_all(&target.os).map_err(|e| io_error(api, e))?;
+            fsio::remove_dir_all_beneath(&self.root, &target.os).map_err(|e| io_error(api, e))?;
         } else {
             fsio::remove_file_beneath(&self.root, &target.os).map_err(|e| io_error(api, e))?;
             if let Ok(cp) = self.checkpoint_path(api) {
-                let _ = fs::remove_file(cp);
+                let _ = fsio::remove_file_beneath(&self.root, &cp);
             }
         }
         Ok(())
@@ -1184,8 +1187,15 @@ impl Fs {
             .join(format!("{stem}-{CHECKPOINT_ID}{ext}")))
     }
 
-    fn checkpoint_model(path: &Path) -> Option<CheckpointModel> {
-        let meta = fs::metadata(path).ok().filter(Metadata::is_file)?;
+    /// Whether `path` (under the root) is a file, resolved beneath the root.
+    fn is_file(&self, path: &Path) -> bool {
+        fsio::metadata_beneath(&self.root, path).is_ok_and(|m| m.is_file())
+    }
+
+    fn checkpoint_model(&self, path: &Path) -> Option<CheckpointModel> {
+        let meta = fsio::metadata_beneath(&self.root, path)
+            .ok()
+            .filter(Metadata::is_file)?;
         Some(CheckpointModel {
             id: CHECKPOINT_ID.into(),
             last_modified: fsio::iso_time(meta.modified().unwrap_or(SystemTime::UNIX_EPOCH)),
@@ -1229,20 +1239,24 @@ impl Fs {
         }
         let cp = self.checkpoint_path(api)?;
         if let Some(dir) = cp.parent() {
-            fs::create_dir_all(dir).map_err(|e| io_error(api, e))?;
+            match fsio::create_dir_beneath(&self.root, dir) {
+                Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(io_error(api, e)),
+                _ => {}
+            }
         }
         self.copy_file(api, &target.real, &cp)?;
-        Fs::checkpoint_model(&cp).ok_or_else(|| Fs::no_such_checkpoint(api, CHECKPOINT_ID))
+        self.checkpoint_model(&cp)
+            .ok_or_else(|| Fs::no_such_checkpoint(api, CHECKPOINT_ID))
     }
 
     fn list_checkpoints(&self, api: &str) -> Result<Vec<CheckpointModel>, ManagerError> {
         let cp = self.checkpoint_path(api)?;
-        Ok(Fs::checkpoint_model(&cp).into_iter().collect())
+        Ok(self.checkpoint_model(&cp).into_iter().collect())
     }
 
     fn restore_checkpoint(&self, api: &str, id: &str) -> Result<(), ManagerError> {
         let cp = self.checkpoint_path(api)?;
-        if id != CHECKPOINT_ID || !cp.is_file() {
+        if id != CHECKPOINT_ID || !self.is_file(&cp) {
             return Err(Fs::no_such_checkpoint(api, id));
         }
         let target = self.resolve(api)?;
@@ -1258,10 +1272,10 @@ impl Fs {
 
     fn delete_checkpoint(&self, api: &str, id: &str) -> Result<(), ManagerError> {
         let cp = self.checkpoint_path(api)?;
-        if id != CHECKPOINT_ID || !cp.is_file() {
+        if id != CHECKPOINT_ID || !self.is_file(&cp) {
             return Err(Fs::no_such_checkpoint(api, id));
         }
-        fs::remove_file(&cp).map_err(|e| io_error(api, e))
+        fsio::remove_file_beneath(&self.root, &cp).map_err(|e| io_error(api, e))
     }
 }
 

@@ -72,6 +72,47 @@ pub(crate) fn metadata_beneath(root: &Path, path: &Path) -> io::Result<fs::Metad
     File::from(open_beneath(root, path, OFlags::PATH, Mode::empty())?).metadata()
 }
 
+/// The metadata of `path` itself under `root` (a symlink is not followed), its directories
+/// resolved beneath `root`.
+pub(crate) fn symlink_metadata_beneath(root: &Path, path: &Path) -> io::Result<fs::Metadata> {
+    File::from(open_beneath(
+        root,
+        path,
+        OFlags::PATH | OFlags::NOFOLLOW,
+        Mode::empty(),
+    )?)
+    .metadata()
+}
+
+/// Creates the directory `path` under `root`, its parent opened beneath `root`.
+pub(crate) fn create_dir_beneath(root: &Path, path: &Path) -> io::Result<()> {
+    let dir = dir_beneath(root, path.parent().unwrap_or(root))?;
+    Ok(rustix::fs::mkdirat(
+        &dir,
+        file_name(path)?,
+        Mode::from_raw_mode(0o755),
+    )?)
+}
+
+/// Removes the directory `path` under `root` and everything in it, every step relative to a
+/// descriptor opened beneath `root`; symlinks inside are removed, never followed.
+pub(crate) fn remove_dir_all_beneath(root: &Path, path: &Path) -> io::Result<()> {
+    for name in list_beneath(root, path)? {
+        let entry = path.join(&name);
+        if symlink_metadata_beneath(root, &entry)?.is_dir() {
+            remove_dir_all_beneath(root, &entry)?;
+        } else {
+            remove_file_beneath(root, &entry)?;
+        }
+    }
+    let parent = dir_beneath(root, path.parent().unwrap_or(root))?;
+    Ok(rustix::fs::unlinkat(
+        &parent,
+        file_name(path)?,
+        AtFlags::REMOVEDIR,
+    )?)
+}
+
 /// The names in the directory `dir` under `root` (`.` and `..` left out), read from a
 /// descriptor opened beneath `root`.
 pub(crate) fn list_beneath(root: &Path, dir: &Path) -> io::Result<Vec<String>> {
