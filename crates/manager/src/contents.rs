@@ -20,7 +20,7 @@ mod fsio;
 mod notebook;
 mod paths;
 
-use std::fs::{self, File, Metadata};
+use std::fs::{File, Metadata};
 
 use rustix::fs::{Mode, OFlags};
 use std::io::{self, Write};
