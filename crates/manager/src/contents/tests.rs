@@ -1,6 +1,7 @@
 //! Contents operations on a temporary root.
 
 use super::*;
+use std::fs;
 
 fn manager(limit: u64) -> (tempfile::TempDir, ContentsManager) {
     let dir = tempfile::tempdir().unwrap();
