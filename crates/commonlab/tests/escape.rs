@@ -222,6 +222,28 @@ report('fill the disk beyond the workspace limit', written > @WORKSPACE_BYTES_MA
 "#,
         ),
         (
+            "fill the disk through the socket directory",
+            r#"
+# The one other directory a kernel may write in: where its sockets and connection file are.
+from ipykernel.connect import get_connection_file
+sockets = os.path.dirname(get_connection_file())
+written, n, err = 0, 0, 'no error'
+chunk = b'x' * (1 << 20)
+try:
+    while written < 4 * @WORKSPACE_BYTES_MAX@:
+        with open(os.path.join(sockets, f'fill{n}'), 'wb') as f:
+            for _ in range(8):
+                f.write(chunk); f.flush(); written += len(chunk)
+        n += 1
+except OSError as e:
+    err = repr(e)
+for name in os.listdir(sockets):
+    if name.startswith('fill'):
+        os.remove(os.path.join(sockets, name))
+report('fill the disk through the socket directory', written > (4 << 20), f'{written >> 20} MiB beside the sockets in {sockets}, then {err}')
+"#,
+        ),
+        (
             "fork bomb",
             r#"
 p = subprocess.Popen([sys.executable, '-c', 'import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass'], start_new_session=True)

@@ -284,7 +284,7 @@ impl SandboxBackend {
         }
         let connection_file = create_ipc_dir(&ipc_dir, identity, &spec.connection)?;
         let cleanup_dir = || {
-            let _ = std::fs::remove_dir_all(&ipc_dir);
+            remove_ipc_dir(&ipc_dir);
         };
         let file = connection_file.display().to_string();
         let argv: Vec<String> = spec
@@ -470,7 +470,23 @@ fn create_ipc_dir(
     std::fs::create_dir(dir).map_err(err)?;
     let result = (|| {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-        nix::unistd::chown(dir, owner.0, owner.1)?;
+        // The kernel may write here, so it is a small file system of its own: nothing it
+        // writes beside its sockets can fill the disk that holds the server's database.
+        nix::mount::mount(
+            Some("tmpfs"),
+            dir,
+            Some("tmpfs"),
+            nix::mount::MsFlags::MS_NOSUID
+                | nix::mount::MsFlags::MS_NODEV
+                | nix::mount::MsFlags::MS_NOEXEC,
+            Some(
+                format!(
+                    "size={IPC_DIR_BYTES_MAX},nr_inodes={IPC_DIR_INODES_MAX},mode=0700,uid={},gid={}",
+                    identity.uid, identity.gid
+                )
+                .as_str(),
+            ),
+        )?;
         let body = serde_json::to_vec_pretty(connection).expect("connection info serializes");
         let mut file = std::fs::OpenOptions::new()
             .write(true)
@@ -482,10 +498,22 @@ fn create_ipc_dir(
         Ok::<(), std::io::Error>(())
     })();
     if let Err(e) = result {
-        let _ = std::fs::remove_dir_all(dir);
+        remove_ipc_dir(dir);
         return Err(err(e));
     }
     Ok(path)
+}
+
+/// The size of a kernel's socket directory, a tmpfs of its own: sockets take no space, the
+/// connection file and resolv.conf a few hundred bytes.
+const IPC_DIR_BYTES_MAX: u64 = 1 << 20;
+const IPC_DIR_INODES_MAX: u64 = 64;
+
+/// Unmounts a kernel's socket directory (see [`create_ipc_dir`]) and removes it.
+fn remove_ipc_dir(dir: &Path) {
+    // Not mounted (made by an older server, or the mount failed) is fine: it is removed below.
+    let _ = nix::mount::umount2(dir, nix::mount::MntFlags::MNT_DETACH);
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 impl RuntimeBackend for SandboxBackend {
@@ -537,7 +565,7 @@ impl RuntimeBackend for SandboxBackend {
             // Gone while no server watched: clear what it left.
             kill_cgroup(driver.as_ref(), &sandbox.cgroup);
             let _ = driver.remove(&sandbox.cgroup);
-            let _ = std::fs::remove_dir_all(&sandbox.ipc_dir);
+            remove_ipc_dir(&sandbox.ipc_dir);
             return None;
         }
         Some(Box::new(SandboxRuntime::watch_pid(record.clone(), driver)))
@@ -720,6 +748,6 @@ async fn finish(
             Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
         }
     }
-    let _ = std::fs::remove_dir_all(&sandbox.ipc_dir);
+    remove_ipc_dir(&sandbox.ipc_dir);
     ExitInfo { code, signal, oom }
 }
