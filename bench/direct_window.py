@@ -10,6 +10,10 @@ times taken by polling the shell and iopub sockets together. The JSON has the sa
 as `exec_latency.py` (reply_us, idle_us, cells_per_s, kernel CPU per cell,
 machine_cpu_busy_frac).
 
+The kernel's channels are `ipc` sockets in a temporary directory by default, as Commonlab
+connects to its kernels; `--transport tcp` gives jupyter_client's default (loopback tcp), which
+the shared `direct_floor.py` steps use.
+
 Needs the shared `jbench.py` on PYTHONPATH.
 """
 import argparse
@@ -79,6 +83,8 @@ def main():
     p.add_argument("--window", type=int, default=8)
     p.add_argument("--timeout", type=float, default=60)
     p.add_argument("--kernel-name", default="python3")
+    p.add_argument("--transport", choices=["ipc", "tcp"], default="ipc",
+                   help="the kernel's channels: ipc sockets (as Commonlab) or loopback tcp")
     p.add_argument("--label", default="")
     p.add_argument("--out", default=None)
     args = p.parse_args()
@@ -87,9 +93,16 @@ def main():
     d = tempfile.mkdtemp(prefix="bench-ipy-")
     atexit.register(shutil.rmtree, d, True)
     os.environ["IPYTHONDIR"] = d
-    from jupyter_client.manager import start_new_kernel
+    from jupyter_client.manager import KernelManager
 
-    km, kc = start_new_kernel(kernel_name=args.kernel_name, startup_timeout=120)
+    if args.transport == "ipc":
+        km = KernelManager(kernel_name=args.kernel_name, transport="ipc", ip=os.path.join(d, "kernel"))
+    else:
+        km = KernelManager(kernel_name=args.kernel_name)
+    km.start_kernel()
+    kc = km.client()
+    kc.start_channels()
+    kc.wait_for_ready(timeout=120)
     try:
         kc.execute("", user_expressions={"pid": "__import__('os').getpid()"}, allow_stdin=False)
         r = kc.get_shell_msg(timeout=30)
@@ -124,7 +137,8 @@ def main():
              "meta": {"client_versions": jb.local_versions(), "host": jb.host_info(),
                       "time": jb.now_iso()},
              "params": {"cells": args.cells, "warmup": args.warmup, "window": args.window,
-                        "codes": codes, "transport": "zmq tcp 127.0.0.1 (jupyter_client default)"},
+                        "codes": codes, "transport": ("zmq ipc (as Commonlab)" if args.transport == "ipc"
+                                      else "zmq tcp 127.0.0.1 (jupyter_client default)")},
              "results": results}, args.out)
 
 

@@ -519,6 +519,8 @@ impl KernelManager {
             kernel.expect_exit();
             let _ = runtime.kill();
             kernel.detach().await;
+            // The backend clears the kernel's socket directory once it has ended.
+            let _ = tokio::time::timeout(Duration::from_secs(5), runtime.wait()).await;
             self.delete_row(&kernel_id);
             let _ = std::fs::remove_file(runtime.record().connection_file);
             return Err(e);

@@ -6,12 +6,13 @@
 //! kernelspecs on the Jupyter data paths, since which kernels exist is a fact about the machine
 //! the runtimes are placed on.
 //!
-//! Two backends: [`LocalBackend`] (a plain child process, tcp on loopback) and
-//! [`SandboxBackend`] (bubblewrap namespaces, cgroup limits, an unprivileged uid, ipc sockets).
+//! Two backends: [`LocalBackend`] (a plain child process) and [`SandboxBackend`] (bubblewrap
+//! namespaces, cgroup limits, an unprivileged uid). Both give each kernel `ipc` sockets in a
+//! private directory of its own, which the kernel binds itself, so concurrent starts never
+//! contend for ports.
 
 mod kernelspec;
 mod local;
-mod ports;
 mod sandbox;
 
 use std::collections::BTreeMap;
@@ -24,11 +25,13 @@ pub use kernelspec::{
     find_kernelspecs, jupyter_data_dirs, InterruptMode, KernelSpec, KernelSpecFile,
 };
 pub use local::LocalBackend;
-pub use ports::free_tcp_ports;
 pub use sandbox::{
     list_processes, sandbox_exec_main, CgroupVersion, KernelCgroup, ProcessInfo, SandboxBackend,
     SandboxConfig, SandboxIdentity, SandboxLimits, SandboxRecord, SandboxSpec,
 };
+
+/// The longest `sun_path` of a Unix socket, less its terminating zero.
+pub(crate) const SOCKET_PATH_MAX: usize = 107;
 
 /// Everything a backend needs to place one kernel.
 #[derive(Debug, Clone)]
@@ -176,29 +179,13 @@ pub trait Runtime: Send + Sync {
 /// Places runtimes. One contract test suite runs against every implementation.
 pub trait RuntimeBackend: Send + Sync {
     fn name(&self) -> &'static str;
-    /// The connection info a kernel launched by this backend must use: tcp on loopback by
-    /// default; a sandboxed backend answers with `ipc` sockets in a per-kernel directory.
+    /// The connection info a kernel launched by this backend must use, with `key` to sign
+    /// messages: `ipc` sockets in a fresh per-kernel directory, which `launch` creates.
     fn connection_for(
         &self,
         kernel_id: &str,
         key: &str,
-    ) -> Result<commonlab_protocol::ConnectionInfo, RuntimeError> {
-        let _ = kernel_id;
-        let ports =
-            free_tcp_ports("127.0.0.1", 5).map_err(|e| RuntimeError::Connection(e.to_string()))?;
-        Ok(commonlab_protocol::ConnectionInfo {
-            transport: commonlab_protocol::Transport::Tcp,
-            ip: "127.0.0.1".into(),
-            shell_port: ports[0],
-            iopub_port: ports[1],
-            stdin_port: ports[2],
-            control_port: ports[3],
-            hb_port: ports[4],
-            key: key.to_owned(),
-            signature_scheme: "hmac-sha256".into(),
-            kernel_name: None,
-        })
-    }
+    ) -> Result<commonlab_protocol::ConnectionInfo, RuntimeError>;
     fn launch(&self, spec: LaunchSpec) -> BoxFuture<'_, Result<Box<dyn Runtime>, RuntimeError>>;
     /// Finds a runtime from a previous server process, if it is still running.
     fn reattach(&self, record: &RuntimeRecord) -> Option<Box<dyn Runtime>>;

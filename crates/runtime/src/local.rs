@@ -1,7 +1,12 @@
 //! The local backend: the kernel runs as a child process of the server on this machine, in its
 //! own process group so an interrupt or kill reaches everything it started.
+//!
+//! Its channels are `ipc` sockets in a directory of its own under the runtime directory (mode
+//! 0700, holding the connection file too), which the kernel binds itself: no port is picked
+//! ahead of the kernel, so kernels started at once never collide, and no other local user can
+//! reach them. The directory is removed when the kernel ends.
 
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Mutex;
@@ -12,39 +17,114 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use tokio::sync::watch;
 
-use crate::{ExitInfo, LaunchSpec, Runtime, RuntimeBackend, RuntimeError, RuntimeRecord};
+use commonlab_protocol::{ConnectionInfo, Transport};
 
-/// Launches kernels as local processes; connection files go to `runtime_dir`.
+use crate::{
+    ExitInfo, LaunchSpec, Runtime, RuntimeBackend, RuntimeError, RuntimeRecord, SOCKET_PATH_MAX,
+};
+
+/// Launches kernels as local processes; each kernel's sockets and connection file go to a
+/// directory of its own under `runtime_dir`.
 #[derive(Debug, Clone)]
 pub struct LocalBackend {
     runtime_dir: PathBuf,
 }
 
 impl LocalBackend {
+    /// A relative `runtime_dir` is taken from the current directory now, since kernels start
+    /// elsewhere and must find their sockets by the same path.
     pub fn new(runtime_dir: PathBuf) -> LocalBackend {
+        let runtime_dir = std::path::absolute(&runtime_dir).unwrap_or(runtime_dir);
         LocalBackend { runtime_dir }
     }
 
-    fn write_connection_file(&self, spec: &LaunchSpec) -> Result<PathBuf, RuntimeError> {
-        let path = self
-            .runtime_dir
-            .join(format!("kernel-{}.json", spec.kernel_id));
-        let err = |e: std::io::Error| RuntimeError::ConnectionFile {
-            path: path.display().to_string(),
-            detail: e.to_string(),
-        };
-        std::fs::create_dir_all(&self.runtime_dir).map_err(err)?;
-        let body = serde_json::to_vec_pretty(&spec.connection).expect("connection info serializes");
+    /// The socket directory named by a connection from [`RuntimeBackend::connection_for`].
+    fn ipc_dir(&self, connection: &ConnectionInfo) -> Result<PathBuf, RuntimeError> {
+        socket_dir(&self.runtime_dir, connection).ok_or_else(|| {
+            RuntimeError::Connection(format!(
+                "the connection {} was not made by the local backend's connection_for",
+                connection.ip
+            ))
+        })
+    }
+}
+
+/// The per-kernel directory `connection` names, when it is an `ipc` connection in a `k-`
+/// directory right under `runtime_dir`.
+fn socket_dir(runtime_dir: &Path, connection: &ConnectionInfo) -> Option<PathBuf> {
+    let dir = Path::new(&connection.ip).parent()?;
+    let made_here = connection.transport == Transport::Ipc
+        && dir.parent() == Some(runtime_dir)
+        && dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("k-"));
+    made_here.then(|| dir.to_owned())
+}
+
+/// The kernel's socket directory, from its record: the connection file's directory when that
+/// is a `k-` directory (records from before kernels had one name a shared directory).
+fn record_dir(record: &RuntimeRecord) -> Option<&Path> {
+    let dir = record.connection_file.parent()?;
+    dir.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with("k-"))
+        .then_some(dir)
+}
+
+/// Removes what a kernel left in the runtime directory: its socket directory, or the
+/// connection file alone for a record from before kernels had a directory.
+fn remove_runtime_files(record: &RuntimeRecord) {
+    match record_dir(record) {
+        Some(dir) => {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        None => {
+            let _ = std::fs::remove_file(&record.connection_file);
+        }
+    }
+}
+
+/// Creates the kernel's socket directory (mode 0700) with the connection file (mode 0600)
+/// inside; returns the connection file's path. The runtime directory itself is made 0700 when
+/// it is created.
+fn create_socket_dir(
+    runtime_dir: &Path,
+    dir: &Path,
+    connection: &ConnectionInfo,
+) -> Result<PathBuf, RuntimeError> {
+    let path = dir.join("connection.json");
+    let err = |e: std::io::Error| RuntimeError::ConnectionFile {
+        path: path.display().to_string(),
+        detail: e.to_string(),
+    };
+    if !runtime_dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(runtime_dir)
+            .map_err(err)?;
+    }
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(dir)
+        .map_err(err)?;
+    let result = (|| {
+        // The mode given to mkdir is masked by the umask; this one is not.
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        let body = serde_json::to_vec_pretty(connection).expect("connection info serializes");
         let mut file = std::fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(0o600)
-            .open(&path)
-            .map_err(err)?;
-        std::io::Write::write_all(&mut file, &body).map_err(err)?;
-        Ok(path)
+            .open(&path)?;
+        std::io::Write::write_all(&mut file, &body)
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_dir_all(dir);
+        return Err(err(e));
     }
+    Ok(path)
 }
 
 struct LocalRuntime {
@@ -105,7 +185,8 @@ impl RuntimeBackend for LocalBackend {
                     "the local backend cannot run a kernel in a sandbox; configure the sandbox backend".into(),
                 ));
             }
-            let connection_file = self.write_connection_file(&spec)?;
+            let dir = self.ipc_dir(&spec.connection)?;
+            let connection_file = create_socket_dir(&self.runtime_dir, &dir, &spec.connection)?;
             let file = connection_file.display().to_string();
             let argv: Vec<String> = spec
                 .argv
@@ -120,13 +201,27 @@ impl RuntimeBackend for LocalBackend {
                 .stdin(Stdio::null())
                 .process_group(0)
                 .kill_on_drop(false);
-            let mut child = command.spawn().map_err(|e| RuntimeError::Spawn {
-                program: argv[0].clone(),
-                detail: e.to_string(),
-            })?;
+            let mut child = match command.spawn() {
+                Ok(child) => child,
+                Err(e) => {
+                    let _ = std::fs::remove_dir_all(&dir);
+                    return Err(RuntimeError::Spawn {
+                        program: argv[0].clone(),
+                        detail: e.to_string(),
+                    });
+                }
+            };
             let pid = child.id().expect("a just-spawned child has a pid") as i32;
             let start_ticks = process_start_ticks(pid).unwrap_or(0);
+            let record = RuntimeRecord {
+                backend: "local".into(),
+                pid,
+                start_ticks,
+                connection_file,
+                sandbox: None,
+            };
             let (tx, rx) = watch::channel(None);
+            let ended = record.clone();
             let watcher = tokio::spawn(async move {
                 let info = match child.wait().await {
                     Ok(status) => {
@@ -139,15 +234,9 @@ impl RuntimeBackend for LocalBackend {
                     }
                     Err(_) => ExitInfo::default(),
                 };
+                remove_runtime_files(&ended);
                 let _ = tx.send(Some(info));
             });
-            let record = RuntimeRecord {
-                backend: "local".into(),
-                pid,
-                start_ticks,
-                connection_file,
-                sandbox: None,
-            };
             Ok(Box::new(LocalRuntime {
                 record,
                 exit: rx,
@@ -156,17 +245,50 @@ impl RuntimeBackend for LocalBackend {
         })
     }
 
+    /// `ipc` sockets `kernel-1` … `kernel-5` in a fresh directory under the runtime directory.
+    fn connection_for(&self, _kernel_id: &str, key: &str) -> Result<ConnectionInfo, RuntimeError> {
+        let dir = self
+            .runtime_dir
+            .join(format!("k-{:016x}", rand::random::<u64>()));
+        let ip = dir.join("kernel").display().to_string();
+        if ip.len() + "-5".len() > SOCKET_PATH_MAX {
+            return Err(RuntimeError::Connection(format!(
+                "socket paths under {} are longer than {SOCKET_PATH_MAX} bytes; use a shorter data directory",
+                self.runtime_dir.display()
+            )));
+        }
+        Ok(ConnectionInfo {
+            transport: Transport::Ipc,
+            ip,
+            shell_port: 1,
+            iopub_port: 2,
+            stdin_port: 3,
+            control_port: 4,
+            hb_port: 5,
+            key: key.to_owned(),
+            signature_scheme: "hmac-sha256".into(),
+            kernel_name: None,
+        })
+    }
+
     fn reattach(&self, record: &RuntimeRecord) -> Option<Box<dyn Runtime>> {
-        if record.backend != "local" || process_start_ticks(record.pid)? != record.start_ticks {
+        if record.backend != "local" {
+            return None;
+        }
+        if process_start_ticks(record.pid) != Some(record.start_ticks) {
+            // Gone while no server watched: clear what it left.
+            remove_runtime_files(record);
             return None;
         }
         let (tx, rx) = watch::channel(None);
         let pid = record.pid;
         let start_ticks = record.start_ticks;
+        let ended = record.clone();
         let watcher = tokio::spawn(async move {
             while process_start_ticks(pid) == Some(start_ticks) {
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
+            remove_runtime_files(&ended);
             let _ = tx.send(Some(ExitInfo::default()));
         });
         Some(Box::new(LocalRuntime {

@@ -32,7 +32,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::local::process_start_ticks;
-use crate::{ExitInfo, LaunchSpec, OomInfo, Runtime, RuntimeBackend, RuntimeError, RuntimeRecord};
+use crate::{
+    ExitInfo, LaunchSpec, OomInfo, Runtime, RuntimeBackend, RuntimeError, RuntimeRecord,
+    SOCKET_PATH_MAX,
+};
 
 pub use cgroup::{CgroupVersion, KernelCgroup};
 pub use exec::sandbox_exec_main;
@@ -151,9 +154,6 @@ pub struct SandboxBackend {
     config: SandboxConfig,
     cgroups: Arc<dyn CgroupDriver>,
 }
-
-/// The longest `sun_path` of a Unix socket, less its terminating zero.
-const SOCKET_PATH_MAX: usize = 107;
 
 impl SandboxBackend {
     /// Checks the host (root, bubblewrap, cgroups) and the config, and creates `runtime_dir`.

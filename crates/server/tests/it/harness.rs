@@ -60,6 +60,16 @@ impl Drop for TestApp {
 }
 
 pub(crate) fn manager(python: &std::path::Path, data_dir: &std::path::Path) -> Arc<KernelManager> {
+    manager_with_start_timeout(python, data_dir, Duration::from_secs(30))
+}
+
+/// A manager whose kernels may take up to `start_timeout` to become ready (many starting at
+/// once on a small machine).
+pub(crate) fn manager_with_start_timeout(
+    python: &std::path::Path,
+    data_dir: &std::path::Path,
+    start_timeout: Duration,
+) -> Arc<KernelManager> {
     let env = commonlab_manager::find_python(&[python.to_owned()]).expect("python has ipykernel");
     let store = Arc::new(Store::open_sqlite(&data_dir.join("state.sqlite")).unwrap());
     let root = data_dir.join("root");
@@ -70,7 +80,7 @@ pub(crate) fn manager(python: &std::path::Path, data_dir: &std::path::Path) -> A
             kernelspec_dirs: jupyter_data_dirs(std::slice::from_ref(&env.prefix)),
             default_kernel_name: "python3".into(),
             fallback_spec: Some(env.kernelspec()),
-            kernel_start_timeout: Duration::from_secs(30),
+            kernel_start_timeout: start_timeout,
             kernel_shutdown_wait: Duration::from_secs(3),
             ws_send_queue_bytes_max: 64 << 20,
             ws_buffer_bytes_max: 16 << 20,
@@ -90,10 +100,22 @@ pub(crate) async fn spawn_app() -> Option<TestApp> {
 pub(crate) async fn spawn_app_with_policy(
     policy: Option<commonlab_policy::PolicyConfig>,
 ) -> Option<TestApp> {
+    spawn_app_with(policy, Duration::from_secs(30)).await
+}
+
+/// An app whose kernels may take up to `start_timeout` to start.
+pub(crate) async fn spawn_app_with_start_timeout(start_timeout: Duration) -> Option<TestApp> {
+    spawn_app_with(None, start_timeout).await
+}
+
+async fn spawn_app_with(
+    policy: Option<commonlab_policy::PolicyConfig>,
+    start_timeout: Duration,
+) -> Option<TestApp> {
     let python = python()?;
     let data_dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open_sqlite(&data_dir.path().join("state.sqlite")).unwrap());
-    let mut kernels = manager(&python, data_dir.path());
+    let mut kernels = manager_with_start_timeout(&python, data_dir.path(), start_timeout);
     if let Some(config) = policy {
         let policy = commonlab_policy::Policy::configured(&config, &[]).unwrap();
         let gate =

@@ -3,6 +3,7 @@
 
 mod accounts;
 mod appeals;
+mod concurrent_starts;
 mod contents;
 mod harness;
 mod kernels;
