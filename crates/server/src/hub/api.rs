@@ -249,7 +249,11 @@ async fn user_create(
     let user = {
         let store = hub.store.clone();
         let (name, password, tier, now) = (body.name, body.password, tier.clone(), now);
-        tokio::task::spawn_blocking(move || store.user_add(&name, &password, role, &tier, &now))
+        let permit = hub.password_check().await;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            store.user_add(&name, &password, role, &tier, &now)
+        })
             .await
             .map_err(|_| {
                 ApiError::new(
@@ -334,7 +338,11 @@ async fn user_update(
     if let Some(password) = body.password {
         let store = hub.store.clone();
         let who = name.clone();
-        let changed = tokio::task::spawn_blocking(move || store.user_set_password(&who, &password))
+        let permit = hub.password_check().await;
+        let changed = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            store.user_set_password(&who, &password)
+        })
             .await
             .map_err(|_| {
                 ApiError::new(
