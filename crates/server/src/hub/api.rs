@@ -254,15 +254,15 @@ async fn user_create(
             let _permit = permit;
             store.user_add(&name, &password, role, &tier, &now)
         })
-            .await
-            .map_err(|_| {
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "password hashing failed",
-                )
-            })?
-            .map_err(store_error)?
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "password hashing failed",
+            )
+        })?
+        .map_err(store_error)?
     };
     hub.audit(
         Some(&caller.0.name),
@@ -343,15 +343,15 @@ async fn user_update(
             let _permit = permit;
             store.user_set_password(&who, &password)
         })
-            .await
-            .map_err(|_| {
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "password hashing failed",
-                )
-            })?
-            .map_err(store_error)?;
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "password hashing failed",
+            )
+        })?
+        .map_err(store_error)?;
         if !changed {
             return Err(missing());
         }

@@ -296,8 +296,7 @@ pub(super) async fn submit(
             ""
         }
     );
-    let mut response =
-        Redirect::to(&landing(&hub, &user.name, next)).into_response();
+    let mut response = Redirect::to(&landing(&hub, &user.name, next)).into_response();
     response.headers_mut().append(
         header::SET_COOKIE,
         cookie.parse().expect("cookie is a header value"),

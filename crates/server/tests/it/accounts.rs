@@ -144,11 +144,7 @@ pub(crate) async fn spawn_hub_with(config: HubConfig) -> Option<TestHub> {
         store: store.clone(),
         builds: builds.clone(),
     };
-    let hub = Arc::new(Hub::new(
-        store.clone(),
-        Arc::new(factory),
-        config,
-    ));
+    let hub = Arc::new(Hub::new(store.clone(), Arc::new(factory), config));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let app = commonlab_server::hub_app(hub.clone());
