@@ -424,6 +424,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 tiers: config.sandbox.tiers.keys().cloned().collect(),
                 login_failures_max: config.accounts.login_failures_max,
                 login_failure_window: Duration::from_secs(config.accounts.login_failure_window_s),
+                // Password checks at once: the available parallelism.
+                ..commonlab_server::HubConfig::default()
             },
         ));
         // The account page shows each tier's GPU quota used and left.

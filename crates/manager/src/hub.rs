@@ -199,6 +199,10 @@ impl Hub {
         }
     }
 
+    pub(crate) fn limits(&self) -> HubLimits {
+        self.limits
+    }
+
     pub(crate) fn connection_count(&self) -> usize {
         self.clients.len()
     }

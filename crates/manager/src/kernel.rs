@@ -132,7 +132,10 @@ pub(crate) struct GpuRelease {
 struct Waiting {
     place: QueuePlace,
     language: String,
+    /// At most the hub's `buffer_messages_max` messages of `buffer_bytes_max` bytes in all (the
+    /// bounds of what is kept for a disconnected session); past them a message is refused.
     held: Vec<Held>,
+    held_bytes: usize,
     /// The first held cell; updates of the queue notice are parented to it (clients route
     /// `update_display_data` by `display_id` to every cell that shows it).
     display_parent: Option<Bytes>,
@@ -358,8 +361,7 @@ impl Kernel {
                 format!("Clients cannot send on the {} channel", channel.as_str()),
             ));
         }
-        let Some(message) = self.hold_while_waiting(client_id, channel, &header.msg_type, message)
-        else {
+        let Some(message) = self.hold_while_waiting(client_id, channel, &header, message) else {
             return Ok(());
         };
         self.forward(client_id, channel, header, message).await
@@ -901,6 +903,7 @@ impl Kernel {
                 place,
                 language: language.to_owned(),
                 held: Vec::new(),
+                held_bytes: 0,
                 display_parent: None,
             });
         }
@@ -964,6 +967,7 @@ impl Kernel {
                     }
                     return;
                 }
+                waiting.held_bytes = 0;
                 std::mem::take(&mut waiting.held)
             };
             for Held {
@@ -1015,16 +1019,19 @@ impl Kernel {
     }
 
     /// While the kernel waits for a GPU, answers `kernel_info_request` itself and holds
-    /// everything else (showing the queue in each cell that waits); returns the message when
-    /// the kernel is not waiting.
+    /// everything else (showing the queue in each cell that waits), within the bounds of a
+    /// disconnected session's buffer: a message past them is refused (`queue_full`) and the
+    /// held ones keep their places. Returns the message when the kernel is not waiting.
     fn hold_while_waiting(
         &self,
         client_id: u64,
         channel: Channel,
-        msg_type: &str,
+        header: &commonlab_protocol::Header,
         message: RawMessage,
     ) -> Option<RawMessage> {
+        let msg_type = header.msg_type.as_str();
         let mut state = self.state();
+        let limits = state.hub.limits();
         let Some(waiting) = state.gpu.as_mut().and_then(|gpu| gpu.waiting.as_mut()) else {
             return Some(message);
         };
@@ -1038,6 +1045,31 @@ impl Kernel {
             // Nothing runs, so nothing asked for input.
             return None;
         }
+        let bytes = message.len_bytes();
+        if waiting.held.len() >= limits.buffer_messages_max
+            || waiting.held_bytes.saturating_add(bytes) > limits.buffer_bytes_max
+        {
+            let (count, held_bytes) = (waiting.held.len(), waiting.held_bytes);
+            drop(state);
+            let text = format!(
+                "Not held: the kernel waits for a GPU and already holds {count} messages \
+                 ({held_bytes} bytes) to run once it gets one, and this one ({bytes} bytes) \
+                 would pass the bound of {} messages or {} bytes (kernel.ws_buffer_messages_max, \
+                 kernel.ws_buffer_bytes_max).\nNothing was run. Send it again once the kernel has \
+                 its GPU (the cells already waiting run first).",
+                limits.buffer_messages_max, limits.buffer_bytes_max,
+            );
+            self.refuse_message(
+                client_id,
+                channel,
+                header,
+                &message,
+                ("QueueFull", "queue_full"),
+                &text,
+            );
+            return None;
+        }
+        waiting.held_bytes += bytes;
         let cell = channel == Channel::Shell && msg_type == "execute_request";
         let place = waiting.place;
         let parent = message.header.clone();
@@ -1341,5 +1373,140 @@ async fn watch_exit(
     let info = exit.await;
     if let Some(kernel) = kernel.upgrade() {
         kernel.on_exit(info);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpu::{AllocatorConfig, GpuSchedulerConfig, TierConfig, TiersConfig};
+
+    /// A kernel queued for a GPU (no runtime: it never gets one here) that holds at most three
+    /// messages or 1 MiB for a session, and a client of it.
+    fn queued_kernel() -> (Arc<Kernel>, ClientHandle, mpsc::UnboundedReceiver<Outgoing>) {
+        let kernel = Kernel::new(
+            "k".into(),
+            "python3".into(),
+            InterruptMode::Signal,
+            HubLimits {
+                send_queue_bytes_max: 64 << 20,
+                buffer_bytes_max: 1 << 20,
+                buffer_messages_max: 3,
+                pending_requests_max: 100,
+            },
+            None,
+        );
+        let mut tiers = TiersConfig::new();
+        tiers.insert("free".into(), TierConfig::default());
+        let scheduler = GpuScheduler::new(GpuSchedulerConfig {
+            allocator: AllocatorConfig::default(),
+            tiers,
+            devices: vec![GpuDevice {
+                index: 0,
+                name: "Fake GPU".into(),
+                memory_bytes: 1 << 30,
+                node: None,
+            }],
+            shared_nodes: Vec::new(),
+        })
+        .unwrap();
+        kernel.set_gpu(scheduler, commonlab_allocator::RequestId(0));
+        kernel.wait_for_gpu(
+            QueuePlace {
+                position: 1,
+                estimate: None,
+            },
+            "python",
+        );
+        let (client, rx) = kernel.connect_client("s".into(), WireProtocol::Legacy);
+        (kernel, client, rx)
+    }
+
+    fn cell(code: &str) -> RawMessage {
+        let builder = MessageBuilder {
+            session: "s".into(),
+            username: "u".into(),
+        };
+        builder.message(
+            "execute_request",
+            iso_now(),
+            Bytes::from_static(b"{}"),
+            &serde_json::json!({ "code": code, "silent": false }),
+        )
+    }
+
+    fn msg_id(message: &RawMessage) -> String {
+        message.parse_header().unwrap().msg_id
+    }
+
+    /// Every message the client was sent so far, as the JSON of the legacy framing.
+    fn received(rx: &mut mpsc::UnboundedReceiver<Outgoing>) -> Vec<serde_json::Value> {
+        let mut out = Vec::new();
+        while let Ok(outgoing) = rx.try_recv() {
+            if let Outgoing::Frame { data, .. } = outgoing {
+                out.push(serde_json::from_slice(&data).unwrap());
+            }
+        }
+        out
+    }
+
+    /// The `execute_reply` to `msg_id` among `messages`, if any.
+    fn reply_to<'a>(
+        messages: &'a [serde_json::Value],
+        msg_id: &str,
+    ) -> Option<&'a serde_json::Value> {
+        messages.iter().find(|m| {
+            m["header"]["msg_type"] == "execute_reply" && m["parent_header"]["msg_id"] == msg_id
+        })
+    }
+
+    #[tokio::test]
+    async fn messages_held_for_a_gpu_are_bounded_and_those_past_the_bound_are_refused() {
+        let (kernel, client, mut rx) = queued_kernel();
+        // Held: a cell of 600 KiB. Refused: another, since both would pass 1 MiB.
+        let big = "x".repeat(600 << 10);
+        let first = cell(&big);
+        let first_id = msg_id(&first);
+        client.send(Channel::Shell, first).await.unwrap();
+        let too_big = cell(&big);
+        let too_big_id = msg_id(&too_big);
+        client.send(Channel::Shell, too_big).await.unwrap();
+        // Held: two small cells (three in all). Refused: a fourth, past three messages.
+        let mut kept = vec![first_id];
+        for _ in 0..2 {
+            let small = cell("1");
+            kept.push(msg_id(&small));
+            client.send(Channel::Shell, small).await.unwrap();
+        }
+        let fourth = cell("2");
+        let fourth_id = msg_id(&fourth);
+        client.send(Channel::Shell, fourth).await.unwrap();
+
+        let messages = received(&mut rx);
+        for refused in [&too_big_id, &fourth_id] {
+            let reply = reply_to(&messages, refused)
+                .unwrap_or_else(|| panic!("no reply to a message past the bound: {messages:?}"));
+            assert_eq!(reply["content"]["status"], "error");
+            assert_eq!(reply["content"]["code"], "queue_full");
+            let evalue = reply["content"]["evalue"].as_str().unwrap();
+            assert!(evalue.contains("ws_buffer"), "{evalue}");
+            // The cell's output ends: busy, then idle, parented to it.
+            for state in ["busy", "idle"] {
+                assert!(messages.iter().any(|m| m["header"]["msg_type"] == "status"
+                    && m["parent_header"]["msg_id"] == refused.as_str()
+                    && m["content"]["execution_state"] == state));
+            }
+        }
+        for held in &kept {
+            assert!(
+                reply_to(&messages, held).is_none(),
+                "a held cell was answered"
+            );
+        }
+        // The held ones wait, in order, to run once the GPU is granted.
+        let state = kernel.state();
+        let waiting = state.gpu.as_ref().unwrap().waiting.as_ref().unwrap();
+        let held: Vec<String> = waiting.held.iter().map(|h| msg_id(&h.message)).collect();
+        assert_eq!(held, kept);
     }
 }

@@ -21,7 +21,8 @@ pub use audit::{AuditBreak, AuditRecord, AuditVerify, AUDIT_ACTIONS, AUDIT_GENES
 pub use usage::{Usage, UsageDay, USAGE_DAYS_LISTED_MAX};
 
 pub use users::{
-    validate_user_name, ApiTokenInfo, Role, UserRecord, PASSWORD_CHARS_MIN, USER_UID_BASE,
+    validate_user_name, ApiTokenInfo, Role, UserRecord, PASSWORD_BYTES_MAX, PASSWORD_CHARS_MIN,
+    USER_UID_BASE,
 };
 
 use std::path::Path;

@@ -25,7 +25,7 @@ pub const USER_UID_BASE: u32 = 200_000;
 pub const PASSWORD_CHARS_MIN: usize = 8;
 
 /// The longest password accepted, in bytes; bounds the work one login attempt costs.
-const PASSWORD_BYTES_MAX: usize = 1024;
+pub const PASSWORD_BYTES_MAX: usize = 1024;
 
 /// The longest user name, in characters.
 const NAME_CHARS_MAX: usize = 32;

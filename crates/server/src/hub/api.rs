@@ -249,16 +249,20 @@ async fn user_create(
     let user = {
         let store = hub.store.clone();
         let (name, password, tier, now) = (body.name, body.password, tier.clone(), now);
-        tokio::task::spawn_blocking(move || store.user_add(&name, &password, role, &tier, &now))
-            .await
-            .map_err(|_| {
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "password hashing failed",
-                )
-            })?
-            .map_err(store_error)?
+        let permit = hub.password_check().await;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            store.user_add(&name, &password, role, &tier, &now)
+        })
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "password hashing failed",
+            )
+        })?
+        .map_err(store_error)?
     };
     hub.audit(
         Some(&caller.0.name),
@@ -334,16 +338,20 @@ async fn user_update(
     if let Some(password) = body.password {
         let store = hub.store.clone();
         let who = name.clone();
-        let changed = tokio::task::spawn_blocking(move || store.user_set_password(&who, &password))
-            .await
-            .map_err(|_| {
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "password hashing failed",
-                )
-            })?
-            .map_err(store_error)?;
+        let permit = hub.password_check().await;
+        let changed = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            store.user_set_password(&who, &password)
+        })
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "password hashing failed",
+            )
+        })?
+        .map_err(store_error)?;
         if !changed {
             return Err(missing());
         }

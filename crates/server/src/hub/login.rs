@@ -78,7 +78,8 @@ fn new_secret() -> String {
         .collect()
 }
 
-fn render(hub: &Hub, xsrf: &str, next: Option<&str>, error: Option<&str>) -> String {
+/// The login page; `error` is the stable code and the message of why the last post was refused.
+fn render(hub: &Hub, xsrf: &str, next: Option<&str>, error: Option<(&str, &str)>) -> String {
     let action = hub.url("hub/login");
     let next = next
         .map(|n| {
@@ -89,7 +90,12 @@ fn render(hub: &Hub, xsrf: &str, next: Option<&str>, error: Option<&str>) -> Str
         })
         .unwrap_or_default();
     let error = error
-        .map(|e| format!(r#"<p class="error" role="alert">{}</p>"#, escape_html(e)))
+        .map(|(code, message)| {
+            format!(
+                r#"<p class="error" role="alert" data-code="{code}">{}</p>"#,
+                escape_html(message)
+            )
+        })
         .unwrap_or_default();
     format!(
         r#"<!doctype html>
@@ -144,68 +150,113 @@ pub(super) async fn page(
     response
 }
 
+/// The login page again, with why the post was refused (`code`, a stable snake_case code).
+fn refuse(
+    hub: &Hub,
+    xsrf: &str,
+    form_next: Option<&str>,
+    status: StatusCode,
+    code: &str,
+    message: &str,
+) -> Response {
+    (
+        status,
+        Html(render(hub, xsrf, form_next, Some((code, message)))),
+    )
+        .into_response()
+}
+
 pub(super) async fn submit(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Response {
     let xsrf = auth::cookie(&headers, XSRF_COOKIE).unwrap_or_default();
+    let next = form.next.as_deref();
     if xsrf.is_empty() || !auth::constant_time_eq(xsrf.as_bytes(), form._xsrf.as_bytes()) {
-        return (
+        return refuse(
+            &hub,
+            &xsrf,
+            next,
             StatusCode::FORBIDDEN,
-            Html(render(
-                &hub,
-                &xsrf,
-                form.next.as_deref(),
-                Some("The login form expired or was sent from another site. Reload this page and try again."),
-            )),
-        )
-            .into_response();
+            "login_form_expired",
+            "The login form expired or was sent from another site. Reload this page and try again.",
+        );
     }
     let name = form.username.trim().to_owned();
     let now = Instant::now();
     if !hub.login_allowed(&name, now) {
         hub.login_refused(&name, "too_many_failures", now);
         let minutes = hub.config.login_failure_window.as_secs().div_ceil(60);
-        return (
+        return refuse(
+            &hub,
+            &xsrf,
+            next,
             StatusCode::TOO_MANY_REQUESTS,
-            Html(render(
-                &hub,
-                &xsrf,
-                form.next.as_deref(),
-                Some(&format!("Too many failed logins for this name. Try again in {minutes} minutes, or ask an administrator to reset your password.")),
-            )),
-        )
-            .into_response();
+            "too_many_failures",
+            &format!("Too many failed logins for this name. Try again in {minutes} minutes, or ask an administrator to reset your password."),
+        );
     }
+    let bad_credentials = || {
+        hub.login_failed(&name, now);
+        hub.login_refused(&name, "bad_credentials", now);
+        refuse(
+            &hub,
+            &xsrf,
+            next,
+            StatusCode::FORBIDDEN,
+            "bad_credentials",
+            "Invalid username or password.",
+        )
+    };
+    // No account has a name or password like these, so no hash is computed for them: what one
+    // post can cost is bounded before a place to check a password is taken.
+    if commonlab_store::validate_user_name(&name).is_err()
+        || form.password.len() > commonlab_store::PASSWORD_BYTES_MAX
+    {
+        return bad_credentials();
+    }
+    // A place to check a password now, or a refusal now: a flood of posts is answered rather
+    // than queued, so it holds neither memory nor cores past the configured checks at once.
+    let Ok(permit) = hub.password_checks.clone().try_acquire_owned() else {
+        hub.login_refused(&name, "login_busy", now);
+        let mut response = refuse(
+            &hub,
+            &xsrf,
+            next,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "login_busy",
+            "The server is checking too many logins right now. Try again in a moment.",
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        return response;
+    };
     let verified = {
         let store = hub.store.clone();
         let (name, password) = (name.clone(), form.password);
-        tokio::task::spawn_blocking(move || store.user_verify_password(&name, &password)).await
+        // The permit moves into the check: it is held until the hash is done even if this
+        // request is dropped (the client went away), since the blocking work is not cancelled.
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            store.user_verify_password(&name, &password)
+        })
+        .await
     };
     let user = match verified {
         Ok(Ok(Some(user))) => user,
-        Ok(Ok(None)) => {
-            hub.login_failed(&name, now);
-            hub.login_refused(&name, "bad_credentials", now);
-            return (
-                StatusCode::FORBIDDEN,
-                Html(render(
-                    &hub,
-                    &xsrf,
-                    form.next.as_deref(),
-                    Some("Invalid username or password."),
-                )),
-            )
-                .into_response();
-        }
+        Ok(Ok(None)) => return bad_credentials(),
         Ok(Err(e)) => {
             tracing::error!(error = %e, "login: store error");
-            return (
+            return refuse(
+                &hub,
+                &xsrf,
+                next,
                 StatusCode::INTERNAL_SERVER_ERROR,
-                Html(render(&hub, &xsrf, form.next.as_deref(), Some("The server could not check your password right now. Try again in a moment."))),
-            )
-                .into_response();
+                "internal",
+                "The server could not check your password right now. Try again in a moment.",
+            );
         }
         Err(e) => {
             tracing::error!(error = %e, "login: password check panicked");
@@ -245,8 +296,7 @@ pub(super) async fn submit(
             ""
         }
     );
-    let mut response =
-        Redirect::to(&landing(&hub, &user.name, form.next.as_deref())).into_response();
+    let mut response = Redirect::to(&landing(&hub, &user.name, next)).into_response();
     response.headers_mut().append(
         header::SET_COOKIE,
         cookie.parse().expect("cookie is a header value"),

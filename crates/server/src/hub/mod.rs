@@ -55,6 +55,11 @@ pub struct HubConfig {
     /// attempts are refused until the window passes.
     pub login_failures_max: u32,
     pub login_failure_window: Duration,
+    /// Password checks (argon2id, 19 MiB and a core each) run at once, by logins and by the
+    /// admin API's password changes together. A login that finds none free is refused at once
+    /// with `login_busy` rather than queued, so a flood of logins cannot take the server's
+    /// memory and cores; the default is the available parallelism.
+    pub password_checks_max: usize,
 }
 
 impl Default for HubConfig {
@@ -66,9 +71,16 @@ impl Default for HubConfig {
             tiers: Vec::new(),
             login_failures_max: 10,
             login_failure_window: Duration::from_secs(15 * 60),
+            password_checks_max: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
         }
     }
 }
+
+/// The most bytes of a login form's body: a name, a password of at most
+/// [`commonlab_store::PASSWORD_BYTES_MAX`] bytes, the XSRF value and `next`, percent-encoded.
+const LOGIN_BODY_BYTES_MAX: usize = 16 * 1024;
 
 /// How often [`Hub::spawn_maintenance`] runs the hub's upkeep.
 pub const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(60);
@@ -101,6 +113,9 @@ pub struct Hub {
         std::sync::RwLock<std::collections::BTreeMap<String, commonlab_manager::TierQuota>>,
     /// Each user's revocation signal, watched by their open WebSockets.
     revocations: revoke::Revocations,
+    /// Places for password checks at once ([`HubConfig::password_checks_max`]); a check holds
+    /// one until its hash is done, even when the request that asked for it is gone.
+    password_checks: Arc<tokio::sync::Semaphore>,
 }
 
 impl Hub {
@@ -113,6 +128,9 @@ impl Hub {
                 config.login_failures_max,
                 config.login_failure_window,
                 Instant::now(),
+            )),
+            password_checks: Arc::new(tokio::sync::Semaphore::new(
+                config.password_checks_max.max(1),
             )),
             config,
             tier_quotas: Default::default(),
@@ -283,6 +301,16 @@ impl Hub {
         }
     }
 
+    /// Waits for a place to check a password (hash or verify one), for the admin API: its
+    /// callers are few and authenticated, so they wait rather than being refused.
+    async fn password_check(&self) -> tokio::sync::OwnedSemaphorePermit {
+        self.password_checks
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the password check semaphore is never closed")
+    }
+
     /// Whether `name` may try to log in now; counts failures per name over a window.
     fn login_allowed(&self, name: &str, now: Instant) -> bool {
         self.failures
@@ -393,7 +421,12 @@ pub fn hub_app(hub: Arc<Hub>) -> Router {
         .route("/", get(root))
         .route("/hub", get(root))
         .route("/hub/", get(root))
-        .route("/hub/login", get(login::page).post(login::submit))
+        .route(
+            "/hub/login",
+            get(login::page)
+                .post(login::submit)
+                .layer(axum::extract::DefaultBodyLimit::max(LOGIN_BODY_BYTES_MAX)),
+        )
         .route("/hub/home", get(home))
         .route("/hub/logout", get(login::logout).post(login::logout))
         .merge(api::router(hub.clone()))

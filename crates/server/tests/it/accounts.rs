@@ -116,6 +116,15 @@ pub(crate) const NOW: &str = "2026-01-01T00:00:00+00:00";
 pub(crate) const PASSWORD: &str = "correct horse battery";
 
 pub(crate) async fn spawn_hub() -> Option<TestHub> {
+    spawn_hub_with(HubConfig {
+        login_failures_max: 3,
+        ..HubConfig::default()
+    })
+    .await
+}
+
+/// A hub with `config` (its base URL `/`), alice, bob and carol as users.
+pub(crate) async fn spawn_hub_with(config: HubConfig) -> Option<TestHub> {
     let python = python()?;
     let data_dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open_sqlite(&data_dir.path().join("hub.sqlite")).unwrap());
@@ -135,14 +144,7 @@ pub(crate) async fn spawn_hub() -> Option<TestHub> {
         store: store.clone(),
         builds: builds.clone(),
     };
-    let hub = Arc::new(Hub::new(
-        store.clone(),
-        Arc::new(factory),
-        HubConfig {
-            login_failures_max: 3,
-            ..HubConfig::default()
-        },
-    ));
+    let hub = Arc::new(Hub::new(store.clone(), Arc::new(factory), config));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let app = commonlab_server::hub_app(hub.clone());
@@ -1021,4 +1023,78 @@ pub(crate) async fn post_form(
         .map(|l| l.to_str().unwrap().to_owned())
         .unwrap_or_default();
     (status, location, response.text().await.unwrap())
+}
+
+/// A flood of login posts (distinct unknown names, so no name is ever locked; a valid
+/// double-submit XSRF pair, which anyone can make) cannot run more password checks at once than
+/// the server allows: the rest are answered at once with `login_busy`, every post is answered,
+/// and a real login works again afterwards. A login form too large for a login is refused whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_flood_of_logins_is_refused_beyond_the_password_checks_at_once() {
+    let Some(hub) = spawn_hub_with(HubConfig {
+        password_checks_max: 2,
+        ..HubConfig::default()
+    })
+    .await
+    else {
+        return;
+    };
+    let xsrf = "attacker-chosen-xsrf";
+    let xsrf_cookie = format!("_xsrf={xsrf}");
+    let posts: Vec<_> = (0..64)
+        .map(|i| {
+            let url = format!("{}/hub/login", hub.base);
+            let cookie = xsrf_cookie.clone();
+            tokio::spawn(async move {
+                let response = client()
+                    .post(url)
+                    .header("Cookie", cookie)
+                    .form(&[
+                        ("username", format!("nobody{i}")),
+                        ("password", "not the password".to_owned()),
+                        ("_xsrf", xsrf.to_owned()),
+                    ])
+                    .send()
+                    .await
+                    .unwrap();
+                let status = response.status().as_u16();
+                (status, response.text().await.unwrap())
+            })
+        })
+        .collect();
+    let (mut busy, mut checked) = (0, 0);
+    for post in posts {
+        let (status, body) = post.await.unwrap();
+        match status {
+            503 => {
+                assert!(body.contains(r#"data-code="login_busy""#), "{body}");
+                assert!(body.contains("Try again in a moment"), "{body}");
+                busy += 1;
+            }
+            403 => {
+                assert!(body.contains("Invalid username or password"), "{body}");
+                checked += 1;
+            }
+            other => panic!("unexpected answer {other} to a flooded login: {body}"),
+        }
+    }
+    assert!(busy > 0, "no login was refused as busy ({checked} checked)");
+    assert!(checked > 0, "every login was refused as busy");
+
+    // The checks that ran gave their places back: a real login works.
+    log_in(&hub, "alice").await;
+
+    // A login form past the login's body limit is refused before it is read whole.
+    let response = client()
+        .post(format!("{}/hub/login", hub.base))
+        .header("Cookie", &xsrf_cookie)
+        .form(&[
+            ("username", "alice".to_owned()),
+            ("password", "x".repeat(20 * 1024)),
+            ("_xsrf", xsrf.to_owned()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
 }
