@@ -903,6 +903,26 @@ async fn the_gate_checks_what_the_kernel_runs() {
         "{closed:?}"
     );
 
+    // A cell spelt in full-width letters, which Python reads as the plain ones (NFKC): the
+    // kernel runs `ｏｐｅｎ` as `open`, so `ｐｔｙ.ｓｐａｗｎ` is `pty.spawn` and is refused as such.
+    let reply = ws
+        .run("\u{ff4f}\u{ff50}\u{ff45}\u{ff4e}('nfkc-probe', 'w').close()")
+        .await;
+    assert_eq!(reply["status"], "ok", "{reply}");
+    assert!(
+        workspace.join("nfkc-probe").exists(),
+        "the kernel reads full-width names as plain ones"
+    );
+    let reply = ws
+        .run(
+            "open('gate-fullwidth', 'w').close()\n\
+             import \u{ff50}\u{ff54}\u{ff59}\n\
+             if False:\n    \u{ff50}\u{ff54}\u{ff59}.\u{ff53}\u{ff50}\u{ff41}\u{ff57}\u{ff4e}('/bin/sh')\n",
+        )
+        .await;
+    assert_eq!(reply["status"], "error", "{reply}");
+    assert_eq!(reply["ename"], "PolicyViolation", "{reply}");
+
     // A cell longer than the policy reads, the blocked code past its end.
     let code = format!(
         "#{}\n{}",

@@ -445,7 +445,13 @@ pub(crate) const MARKERS: &[(&str, u16, bool)] = &[
 
 /// Blanks comments and docstrings and gives each line its contexts.
 pub(crate) fn prepare(unit: &Unit) -> Prepared {
-    let mut text = unit.source.as_bytes().to_vec();
+    let mut text = match unit.lang {
+        // Python reads identifiers in NFKC form; plain ASCII has nothing to fold.
+        Lang::Python if !unit.source.is_ascii() => {
+            crate::normalize::fold_compatibility(&unit.source).into_bytes()
+        }
+        _ => unit.source.as_bytes().to_vec(),
+    };
     let mut strings = Vec::new();
     let mut line_spans = Vec::new();
     let mut start = 0;

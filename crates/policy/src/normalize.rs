@@ -1,5 +1,6 @@
-//! Normalisation before matching: joined strings, substituted variables, decoded base64 and
-//! hex, reversed strings. Each produces a derived text tied to the line it came from.
+//! Normalisation before matching: compatibility letters folded as Python folds identifiers;
+//! joined strings, substituted variables, decoded base64 and hex, reversed strings, each a
+//! derived text tied to the line it came from.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -61,6 +62,41 @@ fn name_fingerprint(name: &[u8]) -> usize {
     let first = usize::from(name.first().copied().unwrap_or(0));
     let last = usize::from(name.last().copied().unwrap_or(0));
     (name.len().wrapping_mul(31) ^ first.wrapping_mul(7) ^ last.wrapping_mul(131)) & 255
+}
+
+/// `source` as Python reads its names: Python folds identifiers with NFKC, so `ｐｔｙ.ｓｐａｗｎ`
+/// runs `pty.spawn` and `import ｘｍｒｉｇ` imports `xmrig`. Each character whose compatibility
+/// form is made only of ASCII letters, digits and `_` (full-width `ｐ`, mathematical `𝐱`,
+/// `ſ`, `ﬁ`) is replaced by that form. A character whose form holds other ASCII (a
+/// full-width quote, `﹟`, a no-break space) stays: Python reads it only inside a string or a
+/// comment, where the plain form would move where the policy thinks the string ends. Folded
+/// letters inside strings and comments are text a cell could hold plainly, so folding them
+/// hides nothing.
+pub(crate) fn fold_compatibility(source: &str) -> String {
+    let mut out = String::with_capacity(source.len());
+    let mut form = String::new();
+    let mut rest = source;
+    while let Some(at) = rest.bytes().position(|byte| !byte.is_ascii()) {
+        out.push_str(&rest[..at]);
+        let Some(ch) = rest[at..].chars().next() else {
+            break;
+        };
+        rest = &rest[at + ch.len_utf8()..];
+        // NFKD made only of ASCII letters, digits and `_` composes to itself: it is the NFKC.
+        form.clear();
+        let mut plain = true;
+        unicode_normalization::char::decompose_compatible(ch, |part| {
+            plain &= part.is_ascii_alphanumeric() || part == '_';
+            form.push(part);
+        });
+        if plain {
+            out.push_str(&form);
+        } else {
+            out.push(ch);
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Collects the derived texts of a prepared unit.

@@ -259,6 +259,52 @@ fn comments_docstrings_and_markdown_magics_are_not_code() {
     );
 }
 
+/// Python reads identifiers in NFKC form: `ｐｔｙ.ｓｐａｗｎ` runs `pty.spawn` and `import ｘｍｒｉｇ`
+/// imports `xmrig`. A cell spelt with full-width or other compatibility letters is judged as
+/// its plain spelling, in a cell and in a scanned script or notebook alike.
+#[test]
+fn compatibility_letters_are_read_as_python_reads_them() {
+    let policy = Policy::builtin();
+    let free = CheckContext::new("free");
+    for (plain, spelt) in [
+        (
+            "import pty\npty.spawn('/bin/sh')",
+            "import \u{ff50}\u{ff54}\u{ff59}\n\u{ff50}\u{ff54}\u{ff59}.\u{ff53}\u{ff50}\u{ff41}\u{ff57}\u{ff4e}('/bin/sh')",
+        ),
+        ("import xmrig", "import \u{ff58}\u{ff4d}\u{ff52}\u{ff49}\u{ff47}"),
+        // Mixed: a mathematical letter, a ligature and a plain one.
+        ("import xmrig", "import \u{1d431}m\u{1d42b}ig"),
+        ("import pty\npty.spawn('/bin/sh')", "import pty\npty.\u{17f}pawn('/bin/sh')"),
+    ] {
+        let expected = policy.check_cell(plain, &free);
+        assert_eq!(expected.action, Action::Block, "{plain}: {expected:?}");
+        assert_eq!(render(&policy.check_cell(spelt, &free)), render(&expected), "{spelt}");
+        let notebook = serde_json::json!({"cells": [{"cell_type": "code", "source": spelt}]});
+        let scanned = policy.scan_document("n.ipynb", notebook.to_string().as_bytes(), &free);
+        assert_eq!(scanned.verdict.action, Action::Block, "{spelt} in a notebook");
+        let scanned = policy.scan_document("s.py", spelt.as_bytes(), &free);
+        assert_eq!(scanned.verdict.action, Action::Block, "{spelt} in a script");
+    }
+}
+
+/// A compatibility character that Python reads as punctuation only inside a string (a
+/// full-width quote, a small number sign) stays as written. Read as a plain quote, the string
+/// `"＂＂"` would become `""""`, a docstring the policy thinks runs on over the code after it.
+#[test]
+fn compatibility_punctuation_does_not_hide_code() {
+    let policy = Policy::builtin();
+    let free = CheckContext::new("free");
+    for code in [
+        "\"\u{ff02}\u{ff02}\"\nimport pty\npty.spawn('/bin/sh')\n\"\u{ff02}\u{ff02}\"",
+        "x = 1\n'\u{ff07}\u{ff07}'\nimport pty\npty.spawn('/bin/sh')\n'\u{ff07}\u{ff07}'",
+        "s = \"\u{fe5f}\" ; import pty; pty.spawn('/bin/sh')",
+        "s = \"\u{ff3c}\"\nimport \u{ff58}\u{ff4d}\u{ff52}\u{ff49}\u{ff47}",
+    ] {
+        let verdict = policy.check_cell(code, &free);
+        assert_eq!(verdict.action, Action::Block, "{code}: {verdict:?}");
+    }
+}
+
 #[test]
 fn free_tier_rules_act_only_on_the_free_tier() {
     let policy = Policy::builtin();
