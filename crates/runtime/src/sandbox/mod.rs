@@ -577,6 +577,9 @@ struct SandboxRuntime {
     driver: Arc<dyn CgroupDriver>,
     exit: watch::Receiver<Option<ExitInfo>>,
     watcher: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Set by a kill: the watcher then outlives this handle, so the cgroup and the socket
+    /// directory are removed even when the handle is let go of at once.
+    killed: std::sync::atomic::AtomicBool,
 }
 
 impl SandboxRuntime {
@@ -611,6 +614,7 @@ impl SandboxRuntime {
             driver,
             exit: rx,
             watcher: Mutex::new(Some(watcher)),
+            killed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -631,6 +635,7 @@ impl SandboxRuntime {
             driver,
             exit: rx,
             watcher: Mutex::new(Some(watcher)),
+            killed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -655,9 +660,14 @@ impl SandboxRuntime {
 }
 
 impl Drop for SandboxRuntime {
+    /// A kernel left running (the server stops, a later one reattaches) keeps its cgroup and
+    /// socket directory, so the watcher is stopped; a killed one is left to its watcher to clear.
     fn drop(&mut self) {
-        if let Some(handle) = self.watcher.lock().expect("not poisoned").take() {
-            handle.abort();
+        let handle = self.watcher.lock().expect("not poisoned").take();
+        if let Some(handle) = handle {
+            if !self.killed.load(std::sync::atomic::Ordering::Acquire) {
+                handle.abort();
+            }
         }
     }
 }
@@ -673,6 +683,8 @@ impl Runtime for SandboxRuntime {
         }
         let signal = Signal::try_from(signal).map_err(|e| RuntimeError::Signal(e.to_string()))?;
         if signal == Signal::SIGKILL {
+            self.killed
+                .store(true, std::sync::atomic::Ordering::Release);
             kill_cgroup(self.driver.as_ref(), &self.sandbox().cgroup);
             return Ok(());
         }

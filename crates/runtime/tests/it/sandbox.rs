@@ -389,6 +389,49 @@ async fn a_new_backend_reattaches_to_a_running_sandboxed_kernel() {
     assert!(restarted.reattach(&record).is_none());
 }
 
+/// A server that reattaches to a kernel, finds it unresponsive, kills it and lets go of it at
+/// once (as recovery after a restart does) still leaves no cgroup or socket directory behind.
+#[tokio::test]
+async fn a_kernel_killed_and_let_go_of_at_once_leaves_nothing() {
+    let Some(python) = python() else { return };
+    if !sandbox_host() {
+        return;
+    }
+    let setup = Setup::sandbox(python, SandboxLimits::default());
+    let (runtime, client) = start(&setup).await;
+    let record = runtime.record();
+    let sandbox = record.sandbox.clone().expect("sandbox record");
+    client.close().await;
+    drop(runtime);
+    let config = SandboxConfig::new(
+        setup.runtime_dir.clone(),
+        PathBuf::from(env!("CARGO_BIN_EXE_commonlab-sandbox-exec")),
+        Vec::new(),
+    );
+    let restarted = SandboxBackend::new(config).expect("backend");
+    let reattached = restarted
+        .reattach(&record)
+        .expect("the kernel is still running");
+    reattached.kill().expect("kill");
+    drop(reattached);
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let left = || {
+        sandbox
+            .cgroup
+            .dirs
+            .values()
+            .filter(|d| d.exists())
+            .chain(std::iter::once(&sandbox.ipc_dir).filter(|d| d.exists()))
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+    };
+    while !left().is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(left(), Vec::<String>::new(), "left behind");
+    assert!(restarted.reattach(&record).is_none());
+}
+
 #[tokio::test]
 async fn launch_names_the_path_the_kernel_uid_cannot_read() {
     let Some(python) = python() else { return };
