@@ -33,6 +33,34 @@ pub use sandbox::{
 /// The longest `sun_path` of a Unix socket, less its terminating zero.
 pub(crate) const SOCKET_PATH_MAX: usize = 107;
 
+/// A connection over `ipc` sockets `kernel-1` … `kernel-5` in a fresh, randomly named directory
+/// `k-<hex>` under `runtime_dir` (made by the backend at launch), signed with `key`.
+pub(crate) fn ipc_connection(
+    runtime_dir: &std::path::Path,
+    key: &str,
+) -> Result<commonlab_protocol::ConnectionInfo, RuntimeError> {
+    let dir = runtime_dir.join(format!("k-{:016x}", rand::random::<u64>()));
+    let ip = dir.join("kernel").display().to_string();
+    if ip.len() + "-5".len() > SOCKET_PATH_MAX {
+        return Err(RuntimeError::Connection(format!(
+            "socket paths under {} are longer than {SOCKET_PATH_MAX} bytes; use a shorter data directory",
+            runtime_dir.display()
+        )));
+    }
+    Ok(commonlab_protocol::ConnectionInfo {
+        transport: commonlab_protocol::Transport::Ipc,
+        ip,
+        shell_port: 1,
+        iopub_port: 2,
+        stdin_port: 3,
+        control_port: 4,
+        hb_port: 5,
+        key: key.to_owned(),
+        signature_scheme: "hmac-sha256".into(),
+        kernel_name: None,
+    })
+}
+
 /// Everything a backend needs to place one kernel.
 #[derive(Debug, Clone)]
 pub struct LaunchSpec {

@@ -19,9 +19,7 @@ use tokio::sync::watch;
 
 use commonlab_protocol::{ConnectionInfo, Transport};
 
-use crate::{
-    ExitInfo, LaunchSpec, Runtime, RuntimeBackend, RuntimeError, RuntimeRecord, SOCKET_PATH_MAX,
-};
+use crate::{ExitInfo, LaunchSpec, Runtime, RuntimeBackend, RuntimeError, RuntimeRecord};
 
 /// Launches kernels as local processes; each kernel's sockets and connection file go to a
 /// directory of its own under `runtime_dir`.
@@ -247,28 +245,7 @@ impl RuntimeBackend for LocalBackend {
 
     /// `ipc` sockets `kernel-1` … `kernel-5` in a fresh directory under the runtime directory.
     fn connection_for(&self, _kernel_id: &str, key: &str) -> Result<ConnectionInfo, RuntimeError> {
-        let dir = self
-            .runtime_dir
-            .join(format!("k-{:016x}", rand::random::<u64>()));
-        let ip = dir.join("kernel").display().to_string();
-        if ip.len() + "-5".len() > SOCKET_PATH_MAX {
-            return Err(RuntimeError::Connection(format!(
-                "socket paths under {} are longer than {SOCKET_PATH_MAX} bytes; use a shorter data directory",
-                self.runtime_dir.display()
-            )));
-        }
-        Ok(ConnectionInfo {
-            transport: Transport::Ipc,
-            ip,
-            shell_port: 1,
-            iopub_port: 2,
-            stdin_port: 3,
-            control_port: 4,
-            hb_port: 5,
-            key: key.to_owned(),
-            signature_scheme: "hmac-sha256".into(),
-            kernel_name: None,
-        })
+        crate::ipc_connection(&self.runtime_dir, key)
     }
 
     fn reattach(&self, record: &RuntimeRecord) -> Option<Box<dyn Runtime>> {

@@ -32,10 +32,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::local::process_start_ticks;
-use crate::{
-    ExitInfo, LaunchSpec, OomInfo, Runtime, RuntimeBackend, RuntimeError, RuntimeRecord,
-    SOCKET_PATH_MAX,
-};
+use crate::{ExitInfo, LaunchSpec, OomInfo, Runtime, RuntimeBackend, RuntimeError, RuntimeRecord};
 
 pub use cgroup::{CgroupVersion, KernelCgroup};
 pub use exec::sandbox_exec_main;
@@ -523,29 +520,7 @@ impl RuntimeBackend for SandboxBackend {
 
     /// `ipc` sockets `kernel-1` … `kernel-5` in a fresh directory under the runtime directory.
     fn connection_for(&self, _kernel_id: &str, key: &str) -> Result<ConnectionInfo, RuntimeError> {
-        let dir = self
-            .config
-            .runtime_dir
-            .join(format!("k-{:016x}", rand::random::<u64>()));
-        let ip = dir.join("kernel").display().to_string();
-        if ip.len() + "-5".len() > SOCKET_PATH_MAX {
-            return Err(RuntimeError::Connection(format!(
-                "socket paths under {} are longer than {SOCKET_PATH_MAX} bytes; use a shorter runtime directory",
-                self.config.runtime_dir.display()
-            )));
-        }
-        Ok(ConnectionInfo {
-            transport: Transport::Ipc,
-            ip,
-            shell_port: 1,
-            iopub_port: 2,
-            stdin_port: 3,
-            control_port: 4,
-            hb_port: 5,
-            key: key.to_owned(),
-            signature_scheme: "hmac-sha256".into(),
-            kernel_name: None,
-        })
+        crate::ipc_connection(&self.config.runtime_dir, key)
     }
 
     fn launch(&self, spec: LaunchSpec) -> BoxFuture<'_, Result<Box<dyn Runtime>, RuntimeError>> {
