@@ -445,11 +445,18 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 })
                 .collect(),
         );
+        // Kernels from a previous run are listed again at once and reattached while the
+        // server listens.
+        let mut recovery = tokio::task::JoinSet::new();
         for state in hub.open_all().map_err(|e| anyhow::anyhow!(e))? {
-            let (reattached, cleaned) = state.kernels.recover().await?;
-            if reattached + cleaned > 0 {
-                tracing::info!(base_url = %state.base_url, reattached, cleaned, "recovered kernels from the previous run");
-            }
+            let recovering = state.kernels.recover()?;
+            let base_url = state.base_url.clone();
+            recovery.spawn(async move {
+                let (reattached, cleaned) = recovering.await;
+                if reattached + cleaned > 0 {
+                    tracing::info!(%base_url, reattached, cleaned, "recovered kernels from the previous run");
+                }
+            });
         }
         let users = store.user_list()?.len();
         tracing::info!(users, workspaces = %workspaces_dir.display(), data = %data_dir.display(), "Commonlab is running with accounts");
@@ -485,6 +492,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await?;
         supervisor.abort();
         upkeep.abort();
+        recovery.abort_all();
         tracing::info!("shutting down: stopping kernels");
         hub.shutdown_all().await;
         crate::accounts::unmount_volumes(&workspaces_dir, &data_dir.join("volumes"));
@@ -529,14 +537,19 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         kernels = kernels.with_gpu_scheduler(gpu.clone(), "local", &config.server.user_tier);
     }
     let kernels = Arc::new(kernels);
-    let (reattached, cleaned) = kernels.recover().await?;
-    if reattached + cleaned > 0 {
-        tracing::info!(
-            reattached,
-            cleaned,
-            "recovered kernels from the previous run"
-        );
-    }
+    // Kernels from a previous run are listed again at once and reattached while the server
+    // listens.
+    let recovering = kernels.recover()?;
+    let recovery = tokio::spawn(async move {
+        let (reattached, cleaned) = recovering.await;
+        if reattached + cleaned > 0 {
+            tracing::info!(
+                reattached,
+                cleaned,
+                "recovered kernels from the previous run"
+            );
+        }
+    });
     let sessions = Arc::new(SessionManager::new(kernels.clone(), store));
     let contents = Arc::new(commonlab_manager::ContentsManager::new(
         commonlab_manager::ContentsConfig {
@@ -569,6 +582,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         eprintln!("\n    To use Commonlab, connect Jupyter clients to:\n        http://{host}:{}{base_url}?token={token}\n", addr.port());
     }
     commonlab_server::serve(listener, app, connection_limits, shutdown_signal()).await?;
+    recovery.abort();
     tracing::info!("shutting down: stopping kernels");
     kernels.shutdown_all().await;
     if let Some(gpu) = &gpu {

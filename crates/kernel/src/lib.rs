@@ -18,18 +18,6 @@ use zeromq::{
     SubSocket, ZmqMessage,
 };
 
-fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    hasher.finish()
-}
-
 /// Why talking to a kernel failed.
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
@@ -109,8 +97,13 @@ impl KernelChannels {
     /// Connects to all channels, retrying until `timeout` while the kernel binds its sockets.
     /// Received messages go to `incoming`, bounded so a flood from the kernel slows the kernel
     /// rather than growing memory.
+    ///
+    /// Shell, control and stdin connect as `identity`. The kernel sends each reply to the
+    /// identity that asked, so a client that connects again as the same identity (a restarted
+    /// server) receives the replies to requests its previous connection made.
     pub async fn connect(
         info: &ConnectionInfo,
+        identity: &str,
         timeout: Duration,
         incoming: IncomingSink,
     ) -> Result<KernelChannels, KernelError> {
@@ -131,9 +124,14 @@ impl KernelChannels {
         let mut dealers = Vec::new();
         // Shell and stdin must share one identity: the kernel addresses `input_request` on its
         // stdin ROUTER to the identity that sent the `execute_request` on shell.
-        let identity =
-            PeerIdentity::try_from(Bytes::from(format!("commonlab-{:016x}", rand_u64())))
-                .expect("a short identity is valid");
+        let identity = PeerIdentity::try_from(Bytes::from(identity.to_owned())).map_err(|e| {
+            KernelError::Connect {
+                channel: "shell",
+                endpoint: info.endpoint(Channel::Shell),
+                waited_ms: 0,
+                detail: format!("the identity {identity:?} cannot be used: {e}"),
+            }
+        })?;
         for channel in [Channel::Shell, Channel::Control, Channel::Stdin] {
             let mut options = SocketOptions::default();
             options.peer_identity(identity.clone());
@@ -249,8 +247,44 @@ async fn listening(endpoint: &str) -> bool {
     }
 }
 
+/// Sends `request` on the kernel's control channel over a connection of its own (not the
+/// identity of any [`KernelChannels`]) and waits up to `timeout` for the reply to it.
+///
+/// ipykernel answers on control while a cell runs; it does not while the cell's native code
+/// holds the interpreter lock, and then its sockets do not take up new connections or let go
+/// of closed ones either. An answer therefore also says that a connection closed before (by a
+/// server that was killed) has been let go of.
+pub async fn ask_control(
+    info: &ConnectionInfo,
+    request: &RawMessage,
+    timeout: Duration,
+) -> Option<RawMessage> {
+    let signer = Signer::new(info.key.as_bytes());
+    let msg_id = request.parse_header().ok()?.msg_id;
+    let ask = async {
+        let mut socket = DealerSocket::new();
+        socket
+            .connect(&info.endpoint(Channel::Control))
+            .await
+            .ok()?;
+        let frames = signer.to_frames(&[], request);
+        socket.send(ZmqMessage::try_from(frames).ok()?).await.ok()?;
+        loop {
+            let received = socket.recv().await.ok()?;
+            let Ok((_, reply)) = signer.from_frames(received.into_vec()) else {
+                continue;
+            };
+            if reply.parent_ids().0.as_deref() == Some(msg_id.as_str()) {
+                return Some(reply);
+            }
+        }
+    };
+    tokio::time::timeout(timeout, ask).await.ok().flatten()
+}
+
 /// Sends one heartbeat ping and waits up to `timeout` for the echo. A fresh REQ socket per
-/// probe keeps a lost reply from wedging the REQ state machine.
+/// probe keeps a lost reply from wedging the REQ state machine. The kernel echoes on a thread
+/// of its own, so a kernel busy running a cell still answers.
 pub async fn heartbeat(info: &ConnectionInfo, timeout: Duration) -> bool {
     let probe = async {
         let mut socket = ReqSocket::new();

@@ -3,6 +3,11 @@
 //!
 //! Every queue here is bounded in bytes: a slow client is disconnected (and its session buffered)
 //! rather than growing server memory without limit.
+//!
+//! A kernel recovered after a server restart had clients this server never saw: a message for
+//! one of their sessions (by its parent's session) is buffered for that session, kept unencoded
+//! since the framing it will reconnect with is not known yet, so a cell that was running across
+//! the restart still reaches its notebook.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -73,6 +78,18 @@ impl Encoded {
         &self.message
     }
 
+    /// A copy to keep (the parts and any encodings are shared, not copied).
+    fn detached(&self) -> Encoded {
+        Encoded {
+            channel: self.channel,
+            msg_id: self.msg_id.clone(),
+            msg_type: self.msg_type.clone(),
+            message: self.message.clone(),
+            v1: self.v1.clone(),
+            legacy: self.legacy.clone(),
+        }
+    }
+
     fn frame(&mut self, protocol: WireProtocol) -> Outgoing {
         match protocol {
             WireProtocol::V1 => {
@@ -102,12 +119,41 @@ pub(crate) struct Client {
     queued_bytes: Arc<AtomicUsize>,
 }
 
+/// What is kept for a session whose client is away.
 struct SessionBuffer {
-    protocol: WireProtocol,
-    frames: VecDeque<Outgoing>,
+    /// The framing the session's client spoke; `None` for a session of a recovered kernel
+    /// whose client has not reconnected since the restart.
+    protocol: Option<WireProtocol>,
+    frames: VecDeque<Buffered>,
     bytes: usize,
     dropped: usize,
 }
+
+/// One buffered message: encoded in the session's framing, or kept as the kernel sent it
+/// until the session's client reconnects and says which framing it speaks.
+enum Buffered {
+    Frame(Outgoing),
+    Message(Box<Encoded>),
+}
+
+impl Buffered {
+    fn len_bytes(&self) -> usize {
+        match self {
+            Buffered::Frame(frame) => frame.len_bytes(),
+            Buffered::Message(encoded) => encoded.message.len_bytes(),
+        }
+    }
+
+    fn frame(self, protocol: WireProtocol) -> Outgoing {
+        match self {
+            Buffered::Frame(frame) => frame,
+            Buffered::Message(mut encoded) => encoded.frame(protocol),
+        }
+    }
+}
+
+/// How many sessions of a recovered kernel's previous clients are buffered for at most.
+const RECOVERED_SESSIONS_MAX: usize = 8;
 
 /// Limits of the hub, with units in their names.
 #[derive(Debug, Clone, Copy)]
@@ -126,6 +172,11 @@ pub(crate) struct Hub {
     pending: HashMap<String, u64>,
     pending_order: VecDeque<String>,
     buffers: HashMap<String, SessionBuffer>,
+    /// Set for a kernel reattached after a server restart: messages for sessions of clients
+    /// from before are buffered until they reconnect.
+    recovered: bool,
+    /// Buffers made for such sessions so far.
+    recovered_sessions: usize,
 }
 
 /// What the edge holds for one connected client.
@@ -196,11 +247,44 @@ impl Hub {
             pending: HashMap::new(),
             pending_order: VecDeque::new(),
             buffers: HashMap::new(),
+            recovered: false,
+            recovered_sessions: 0,
         }
     }
 
     pub(crate) fn limits(&self) -> HubLimits {
         self.limits
+    }
+
+    /// The kernel was reattached after a server restart: its clients from before are not
+    /// connected, and what it sends for them is to be kept until they are.
+    pub(crate) fn set_recovered(&mut self) {
+        self.recovered = true;
+    }
+
+    /// Before a message of a recovered kernel for `session` is delivered: when no client of
+    /// that session is connected and nothing is buffered for it yet, a buffer is started, so
+    /// the session's client gets the message when it reconnects. At most
+    /// [`RECOVERED_SESSIONS_MAX`] such sessions per kernel.
+    pub(crate) fn keep_for_absent_session(&mut self, session: &str) {
+        if !self.recovered
+            || session.is_empty()
+            || self.recovered_sessions >= RECOVERED_SESSIONS_MAX
+            || self.buffers.contains_key(session)
+            || self.clients.values().any(|c| c.session_id == session)
+        {
+            return;
+        }
+        self.recovered_sessions += 1;
+        self.buffers.insert(
+            session.to_owned(),
+            SessionBuffer {
+                protocol: None,
+                frames: VecDeque::new(),
+                bytes: 0,
+                dropped: 0,
+            },
+        );
     }
 
     pub(crate) fn connection_count(&self) -> usize {
@@ -219,11 +303,12 @@ impl Hub {
         let (tx, rx) = mpsc::unbounded_channel();
         let queued_bytes = Arc::new(AtomicUsize::new(0));
         if let Some(buffer) = self.buffers.remove(&session_id) {
-            if buffer.protocol == protocol {
+            if buffer.protocol.is_none_or(|p| p == protocol) {
                 if buffer.dropped > 0 {
                     tracing::warn!(session = %session_id, dropped = buffer.dropped, "buffer overflowed while the client was away");
                 }
-                for frame in buffer.frames {
+                for buffered in buffer.frames {
+                    let frame = buffered.frame(protocol);
                     queued_bytes.fetch_add(frame.len_bytes(), Ordering::Relaxed);
                     let _ = tx.send(frame);
                 }
@@ -275,7 +360,7 @@ impl Hub {
                     .buffers
                     .entry(client.session_id)
                     .or_insert(SessionBuffer {
-                        protocol: client.protocol,
+                        protocol: Some(client.protocol),
                         frames: VecDeque::new(),
                         bytes: 0,
                         dropped: 0,
@@ -292,7 +377,7 @@ impl Hub {
                         continue;
                     }
                     buffer.bytes += len;
-                    buffer.frames.push_front(frame);
+                    buffer.frames.push_front(Buffered::Frame(frame));
                 }
             }
         }
@@ -334,8 +419,7 @@ impl Hub {
             }
         }
         for (_, buffer) in self.buffers.iter_mut() {
-            let frame = encoded.frame(buffer.protocol);
-            buffer_push(buffer, frame, self.limits);
+            buffer_push(buffer, encoded, self.limits);
         }
         for client_id in too_slow {
             self.drop_slow(client_id);
@@ -373,8 +457,7 @@ impl Hub {
             let frame = encoded.frame(client.protocol);
             let _ = push(client, frame, self.limits.send_queue_bytes_max);
         } else if let Some(buffer) = self.buffers.get_mut(session) {
-            let frame = encoded.frame(buffer.protocol);
-            buffer_push(buffer, frame, self.limits);
+            buffer_push(buffer, encoded, self.limits);
         }
     }
 
@@ -411,8 +494,13 @@ fn push(client: &Client, frame: Outgoing, limit: usize) -> bool {
     client.tx.send(frame).is_ok()
 }
 
-fn buffer_push(buffer: &mut SessionBuffer, frame: Outgoing, limits: HubLimits) {
-    let len = frame.len_bytes();
+/// Keeps `encoded` for an away session: in its framing, or as it is when that is not known.
+fn buffer_push(buffer: &mut SessionBuffer, encoded: &mut Encoded, limits: HubLimits) {
+    let buffered = match buffer.protocol {
+        Some(protocol) => Buffered::Frame(encoded.frame(protocol)),
+        None => Buffered::Message(Box::new(encoded.detached())),
+    };
+    let len = buffered.len_bytes();
     if buffer.frames.len() >= limits.buffer_messages_max
         || buffer.bytes + len > limits.buffer_bytes_max
     {
@@ -420,7 +508,7 @@ fn buffer_push(buffer: &mut SessionBuffer, frame: Outgoing, limits: HubLimits) {
         return;
     }
     buffer.bytes += len;
-    buffer.frames.push_back(frame);
+    buffer.frames.push_back(buffered);
 }
 
 #[cfg(test)]
@@ -441,6 +529,68 @@ mod tests {
             binary: false,
             data: Bytes::from_static(text.as_bytes()),
         }
+    }
+
+    fn kernel_message(session: &str, text: &str) -> Encoded {
+        let message = RawMessage {
+            header: Bytes::from(format!(
+                r#"{{"msg_id":"m-{text}","msg_type":"stream","session":"k","username":"k","date":"","version":"5.3"}}"#
+            )),
+            parent_header: Bytes::from(format!(
+                r#"{{"msg_id":"cell","msg_type":"execute_request","session":"{session}"}}"#
+            )),
+            metadata: Bytes::from_static(b"{}"),
+            content: Bytes::from(format!(r#"{{"name":"stdout","text":"{text}"}}"#)),
+            buffers: Vec::new(),
+        };
+        Encoded::new(
+            Channel::Iopub,
+            format!("m-{text}"),
+            "stream".into(),
+            message,
+        )
+    }
+
+    fn texts(rx: &mut mpsc::UnboundedReceiver<Outgoing>) -> Vec<String> {
+        let mut texts = Vec::new();
+        while let Ok(Outgoing::Frame { data, .. }) = rx.try_recv() {
+            let (_, message) = commonlab_protocol::decode_v1(data).unwrap();
+            let content: serde_json::Value = serde_json::from_slice(&message.content).unwrap();
+            texts.push(content["text"].as_str().unwrap().to_owned());
+        }
+        texts
+    }
+
+    #[test]
+    fn a_recovered_kernel_keeps_messages_for_clients_from_before_the_restart() {
+        let mut hub = hub();
+        hub.set_recovered();
+        // A client that connected after the restart gets what is sent live.
+        let (_, _, mut live) = hub.connect("new".into(), WireProtocol::V1);
+        for text in ["a", "b"] {
+            hub.keep_for_absent_session("old");
+            hub.broadcast(&mut kernel_message("old", text));
+        }
+        assert_eq!(texts(&mut live), ["a", "b"]);
+        // The session from before gets them when it comes back, in the framing it speaks now.
+        let (_, _, mut back) = hub.connect("old".into(), WireProtocol::V1);
+        assert_eq!(texts(&mut back), ["a", "b"]);
+        // Without the restart, a session never seen here is not buffered for.
+        let mut hub = self::hub();
+        hub.keep_for_absent_session("old");
+        hub.broadcast(&mut kernel_message("old", "c"));
+        let (_, _, mut back) = hub.connect("old".into(), WireProtocol::V1);
+        assert!(texts(&mut back).is_empty());
+    }
+
+    #[test]
+    fn a_recovered_kernel_buffers_for_a_bounded_number_of_sessions() {
+        let mut hub = hub();
+        hub.set_recovered();
+        for i in 0..RECOVERED_SESSIONS_MAX + 5 {
+            hub.keep_for_absent_session(&format!("s{i}"));
+        }
+        assert_eq!(hub.buffers.len(), RECOVERED_SESSIONS_MAX);
     }
 
     #[test]

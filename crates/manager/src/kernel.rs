@@ -75,6 +75,10 @@ struct State {
     /// The header of the last request the kernel went busy for, so a notice about something
     /// it started in the background lands in that cell's output.
     last_parent: Option<Bytes>,
+    /// Set on a recovered kernel until something tells whether it is busy: its own status, or
+    /// the answer to the server's `kernel_info_request` on shell (which waits behind a running
+    /// cell). Meanwhile it counts as busy.
+    busy_unknown: bool,
     /// Signatures of runtime findings already acted on, so a process is reported once.
     acted_on: std::collections::HashSet<String>,
     /// A GPU kernel's request with the scheduler; `None` for CPU-only kernels.
@@ -199,6 +203,7 @@ impl Kernel {
                 kernel_info: None,
                 busy_parent: None,
                 last_parent: None,
+                busy_unknown: false,
                 acted_on: Default::default(),
                 gpu: None,
             }),
@@ -234,11 +239,32 @@ impl Kernel {
         self.state().live.as_ref().map(|live| live.runtime.clone())
     }
 
-    /// Connects the channels to a launched runtime and starts its watcher task.
+    /// The identity the server's shell, control and stdin connections to this kernel have:
+    /// one per kernel id, so after a server restart the kernel's replies to requests sent
+    /// before it (the running cell's `execute_reply`) reach the new server.
+    pub(crate) fn stable_identity(&self) -> String {
+        format!("commonlab-{}", self.id)
+    }
+
+    /// Connects the channels to a launched runtime, as [`Kernel::stable_identity`], and
+    /// starts its watcher task.
     pub(crate) async fn attach(
         self: &Arc<Self>,
         runtime: Arc<dyn Runtime>,
         connection: &ConnectionInfo,
+        timeout: Duration,
+    ) -> Result<(), ManagerError> {
+        let identity = self.stable_identity();
+        self.attach_as(runtime, connection, &identity, timeout)
+            .await
+    }
+
+    /// As [`Kernel::attach`], connecting as `identity`.
+    pub(crate) async fn attach_as(
+        self: &Arc<Self>,
+        runtime: Arc<dyn Runtime>,
+        connection: &ConnectionInfo,
+        identity: &str,
         timeout: Duration,
     ) -> Result<(), ManagerError> {
         self.readiness.send_replace(Readiness::Starting);
@@ -250,7 +276,7 @@ impl Kernel {
             }
             None => false,
         });
-        let channels = KernelChannels::connect(connection, timeout, sink)
+        let channels = KernelChannels::connect(connection, identity, timeout, sink)
             .await
             .map_err(|e| {
                 ManagerError::new(
@@ -281,6 +307,17 @@ impl Kernel {
         self: &Arc<Self>,
         timeout: Duration,
     ) -> Result<(), ManagerError> {
+        self.wait_ready_on(Channel::Shell, timeout).await
+    }
+
+    /// As [`Kernel::wait_ready`], poking on `channel`: control for a kernel that may be busy
+    /// running a cell (ipykernel answers on control meanwhile; on shell the request would wait
+    /// behind the cell).
+    pub(crate) async fn wait_ready_on(
+        self: &Arc<Self>,
+        channel: Channel,
+        timeout: Duration,
+    ) -> Result<(), ManagerError> {
         let mut readiness = self.readiness.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
         let mut interval = Duration::from_millis(20);
@@ -304,7 +341,7 @@ impl Kernel {
                     Bytes::from_static(b"{}"),
                     &serde_json::json!({}),
                 );
-                let _ = sender.send(Channel::Shell, &request).await;
+                let _ = sender.send(channel, &request).await;
             }
             let now = tokio::time::Instant::now();
             if now >= deadline {
@@ -317,6 +354,52 @@ impl Kernel {
             let _ = tokio::time::timeout(interval.min(deadline - now), readiness.changed()).await;
             interval = (interval * 2).min(Duration::from_millis(100));
         }
+    }
+
+    /// A `kernel_info_request` of the server's own, to send.
+    pub(crate) fn kernel_info_request(&self) -> RawMessage {
+        self.builder.message(
+            "kernel_info_request",
+            iso_now(),
+            Bytes::from_static(b"{}"),
+            &serde_json::json!({}),
+        )
+    }
+
+    /// Keeps the content of the kernel's `kernel_info_reply` (got over another connection).
+    pub(crate) fn set_kernel_info(&self, reply: &RawMessage) {
+        let mut state = self.state();
+        if state.kernel_info.is_none() {
+            state.kernel_info = Some(reply.content.clone());
+        }
+    }
+
+    /// Marks a kernel reattached after a server restart, before it is attached: what it sends
+    /// for clients from before the restart is kept for their sessions until they reconnect.
+    pub(crate) fn mark_recovered(&self) {
+        self.state().hub.set_recovered();
+    }
+
+    /// A recovered kernel whose heartbeat answers but whose control channel does not: it is
+    /// alive, so clients' requests go to it (and wait there, as on any busy kernel).
+    pub(crate) fn set_alive(&self) {
+        if *self.readiness.borrow() == Readiness::Starting {
+            // Stored even when nobody waits yet (`send` would drop it then).
+            self.readiness.send_replace(Readiness::Ready);
+        }
+    }
+
+    /// After a recovered kernel has proved alive: it counts as busy (a cell may have been
+    /// running across the restart) until a status of its own says otherwise or it answers a
+    /// `kernel_info_request` on shell, which it does only once no cell runs.
+    pub(crate) async fn settle_recovered(&self) {
+        {
+            let mut state = self.state();
+            state.execution_state = "busy".into();
+            state.busy_unknown = true;
+        }
+        self.send_own(Channel::Shell, "kernel_info_request", serde_json::json!({}))
+            .await;
     }
 
     /// Registers a WebSocket client of this kernel.
@@ -1226,15 +1309,26 @@ impl Kernel {
         let (parent_msg_id, parent_session) = message.parent_ids();
         // A GPU kernel's change between busy and idle, told to the scheduler after the lock.
         let mut activity = None;
+        let own = parent_session.as_deref() == Some(self.builder.session.as_str());
         let mut state = self.state();
-        if parent_session.as_deref() == Some(self.builder.session.as_str())
-            && channel == Channel::Shell
-        {
-            if header.msg_type == "kernel_info_reply" && state.kernel_info.is_none() {
-                state.kernel_info = Some(message.content.clone());
+        if own && matches!(channel, Channel::Shell | Channel::Control) {
+            if header.msg_type == "kernel_info_reply" {
+                if state.kernel_info.is_none() {
+                    state.kernel_info = Some(message.content.clone());
+                }
+                if channel == Channel::Shell && state.busy_unknown {
+                    // Shell answered, so no cell was running before it.
+                    state.busy_unknown = false;
+                    state.execution_state = "idle".into();
+                }
             }
             self.update_readiness(&state);
             return;
+        }
+        if !own {
+            if let Some(session) = parent_session.as_deref() {
+                state.hub.keep_for_absent_session(session);
+            }
         }
         if channel == Channel::Iopub {
             if !state.iopub_seen {
@@ -1244,7 +1338,11 @@ impl Kernel {
             if state.execution_state == "starting" {
                 state.execution_state = "idle".into();
             }
-            if header.msg_type == "status" {
+            // The statuses of the server's own requests (readiness pokes, control requests)
+            // say nothing of whether a cell runs: ipykernel reports its control thread busy
+            // and idle while a cell runs on shell.
+            if header.msg_type == "status" && !own {
+                state.busy_unknown = false;
                 #[derive(serde::Deserialize)]
                 struct Status {
                     execution_state: String,

@@ -1002,11 +1002,23 @@ impl KernelManager {
         }
     }
 
-    /// Reconnects to kernels a previous server process started, and forgets (and stops) the
-    /// ones that are gone or unreachable. Returns (reattached, cleaned up).
-    pub async fn recover(&self) -> Result<(usize, usize), ManagerError> {
-        let mut reattached = 0;
+    /// Takes back the kernels a previous server process started. At once: every kernel whose
+    /// process still runs is listed again (as `starting`, so its sessions are kept and clients
+    /// may connect), and the records of the others are forgotten. The future returned then
+    /// reattaches to the listed ones, all at the same time, and resolves to (reattached,
+    /// cleaned up); the server listens meanwhile.
+    ///
+    /// A kernel may be busy with a cell that ran across the restart, so whether it lives is
+    /// asked without queueing behind that cell: `kernel_info_request` on control, else the
+    /// heartbeat. A kernel that answers neither is stopped and forgotten. What a reattached
+    /// kernel sends for its clients from before is kept for their sessions until they
+    /// reconnect.
+    pub fn recover(
+        self: &Arc<Self>,
+    ) -> Result<impl std::future::Future<Output = (usize, usize)> + Send + 'static, ManagerError>
+    {
         let mut cleaned = 0;
+        let mut reattaching = Vec::new();
         for record in self.store.kernels()? {
             let parsed: Option<(ConnectionInfo, RuntimeRecord)> =
                 serde_json::from_str(&record.connection)
@@ -1017,57 +1029,154 @@ impl KernelManager {
                 cleaned += 1;
                 continue;
             };
+            let Some(runtime) = self.backend.reattach(&runtime_record) else {
+                self.store.delete_kernel(&record.id)?;
+                let _ = std::fs::remove_file(&runtime_record.connection_file);
+                cleaned += 1;
+                continue;
+            };
             let spec_mode = self
                 .kernelspec(&record.name)
                 .map(|s| s.spec.interrupt_mode)
                 .unwrap_or_default();
-            match self.backend.reattach(&runtime_record) {
-                Some(runtime) => {
-                    let runtime: Arc<dyn Runtime> = Arc::from(runtime);
-                    let kernel = Kernel::new(
-                        record.id.clone(),
-                        record.name.clone(),
-                        spec_mode,
-                        self.config.hub_limits(),
-                        self.gate.clone(),
-                    );
-                    let attached = async {
-                        kernel
-                            .attach(runtime.clone(), &connection, Duration::from_secs(5))
-                            .await?;
-                        kernel.wait_ready(Duration::from_secs(10)).await
-                    }
-                    .await;
-                    match attached {
-                        Ok(()) => {
-                            tracing::info!(kernel = %record.id, "reattached to a kernel from a previous run");
-                            self.kernels
-                                .write()
-                                .expect("not poisoned")
-                                .insert(record.id.clone(), kernel);
-                            reattached += 1;
-                        }
-                        Err(e) => {
-                            tracing::warn!(kernel = %record.id, error = %e, "kernel from a previous run is unresponsive; stopping it");
-                            kernel.expect_exit();
-                            let _ = runtime.kill();
-                            kernel.detach().await;
-                            self.store.delete_kernel(&record.id)?;
-                            let _ = std::fs::remove_file(&runtime_record.connection_file);
-                            cleaned += 1;
-                        }
-                    }
+            let kernel = Kernel::new(
+                record.id.clone(),
+                record.name.clone(),
+                spec_mode,
+                self.config.hub_limits(),
+                self.gate.clone(),
+            );
+            kernel.mark_recovered();
+            self.kernels
+                .write()
+                .expect("not poisoned")
+                .insert(record.id.clone(), kernel.clone());
+            reattaching.push((kernel, Arc::<dyn Runtime>::from(runtime), connection));
+        }
+        let manager = self.clone();
+        Ok(async move {
+            let attached = reattaching
+                .into_iter()
+                .map(|(kernel, runtime, connection)| manager.reattach(kernel, runtime, connection));
+            let attached = futures_util::future::join_all(attached).await;
+            let reattached = attached.iter().filter(|ok| **ok).count();
+            (reattached, cleaned + attached.len() - reattached)
+        })
+    }
+
+    /// Connects to a kernel from a previous run and finds whether it lives; one that does not
+    /// is stopped and forgotten. True when reattached.
+    ///
+    /// It is first asked on control over a connection of its own. When it answers, its
+    /// sockets have let go of the killed server's connections, and the server connects as
+    /// the kernel's stable identity, so replies to requests from before the restart arrive.
+    /// When only its heartbeat answers, a cell's native code holds the interpreter and the
+    /// old connections may still be held: a fresh identity is used instead (a second
+    /// connection as an identity still held would be refused by the kernel), and replies to
+    /// requests from before the restart are lost.
+    async fn reattach(
+        &self,
+        kernel: Arc<Kernel>,
+        runtime: Arc<dyn Runtime>,
+        connection: ConnectionInfo,
+    ) -> bool {
+        let _guard = kernel.lifecycle.lock().await;
+        let alive = async {
+            let request = kernel.kernel_info_request();
+            let answer =
+                commonlab_kernel::ask_control(&connection, &request, RECOVER_CONTROL_WAIT).await;
+            // Not every kernel answers on control while it runs a cell; every kernel echoes
+            // its heartbeat.
+            if answer.is_none() && !heartbeat_answers(&connection).await {
+                return Err(unresponsive());
+            }
+            let identity = match &answer {
+                Some(reply) => {
+                    kernel.set_kernel_info(reply);
+                    kernel.stable_identity()
                 }
                 None => {
-                    self.store.delete_kernel(&record.id)?;
-                    let _ = std::fs::remove_file(&runtime_record.connection_file);
-                    cleaned += 1;
+                    tracing::info!(kernel = %kernel.id, "kernel from a previous run answers its heartbeat but not on control");
+                    format!("commonlab-{}", uuid::Uuid::new_v4().simple())
                 }
+            };
+            kernel
+                .attach_as(runtime.clone(), &connection, &identity, RECOVER_CONNECT_WAIT)
+                .await?;
+            // Ready once it has answered over these connections and iopub has spoken; a
+            // kernel that stopped answering meanwhile is kept while its heartbeat answers.
+            if answer.is_some()
+                && kernel
+                    .wait_ready_on(Channel::Control, RECOVER_CONTROL_WAIT)
+                    .await
+                    .is_ok()
+            {
+                return Ok(());
+            }
+            if answer.is_some() && !heartbeat_answers(&connection).await {
+                return Err(unresponsive());
+            }
+            kernel.set_alive();
+            Ok(())
+        }
+        .await;
+        match alive {
+            Ok(()) => {
+                kernel.settle_recovered().await;
+                tracing::info!(kernel = %kernel.id, "reattached to a kernel from a previous run");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(kernel = %kernel.id, error = %e, "kernel from a previous run is unresponsive; stopping it");
+                kernel.expect_exit();
+                let _ = runtime.kill();
+                kernel.detach().await;
+                // The backend clears what the kernel left once it has ended.
+                let _ = tokio::time::timeout(Duration::from_secs(5), runtime.wait()).await;
+                kernel.set_failed(format!(
+                    "The kernel from before the server restarted did not answer: {}",
+                    e.message
+                ));
+                kernel.close_clients("kernel unresponsive after a server restart");
+                self.kernels
+                    .write()
+                    .expect("not poisoned")
+                    .remove(&kernel.id);
+                if let Err(e) = self.store.delete_kernel(&kernel.id) {
+                    tracing::error!(kernel = %kernel.id, error = %e, "could not forget an unresponsive kernel");
+                }
+                let _ = std::fs::remove_file(runtime.record().connection_file);
+                false
             }
         }
-        Ok((reattached, cleaned))
     }
 }
+
+/// Whether the kernel echoes its heartbeat, asked a few times.
+async fn heartbeat_answers(connection: &ConnectionInfo) -> bool {
+    for _ in 0..RECOVER_HEARTBEAT_TRIES {
+        if commonlab_kernel::heartbeat(connection, RECOVER_HEARTBEAT_WAIT).await {
+            return true;
+        }
+    }
+    false
+}
+
+fn unresponsive() -> ManagerError {
+    ManagerError::new(
+        ErrorKind::Unavailable,
+        "kernel_unresponsive",
+        "The kernel answered neither on its control channel nor its heartbeat.",
+    )
+}
+
+/// How long a kernel from a previous run has to accept connections again.
+const RECOVER_CONNECT_WAIT: Duration = Duration::from_secs(5);
+/// How long it has to answer `kernel_info_request` on control.
+const RECOVER_CONTROL_WAIT: Duration = Duration::from_secs(5);
+/// Then, heartbeat probes of this long each, this many.
+const RECOVER_HEARTBEAT_WAIT: Duration = Duration::from_secs(2);
+const RECOVER_HEARTBEAT_TRIES: usize = 3;
 
 /// Applies the scheduler's notices to one GPU kernel until the scheduler forgets it. Holds the
 /// manager and kernel weakly between notices.

@@ -218,7 +218,24 @@ cpu_millicores_max_total = 2000
         args.extend_from_slice(flags);
         commonlab(&data_dir, &config, &args, &format!("{PASSWORD}\n"));
     }
-    let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
+    let launcher: Vec<String> = launcher.iter().map(|a| (*a).to_owned()).collect();
+    let child = serve(&launcher, python, dir.path(), &config, port);
+    Server {
+        child,
+        port,
+        dir,
+        config,
+    }
+}
+
+/// Runs `commonlab serve` with the config and data directory under `dir` on `port`, its output
+/// appended to `dir/server.log`, run by `launcher` (a program and its arguments) when not empty.
+fn serve(launcher: &[String], python: &Path, dir: &Path, config: &Path, port: u16) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("server.log"))
+        .unwrap();
     let mut command = match launcher.split_first() {
         Some((program, args)) => {
             let mut command = Command::new(program);
@@ -232,7 +249,7 @@ cpu_millicores_max_total = 2000
             command.env_remove(name);
         }
     }
-    let child = command
+    command
         .args([
             "serve",
             "--config",
@@ -240,18 +257,27 @@ cpu_millicores_max_total = 2000
             "--port",
             &port.to_string(),
         ])
-        .env("COMMONLAB_SERVER__DATA_DIR", &data_dir)
+        .env("COMMONLAB_SERVER__DATA_DIR", dir.join("data"))
         .env("COMMONLAB_KERNEL__PYTHON", python)
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
         .stderr(log)
         .spawn()
-        .unwrap();
-    Server {
-        child,
-        port,
-        dir,
-        config,
+        .unwrap()
+}
+
+impl Server {
+    /// Kills the server with SIGKILL, as a crash would, leaving its kernels running, and starts
+    /// it again on the same port, config and data directory.
+    pub fn kill_and_restart(&mut self, python: &Path) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        self.child = serve(&[], python, self.dir.path(), &self.config, self.port);
+    }
+
+    /// The server's log so far (both runs, after a restart).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }
 }
 
@@ -304,9 +330,30 @@ pub struct KernelClient {
 impl KernelClient {
     pub async fn open(port: u16, user: &str, token: &str, kernel_id: &str) -> KernelClient {
         let session = uuid::Uuid::new_v4().to_string();
-        let url = format!("ws://127.0.0.1:{port}/user/{user}/api/kernels/{kernel_id}/channels?session_id={session}&token={token}");
+        KernelClient::open_session(
+            &format!("ws://127.0.0.1:{port}/user/{user}"),
+            token,
+            kernel_id,
+            &session,
+        )
+        .await
+    }
+
+    /// Connects to the kernel's channels under `base` (`ws://host:port` and any prefix) as the
+    /// client session `session`: a client that reconnects uses its session again.
+    pub async fn open_session(
+        base: &str,
+        token: &str,
+        kernel_id: &str,
+        session: &str,
+    ) -> KernelClient {
+        let url =
+            format!("{base}/api/kernels/{kernel_id}/channels?session_id={session}&token={token}");
         let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-        KernelClient { ws, session }
+        KernelClient {
+            ws,
+            session: session.to_owned(),
+        }
     }
 
     /// Reads whatever arrives, without sending anything, until a message containing `needle`

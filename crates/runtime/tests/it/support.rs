@@ -226,7 +226,8 @@ impl Client {
             }
             true
         });
-        let channels = KernelChannels::connect(connection, PATIENCE, sink)
+        let identity = format!("runtime-tests-{}", uuid_like());
+        let channels = KernelChannels::connect(connection, &identity, PATIENCE, sink)
             .await
             .expect("the kernel's channels connect");
         let mut client = Client {
