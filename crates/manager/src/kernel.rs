@@ -1288,6 +1288,13 @@ impl Kernel {
     /// A restart begins: requests sent from now on wait for the new process rather than go to
     /// the old one or be answered as dead (the restart ends in `Ready`, or in `set_failed`).
     pub(crate) fn begin_restart(&self) {
+        {
+            // What the old process said must not make the kernel ready again before the new
+            // one has (`update_readiness`).
+            let mut state = self.state();
+            state.iopub_seen = false;
+            state.kernel_info = None;
+        }
         self.readiness.send_replace(Readiness::Starting);
     }
 
