@@ -68,6 +68,28 @@ async fn authenticate(State(hub): State<Arc<Hub>>, mut request: Request, next: N
     }
 }
 
+/// Runs a store call that hashes a password on the blocking pool, holding one of the hub's
+/// password-check places until the hash is done.
+async fn hashing_password<T: Send + 'static>(
+    hub: &Hub,
+    call: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let permit = hub.password_check().await;
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        call()
+    })
+    .await
+    .map_err(|_| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "password hashing failed",
+        )
+    })?
+    .map_err(store_error)
+}
+
 pub(super) fn store_error(e: StoreError) -> ApiError {
     match e {
         StoreError::UserExists(_) => {
@@ -249,20 +271,10 @@ async fn user_create(
     let user = {
         let store = hub.store.clone();
         let (name, password, tier, now) = (body.name, body.password, tier.clone(), now);
-        let permit = hub.password_check().await;
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
+        hashing_password(&hub, move || {
             store.user_add(&name, &password, role, &tier, &now)
         })
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "password hashing failed",
-            )
-        })?
-        .map_err(store_error)?
+        .await?
     };
     hub.audit(
         Some(&caller.0.name),
@@ -338,20 +350,8 @@ async fn user_update(
     if let Some(password) = body.password {
         let store = hub.store.clone();
         let who = name.clone();
-        let permit = hub.password_check().await;
-        let changed = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            store.user_set_password(&who, &password)
-        })
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "password hashing failed",
-            )
-        })?
-        .map_err(store_error)?;
+        let changed =
+            hashing_password(&hub, move || store.user_set_password(&who, &password)).await?;
         if !changed {
             return Err(missing());
         }
