@@ -46,10 +46,7 @@ impl UserServerFactory {
             .map(|t| t.workspace_bytes_max)
             .unwrap_or(0);
         if self.sandbox.is_some() && bytes > 0 {
-            let image = self
-                .data_dir
-                .join("volumes")
-                .join(format!("{}.ext4", user.name));
+            let image = volume_image(&self.data_dir, &user.name);
             mount_volume(&image, &dir, bytes, user.uid)?;
             make_private_dir(&dir, Some(user.uid))?;
         }
@@ -121,13 +118,13 @@ fn make_dir_with_mode(dir: &Path, mode: u32, uid: Option<u32>) -> Result<(), Str
 /// Unmounts the workspace volumes `mount_volume` mounted under `workspaces_dir` (their loop
 /// devices are released with them), when the server stops with no kernel left. A volume that is
 /// still busy stays mounted, with a warning; the next start uses it as it is.
-pub(crate) fn unmount_volumes(workspaces_dir: &Path, volumes_dir: &Path) {
+pub(crate) fn unmount_volumes(workspaces_dir: &Path, data_dir: &Path) {
     let Ok(entries) = std::fs::read_dir(workspaces_dir) else {
         return;
     };
     for entry in entries.flatten() {
         let dir = entry.path();
-        let image = volumes_dir.join(format!("{}.ext4", entry.file_name().to_string_lossy()));
+        let image = volume_image(data_dir, &entry.file_name().to_string_lossy());
         if !is_mountpoint(&dir) || !image.is_file() {
             continue;
         }
@@ -145,6 +142,11 @@ pub(crate) fn unmount_volumes(workspaces_dir: &Path, volumes_dir: &Path) {
             }
         }
     }
+}
+
+/// The image of `user`'s workspace volume.
+fn volume_image(data_dir: &Path, user: &str) -> PathBuf {
+    data_dir.join("volumes").join(format!("{user}.ext4"))
 }
 
 /// Whether `dir` is a mount point (on another device than its parent).

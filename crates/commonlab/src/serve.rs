@@ -495,7 +495,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         recovery.abort_all();
         tracing::info!("shutting down: stopping kernels");
         hub.shutdown_all().await;
-        crate::accounts::unmount_volumes(&workspaces_dir, &data_dir.join("volumes"));
+        crate::accounts::unmount_volumes(&workspaces_dir, &data_dir);
         if let Some(gpu) = &gpu {
             gpu.shutdown();
         }
